@@ -1,0 +1,16 @@
+"""Building blocks shared by visprior's networks."""
+
+from visprior.layers.depthwise import DepthwiseConv, depthwise_conv
+from visprior.layers.frequency_prior import BFRDepthwiseConv, frequency_prior
+from visprior.layers.norm import ChannelsFirstLayerNorm
+from visprior.layers.structural_reparam import StructuralReparamConv, fuse_conv_bn
+
+__all__ = [
+    "BFRDepthwiseConv",
+    "ChannelsFirstLayerNorm",
+    "DepthwiseConv",
+    "StructuralReparamConv",
+    "depthwise_conv",
+    "frequency_prior",
+    "fuse_conv_bn",
+]

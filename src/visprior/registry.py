@@ -1,0 +1,54 @@
+"""Model registry: every command selects a network by name.
+
+``register_model`` refuses duplicate names, ``list_models`` filters with shell-style
+wildcards, ``get_model`` builds a network from keyword arguments.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+__all__ = ["register_model", "list_models", "get_model"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
+
+
+def register_model(name: str | None = None) -> Callable[[BuilderT], BuilderT]:
+    """Decorator registering a model builder under ``name`` (default: the function's name)."""
+
+    def wrapper(builder: BuilderT) -> BuilderT:
+        key = name or builder.__name__
+        if key in _MODELS:
+            raise ValueError(f"a model named {key!r} is already registered.")
+        _MODELS[key] = builder
+        return builder
+
+    return wrapper
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models that match ``pattern`` (e.g. ``"repuxnet*"``)."""
+    _import_builtin_models()
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments.
+
+    Example:
+        >>> net = get_model("repuxnet", in_channels=1, out_channels=3, feature_size=8)
+    """
+    _import_builtin_models()
+    if name not in _MODELS:
+        raise ValueError(f"unknown model name {name!r}; registered models: {', '.join(list_models())}.")
+    return _MODELS[name](**kwargs)
+
+
+def _import_builtin_models() -> None:
+    # Importing the nets package runs its @register_model decorators.
+    import visprior.nets  # noqa: F401
