@@ -18,7 +18,9 @@ from torch import nn
 
 from visprior.layers.depthwise import DepthwiseConv, check_kernel_size, check_spatial_dims
 
-__all__ = ["StructuralReparamConv", "fuse_conv_bn"]
+__all__ = ["StructuralReparamConv", "fuse_conv_bn", "DEFAULT_SMALL_KERNEL_SIZES"]
+
+DEFAULT_SMALL_KERNEL_SIZES = (3, 5, 7)
 
 _BATCH_NORMS = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
@@ -58,7 +60,8 @@ class StructuralReparamConv(nn.Module):
     Args:
         channels: number of input and output channels.
         kernel_size: odd edge length of the large kernel.
-        small_kernel_sizes: odd edge lengths of the parallel branches, each < ``kernel_size``.
+        small_kernel_sizes: odd edge lengths of the parallel branches, each < ``kernel_size``;
+            by default those of 3, 5 and 7 that are smaller than ``kernel_size``.
         spatial_dims: 2 or 3.
 
     The merge uses the BatchNorm running statistics, so it equals the eval-mode output.
@@ -72,11 +75,13 @@ class StructuralReparamConv(nn.Module):
         self,
         channels: int,
         kernel_size: int,
-        small_kernel_sizes: Sequence[int] = (3, 5, 7),
+        small_kernel_sizes: Sequence[int] | None = None,
         spatial_dims: int = 3,
     ):
         super().__init__()
         check_kernel_size(kernel_size)
+        if small_kernel_sizes is None:
+            small_kernel_sizes = tuple(s for s in DEFAULT_SMALL_KERNEL_SIZES if s < kernel_size)
         check_spatial_dims(spatial_dims)
         for size in small_kernel_sizes:
             check_kernel_size(size, "small_kernel_sizes")

@@ -11,6 +11,7 @@ same effective kernel and lets BFR training continue from them.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -169,7 +170,14 @@ def load_official_checkpoint(
         source = os.fspath(checkpoint)
         if not os.path.isfile(source):
             raise FileNotFoundError(f"checkpoint file not found: {source}")
-        loaded = torch.load(source, map_location=map_location, weights_only=True)
+        try:
+            loaded = torch.load(source, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{source}: refused to load: it holds objects other than tensors and plain "
+                f"containers, and loading it could run code (torch.load(weights_only=True) "
+                f"said: {str(error).splitlines()[0]})"
+            ) from None
         if not isinstance(loaded, Mapping):
             raise ValueError(f"{source}: expected a state dict, got {type(loaded).__name__}.")
     else:

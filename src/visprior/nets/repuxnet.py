@@ -43,7 +43,8 @@ class RepUXBlock(nn.Module):
         block: ``"bfr"``, ``"sr"`` or ``"plain"`` (ignored when ``inference_mode``).
         spatial_dims: 2 or 3.
         bfr_a: prior strength ``a`` of the BFR frequency map.
-        small_kernel_sizes: parallel branches of the ``"sr"`` kind.
+        small_kernel_sizes: parallel branches of the ``"sr"`` kind (default: 3, 5, 7 where
+            smaller than ``kernel_size``).
         inference_mode: build the fused deploy structure (a plain conv) directly.
     """
 
@@ -54,7 +55,7 @@ class RepUXBlock(nn.Module):
         block: str = "bfr",
         spatial_dims: int = 3,
         bfr_a: float = 1.0,
-        small_kernel_sizes: Sequence[int] = (3, 5, 7),
+        small_kernel_sizes: Sequence[int] | None = None,
         inference_mode: bool = False,
     ):
         super().__init__()
@@ -87,7 +88,8 @@ class RepUXNet(EncoderUNETRDecoder):
         norm_name: decoder normalisation (MONAI name).
         block: large-kernel kind, ``"bfr"`` (paper), ``"sr"`` or ``"plain"``.
         bfr_a: prior strength ``a`` > 0 of ``M = a / (d + a)``.
-        small_kernel_sizes: branch kernels of the ``"sr"`` kind.
+        small_kernel_sizes: branch kernels of the ``"sr"`` kind (default: 3, 5, 7 where
+            smaller than ``kernel_size``).
         res_block: residual decoder blocks.
         inference_mode: build the deploy structure (plain convs) directly, e.g. to load a
             fused state dict.
@@ -110,7 +112,7 @@ class RepUXNet(EncoderUNETRDecoder):
         norm_name: str | tuple = "instance",
         block: str = "bfr",
         bfr_a: float = 1.0,
-        small_kernel_sizes: Sequence[int] = (3, 5, 7),
+        small_kernel_sizes: Sequence[int] | None = None,
         res_block: bool = True,
         inference_mode: bool = False,
     ):

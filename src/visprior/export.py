@@ -1,0 +1,50 @@
+"""Export a network for deployment: fuse it, then write TorchScript or ONNX atomically."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visprior.fileio import atomic_path
+from visprior.reparam import reparameterize_model
+
+__all__ = ["export_torchscript", "export_onnx"]
+
+
+def _deployable(model: nn.Module) -> nn.Module:
+    return reparameterize_model(model).eval()
+
+
+def export_torchscript(
+    model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike
+) -> torch.jit.ScriptModule:
+    """Fuse ``model`` (a copy), trace it on ``example_input`` and save it to ``path``.
+
+    The traced module runs without visprior installed: ``torch.jit.load(path)``.
+    """
+    fused = _deployable(model)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Input checks compare shapes in Python; a trace fixes the shapes, so they only warn.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(fused, example_input)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
+    return traced
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Fuse ``model`` (a copy) and export it to ONNX at ``path`` for the example's shape.
+
+    Input and output are named ``image`` and ``logits``; run it with onnxruntime.
+    """
+    fused = _deployable(model)
+    program = torch.onnx.export(fused, (example_input,), dynamo=True, verbose=False,
+                                input_names=["image"], output_names=["logits"])
+    with atomic_path(path) as tmp:
+        # One self-contained file: the weights are stored inside the model proto.
+        program.save(str(tmp), external_data=False)
+    return Path(path)
