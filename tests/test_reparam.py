@@ -12,6 +12,11 @@ from visprior.export import export_onnx, export_torchscript
 from visprior.layers import BFRDepthwiseConv, DepthwiseConv, StructuralReparamConv
 from visprior.nets import RepUXNet
 
+KINDS = {
+    "repuxnet": BFRDepthwiseConv,
+    "repuxnet_sr": StructuralReparamConv,
+    "repuxnet_plain": DepthwiseConv,
+}
 CONFIG = {"in_channels": 1, "out_channels": 3, "feature_size": 8, "hidden_size": 32}
 # fp32 sums over 21^3 taps; the fused kernel is rounded once, the training forward twice.
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
@@ -27,19 +32,20 @@ def test_fused_model_equals_training_model(name):
     model = _trained_like(name)
     fused = reparameterize_model(model)
     assert fused is not model
-    assert not any(isinstance(m, (BFRDepthwiseConv, StructuralReparamConv))
-                   for m in fused.modules())
+    assert not any(
+        isinstance(m, (BFRDepthwiseConv, StructuralReparamConv)) for m in fused.modules()
+    )
     assert sum(isinstance(m, DepthwiseConv) for m in fused.modules()) == 8
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), **TOLERANCE)
 
     # The original is untouched; fusing again changes nothing.
-    assert any(type(m) is not DepthwiseConv for m in model.modules()
-               if isinstance(m, (BFRDepthwiseConv, StructuralReparamConv))) or name.endswith("plain")
+    assert type(model.backbone.stages[0][0].dwconv) is KINDS[name]
     again = reparameterize_model(fused)
-    for (k1, v1), (k2, v2) in zip(fused.state_dict().items(), again.state_dict().items(),
-                                  strict=True):
+    for (k1, v1), (k2, v2) in zip(
+        fused.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         assert k1 == k2 and torch.equal(v1, v2)
 
     # The fused state dict loads into a model built in inference mode.

@@ -42,8 +42,14 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     Input and output are named ``image`` and ``logits``; run it with onnxruntime.
     """
     fused = _deployable(model)
-    program = torch.onnx.export(fused, (example_input,), dynamo=True, verbose=False,
-                                input_names=["image"], output_names=["logits"])
+    program = torch.onnx.export(
+        fused,
+        (example_input,),
+        dynamo=True,
+        verbose=False,
+        input_names=["image"],
+        output_names=["logits"],
+    )
     with atomic_path(path) as tmp:
         # One self-contained file: the weights are stored inside the model proto.
         program.save(str(tmp), external_data=False)

@@ -45,7 +45,9 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     """
     _import_builtin_models()
     if name not in _MODELS:
-        raise ValueError(f"unknown model name {name!r}; registered models: {', '.join(list_models())}.")
+        raise ValueError(
+            f"unknown model name {name!r}; registered models: {', '.join(list_models())}."
+        )
     return _MODELS[name](**kwargs)
 
 

@@ -23,7 +23,9 @@ def test_same_padding_matches_torch_conv(spatial_dims, kernel_size):
 
 def test_wrong_input_rank_and_channels():
     conv = DepthwiseConv(4, 5, spatial_dims=3)
-    with pytest.raises(ValueError, match=r"input must have 5 dimensions .* got shape \(1, 4, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"input must have 5 dimensions .* got shape \(1, 4, 8, 8\)"
+    ):
         conv(torch.randn(1, 4, 8, 8))
     with pytest.raises(ValueError, match="input has 3 channels but the depth-wise conv has 4"):
         conv(torch.randn(1, 3, 8, 8, 8))

@@ -56,8 +56,9 @@ def test_forward_is_conv_with_w_times_m(spatial_dims):
     conv = BFRDepthwiseConv(4, 7, spatial_dims=spatial_dims, a=1.5)
     x = torch.randn(2, 4, *(12,) * spatial_dims)
     conv_fn = F.conv2d if spatial_dims == 2 else F.conv3d
-    expected = conv_fn(x, conv.weight * frequency_prior(7, spatial_dims, 1.5), conv.bias,
-                       padding=3, groups=4)
+    expected = conv_fn(
+        x, conv.weight * frequency_prior(7, spatial_dims, 1.5), conv.bias, padding=3, groups=4
+    )
     torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -76,8 +77,9 @@ def test_gradient_reaches_w_and_equals_m_times_kernel_gradient(spatial_dims):
         plain.bias.copy_(conv.bias)
     plain.effective_weight = lambda: kernel
     F.mse_loss(plain(x), target).backward()
-    torch.testing.assert_close(conv.weight.grad, conv.frequency_map * kernel.grad,
-                               rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        conv.weight.grad, conv.frequency_map * kernel.grad, rtol=1e-5, atol=1e-8
+    )
 
 
 def test_sgd_step_updates_w_with_lr_scaled_by_m_squared():
@@ -95,7 +97,8 @@ def test_sgd_step_updates_w_with_lr_scaled_by_m_squared():
     torch.testing.assert_close(
         conv.effective_weight().detach() - kernel0,
         -0.1 * conv.frequency_map**2 * kernel_grad,
-        rtol=1e-4, atol=1e-9,
+        rtol=1e-4,
+        atol=1e-9,
     )
     # The optimizer holds the very parameter the forward uses.
     assert optimizer.param_groups[0]["params"][0] is conv.weight

@@ -23,9 +23,15 @@ def test_config_is_inferred_from_the_state_dict(reference):
     family, _, ref = reference
     config = infer_official_config(ref["state_dict"])
     assert config == {
-        "family": family, "in_channels": 1, "out_channels": 3, "feature_size": [8, 16, 32, 64],
-        "depths": [2, 2, 2, 2], "kernel_size": 21 if family == "repuxnet" else 7,
-        "spatial_dims": 3, "hidden_size": 128, "res_block": True,
+        "family": family,
+        "in_channels": 1,
+        "out_channels": 3,
+        "feature_size": [8, 16, 32, 64],
+        "depths": [2, 2, 2, 2],
+        "kernel_size": 21 if family == "repuxnet" else 7,
+        "spatial_dims": 3,
+        "hidden_size": 128,
+        "res_block": True,
     }
 
 
@@ -38,17 +44,21 @@ def test_outputs_are_reproduced(reference):
         torch.testing.assert_close(model(ref["input_64"]), ref["output_64"], rtol=1e-4, atol=1e-4)
         # In float64 the only difference left is summation order.
         model = model.double()
-        torch.testing.assert_close(model(ref["input"].double()), ref["output_float64"],
-                                   rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            model(ref["input"].double()), ref["output_float64"], rtol=1e-9, atol=1e-9
+        )
 
 
 def test_authors_kernels_load_as_deployed_kernels(reference_dir):
     ref = torch.load(reference_dir / "official_repuxnet_small.pt", weights_only=True)
     model = load_official_checkpoint(ref)
     assert all(type(m.dwconv) is DepthwiseConv for s in model.backbone.stages for m in s)
-    torch.testing.assert_close(model.backbone.stages[0][0].dwconv.weight,
-                               ref["state_dict"]["repuxnet_3d.stages.0.0.dwconv.weight"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.backbone.stages[0][0].dwconv.weight,
+        ref["state_dict"]["repuxnet_3d.stages.0.0.dwconv.weight"],
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_bfr_model_continues_from_the_authors_kernels(reference_dir):
@@ -64,8 +74,9 @@ def test_bfr_model_continues_from_the_authors_kernels(reference_dir):
         for layer in model.modules():
             if isinstance(layer, BFRDepthwiseConv):
                 layer.weight.mul_(layer.frequency_map)
-        torch.testing.assert_close(model(x), ref["output_deploy_false_first_forward"],
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            model(x), ref["output_deploy_false_first_forward"], rtol=1e-4, atol=1e-4
+        )
 
 
 def test_wrapped_and_ddp_prefixed_checkpoints(reference_dir):
@@ -79,8 +90,11 @@ def test_wrapped_and_ddp_prefixed_checkpoints(reference_dir):
 
 def test_not_an_authors_checkpoint():
     visprior_state = UXNet(feature_size=8, hidden_size=16).state_dict()
-    with pytest.raises(ValueError, match=r"not an authors' RepUX-Net or 3D UX-Net checkpoint.*"
-                                         r"got keys backbone\."):
+    with pytest.raises(
+        ValueError,
+        match=r"not an authors' RepUX-Net or 3D UX-Net checkpoint.*"
+        r"got keys backbone\.",
+    ):
         load_official_checkpoint(visprior_state)
     with pytest.raises(ValueError, match="not a state dict, these entries are not tensors: epoch"):
         load_official_checkpoint({"epoch": 3, "out.conv.conv.weight": torch.zeros(1)})
@@ -91,8 +105,11 @@ def test_missing_and_unexpected_keys_are_listed(reference_dir):
     state = dict(ref["state_dict"])
     del state["decoder1.layer.conv2.conv.weight"]
     state["decoder9.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"Missing keys \(1\): decoder1\.layer\.conv2\.conv\.weight"
-                                         r"\. Unexpected keys \(1\): decoder9\.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"Missing keys \(1\): decoder1\.layer\.conv2\.conv\.weight"
+        r"\. Unexpected keys \(1\): decoder9\.weight",
+    ):
         load_official_checkpoint(state)
 
 
@@ -102,8 +119,11 @@ def test_wrong_family_or_shape(reference_dir):
     del config["family"]
     with pytest.raises(ValueError, match=r"does not fit RepUXNet.*Unexpected keys.*pwconv1"):
         load_official_checkpoint(ref, model=RepUXNet(**config, inference_mode=True))
-    with pytest.raises(ValueError, match=r"shape mismatch: out\.conv\.conv\.weight: checkpoint "
-                                         r"\(3, 8, 1, 1, 1\) vs model \(5, 8, 1, 1, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatch: out\.conv\.conv\.weight: checkpoint "
+        r"\(3, 8, 1, 1, 1\) vs model \(5, 8, 1, 1, 1\)",
+    ):
         load_official_checkpoint(ref, model=UXNet(**{**config, "out_channels": 5}))
 
 

@@ -27,9 +27,11 @@ def _reference_counts(reference_dir):
 @pytest.mark.slow
 def test_parameter_counts_equal_the_authors(reference_dir):
     builders = {
-        "repuxnet": [lambda out: RepUXNet(out_channels=out, block="bfr"),
-                     lambda out: RepUXNet(out_channels=out, block="plain"),
-                     lambda out: RepUXNet(out_channels=out, inference_mode=True)],
+        "repuxnet": [
+            lambda out: RepUXNet(out_channels=out, block="bfr"),
+            lambda out: RepUXNet(out_channels=out, block="plain"),
+            lambda out: RepUXNet(out_channels=out, inference_mode=True),
+        ],
         "uxnet": [lambda out: UXNet(out_channels=out)],
     }
     for name, out, count in _reference_counts(reference_dir):
@@ -47,8 +49,9 @@ def test_parameter_counts_equal_the_authors(reference_dir):
     ],
 )
 def test_small_parameter_counts(cls, kwargs, expected):
-    model = cls(in_channels=1, out_channels=3, feature_size=[8, 16, 32, 64], hidden_size=128,
-                **kwargs)
+    model = cls(
+        in_channels=1, out_channels=3, feature_size=[8, 16, 32, 64], hidden_size=128, **kwargs
+    )
     assert _count(model) == expected
 
 
@@ -71,8 +74,10 @@ def test_output_shape(cls, kwargs, spatial_dims, size):
     assert y.shape == (1, 4, *size)
 
 
-@pytest.mark.parametrize("block, kind", [("bfr", BFRDepthwiseConv), ("sr", StructuralReparamConv),
-                                         ("plain", DepthwiseConv)])
+@pytest.mark.parametrize(
+    "block, kind",
+    [("bfr", BFRDepthwiseConv), ("sr", StructuralReparamConv), ("plain", DepthwiseConv)],
+)
 def test_block_kind_builds_that_layer(block, kind):
     model = RepUXNet(block=block, kernel_size=7, **SMALL)
     layers = [m.dwconv for stage in model.backbone.stages for m in stage]

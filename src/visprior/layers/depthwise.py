@@ -38,7 +38,9 @@ def check_kernel_size(kernel_size: int, name: str = "kernel_size") -> int:
     return kernel_size
 
 
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def depthwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """Depth-wise convolution with 'same' padding.
 
     Args:

@@ -123,4 +123,3 @@ class StructuralReparamConv(nn.Module):
         fused.weight.copy_(weight)
         fused.bias.copy_(bias)
         return fused
-

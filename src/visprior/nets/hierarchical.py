@@ -81,7 +81,9 @@ class HierarchicalEncoder(nn.Module):
         )
         offsets = [sum(depths[:i]) for i in range(NUM_STAGES)]
         self.stages = nn.ModuleList(
-            nn.Sequential(*(block_factory(widths[i], i, j, offsets[i] + j) for j in range(depths[i])))
+            nn.Sequential(
+                *(block_factory(widths[i], i, j, offsets[i] + j) for j in range(depths[i]))
+            )
             for i in range(NUM_STAGES)
         )
         self.stage_norms = nn.ModuleList(ChannelsFirstLayerNorm(w) for w in widths)
@@ -128,8 +130,11 @@ class EncoderUNETRDecoder(nn.Module):
         res_block: bool = True,
     ):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("hidden_size", hidden_size)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("hidden_size", hidden_size),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
         self.spatial_dims = check_spatial_dims(spatial_dims)
@@ -137,15 +142,31 @@ class EncoderUNETRDecoder(nn.Module):
         self.out_channels = out_channels
         widths = tuple(widths)
         depths = _check_depths(depths)
-        self.backbone = HierarchicalEncoder(in_channels, widths, depths, block_factory, spatial_dims)
+        self.backbone = HierarchicalEncoder(
+            in_channels, widths, depths, block_factory, spatial_dims
+        )
 
         def basic(cin: int, cout: int) -> UnetrBasicBlock:
-            return UnetrBasicBlock(spatial_dims, cin, cout, kernel_size=3, stride=1,
-                                   norm_name=norm_name, res_block=res_block)
+            return UnetrBasicBlock(
+                spatial_dims,
+                cin,
+                cout,
+                kernel_size=3,
+                stride=1,
+                norm_name=norm_name,
+                res_block=res_block,
+            )
 
         def up(cin: int, cout: int) -> UnetrUpBlock:
-            return UnetrUpBlock(spatial_dims, cin, cout, kernel_size=3, upsample_kernel_size=2,
-                                norm_name=norm_name, res_block=res_block)
+            return UnetrUpBlock(
+                spatial_dims,
+                cin,
+                cout,
+                kernel_size=3,
+                upsample_kernel_size=2,
+                norm_name=norm_name,
+                res_block=res_block,
+            )
 
         w0, w1, w2, w3 = widths
         self.encoder1 = basic(in_channels, w0)

@@ -30,9 +30,15 @@ def swinunetr(
 ) -> SwinUNETR:
     """MONAI SwinUNETR; spatial sizes must be multiples of 32."""
     check_spatial_dims(spatial_dims)
-    model = SwinUNETR(in_channels=in_channels, out_channels=out_channels,
-                      feature_size=feature_size, depths=tuple(depths),
-                      spatial_dims=spatial_dims, norm_name=norm_name, **kwargs)
+    model = SwinUNETR(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        feature_size=feature_size,
+        depths=tuple(depths),
+        spatial_dims=spatial_dims,
+        norm_name=norm_name,
+        **kwargs,
+    )
     model.size_divisibility = 32
     return model
 
@@ -51,8 +57,15 @@ def unetr(
 ) -> UNETR:
     """MONAI UNETR; it only accepts inputs of exactly ``img_size`` (multiples of 16)."""
     check_spatial_dims(spatial_dims)
-    model = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=img_size,
-                  feature_size=feature_size, hidden_size=hidden_size,
-                  spatial_dims=spatial_dims, norm_name=norm_name, **kwargs)
+    model = UNETR(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        img_size=img_size,
+        feature_size=feature_size,
+        hidden_size=hidden_size,
+        spatial_dims=spatial_dims,
+        norm_name=norm_name,
+        **kwargs,
+    )
     model.size_divisibility = 16
     return model

@@ -39,24 +39,27 @@ def _describe_keys(keys: list[str], limit: int = 12) -> str:
 
 
 def _unwrap(checkpoint: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint: plain, under ``state_dict``/``model``, or DDP-prefixed."""
+    """The state dict in a checkpoint: plain, under `state_dict`/`model`, or DDP-prefixed."""
     for wrapper in ("state_dict", "model", "model_state_dict"):
         inner = checkpoint.get(wrapper)
         if isinstance(inner, Mapping):
             checkpoint = inner
             break
     state = {
-        (k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()
+        (k[len("module.") :] if k.startswith("module.") else k): v for k, v in checkpoint.items()
     }
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise ValueError(f"{source}: not a state dict, these entries are not tensors: "
-                         f"{_describe_keys(bad)}.")
+        raise ValueError(
+            f"{source}: not a state dict, these entries are not tensors: {_describe_keys(bad)}."
+        )
     return state
 
 
 def _family(state: Mapping[str, torch.Tensor], source: str) -> str:
-    found = {family for prefix, family in _PREFIXES.items() if any(k.startswith(prefix) for k in state)}
+    found = {
+        family for prefix, family in _PREFIXES.items() if any(k.startswith(prefix) for k in state)
+    }
     if len(found) != 1:
         raise ValueError(
             f"{source} is not an authors' RepUX-Net or 3D UX-Net checkpoint: expected keys "
@@ -75,7 +78,13 @@ def infer_official_config(state: Mapping[str, torch.Tensor], source: str = "chec
             state[f"{prefix}downsample_layers.{i}.1.weight"].shape[0] for i in range(1, 4)
         ]
         depths = [
-            len({m[1] for k in state if (m := re.match(rf"{re.escape(prefix)}stages\.{i}\.(\d+)\.", k))})
+            len(
+                {
+                    m[1]
+                    for k in state
+                    if (m := re.match(rf"{re.escape(prefix)}stages\.{i}\.(\d+)\.", k))
+                }
+            )
             for i in range(4)
         ]
         config = {
@@ -112,7 +121,7 @@ def convert_official_state_dict(
     converted: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
             for pattern, replacement in _RENAMES:
                 key = pattern.sub(replacement, key)
             key = "backbone." + key
@@ -127,9 +136,12 @@ def convert_official_state_dict(
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
     if missing or unexpected:
-        hint = (" (structural re-parameterization branches cannot be filled from a deployed "
-                "kernel: build the model with inference_mode=True or block='bfr'/'plain')"
-                if any(".dwconv.large." in k for k in missing) else "")
+        hint = (
+            " (structural re-parameterization branches cannot be filled from a deployed "
+            "kernel: build the model with inference_mode=True or block='bfr'/'plain')"
+            if any(".dwconv.large." in k for k in missing)
+            else ""
+        )
         raise ValueError(
             f"{source} does not fit {type(model).__name__}{hint}. "
             f"Missing keys ({len(missing)}): {_describe_keys(missing) or 'none'}. "
@@ -137,11 +149,14 @@ def convert_official_state_dict(
         )
     mismatched = [
         f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items() if converted[k].shape != v.shape
+        for k, v in expected.items()
+        if converted[k].shape != v.shape
     ]
     if mismatched:
-        raise ValueError(f"{source} does not fit {type(model).__name__}, shape mismatch: "
-                         f"{'; '.join(mismatched[:12])}.")
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__}, shape mismatch: "
+            f"{'; '.join(mismatched[:12])}."
+        )
     return converted
 
 
@@ -186,7 +201,6 @@ def load_official_checkpoint(
     if model is None:
         config = infer_official_config(state, source)
         family = config.pop("family")
-        model = (RepUXNet(**config, inference_mode=True) if family == "repuxnet"
-                 else UXNet(**config))
+        model = RepUXNet(**config, inference_mode=True) if family == "repuxnet" else UXNet(**config)
     model.load_state_dict(convert_official_state_dict(state, model, source))
     return model

@@ -123,11 +123,21 @@ class RepUXNet(EncoderUNETRDecoder):
             raise ValueError(f"bfr_a must be > 0, got {bfr_a!r}.")
 
         def make_block(width: int, *_: int) -> RepUXBlock:
-            return RepUXBlock(width, kernel_size, block, spatial_dims, bfr_a, small_kernel_sizes,
-                              inference_mode)
+            return RepUXBlock(
+                width, kernel_size, block, spatial_dims, bfr_a, small_kernel_sizes, inference_mode
+            )
 
-        super().__init__(in_channels, out_channels, resolve_widths(feature_size), depths,
-                         make_block, spatial_dims, hidden_size, norm_name, res_block)
+        super().__init__(
+            in_channels,
+            out_channels,
+            resolve_widths(feature_size),
+            depths,
+            make_block,
+            spatial_dims,
+            hidden_size,
+            norm_name,
+            res_block,
+        )
         self.block = block
         self.kernel_size = kernel_size
 

@@ -110,8 +110,17 @@ class UXNet(EncoderUNETRDecoder):
             rate = drop_path_rate * global_index / max(total_blocks - 1, 1)
             return UXBlock(width, kernel_size, spatial_dims, rate, layer_scale_init_value)
 
-        super().__init__(in_channels, out_channels, resolve_widths(feature_size), depths,
-                         make_block, spatial_dims, hidden_size, norm_name, res_block)
+        super().__init__(
+            in_channels,
+            out_channels,
+            resolve_widths(feature_size),
+            depths,
+            make_block,
+            spatial_dims,
+            hidden_size,
+            norm_name,
+            res_block,
+        )
         self.kernel_size = kernel_size
 
 

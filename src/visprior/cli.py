@@ -1,0 +1,60 @@
+"""The ``visprior`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from visprior.demo import DemoConfig
+
+    parser = argparse.ArgumentParser(prog="visprior", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("models", help="list the registered networks")
+
+    defaults = DemoConfig()
+    demo = commands.add_parser("demo", help="train, fuse and run a network on a real brain MRI")
+    demo.add_argument("--model", default=defaults.model, help="registered network name")
+    demo.add_argument("--feature-size", type=_positive_int, default=defaults.feature_size)
+    demo.add_argument("--hidden-size", type=_positive_int, default=defaults.hidden_size)
+    demo.add_argument(
+        "--resolution-mm", type=int, choices=(1, 2, 3), default=defaults.resolution_mm
+    )
+    demo.add_argument("--train-steps", type=int, default=defaults.train_steps)
+    demo.add_argument("--crop", type=_positive_int, default=defaults.crop)
+    demo.add_argument("--seed", type=int, default=defaults.seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "models":
+        from visprior.registry import list_models
+
+        print("\n".join(list_models()))
+        return 0
+    from visprior.demo import DemoConfig, run_demo
+
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        run_demo(DemoConfig(**options))
+    except ValueError as error:
+        print(f"visprior demo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
