@@ -105,7 +105,8 @@ class EncoderUNETRDecoder(nn.Module):
     Args:
         in_channels: input channels.
         out_channels: output channels (classes, background included).
-        widths: four stage widths; the decoder uses the same widths.
+        feature_size: first stage width (doubled per stage) or the four stage widths; the
+            decoder uses the same widths.
         depths: blocks per stage.
         block_factory: builds each encoder block.
         spatial_dims: 2 or 3.
@@ -121,7 +122,7 @@ class EncoderUNETRDecoder(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        widths: Sequence[int],
+        feature_size: int | Sequence[int],
         depths: Sequence[int],
         block_factory: BlockFactory,
         spatial_dims: int = 3,
@@ -140,7 +141,7 @@ class EncoderUNETRDecoder(nn.Module):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        widths = tuple(widths)
+        widths = resolve_widths(feature_size)
         depths = _check_depths(depths)
         self.backbone = HierarchicalEncoder(
             in_channels, widths, depths, block_factory, spatial_dims

@@ -25,7 +25,7 @@ from torch import nn
 from visprior.layers.depthwise import DepthwiseConv, check_kernel_size
 from visprior.layers.frequency_prior import BFRDepthwiseConv
 from visprior.layers.structural_reparam import StructuralReparamConv
-from visprior.nets.hierarchical import EncoderUNETRDecoder, resolve_widths
+from visprior.nets.hierarchical import EncoderUNETRDecoder
 from visprior.registry import register_model
 
 __all__ = ["RepUXBlock", "RepUXNet", "BLOCK_KINDS"]
@@ -130,7 +130,7 @@ class RepUXNet(EncoderUNETRDecoder):
         super().__init__(
             in_channels,
             out_channels,
-            resolve_widths(feature_size),
+            feature_size,
             depths,
             make_block,
             spatial_dims,

@@ -19,7 +19,7 @@ from torch import nn
 
 from visprior.layers.depthwise import DepthwiseConv, check_kernel_size
 from visprior.layers.norm import ChannelsFirstLayerNorm
-from visprior.nets.hierarchical import EncoderUNETRDecoder, resolve_widths
+from visprior.nets.hierarchical import EncoderUNETRDecoder
 from visprior.registry import register_model
 
 __all__ = ["UXBlock", "UXNet"]
@@ -113,7 +113,7 @@ class UXNet(EncoderUNETRDecoder):
         super().__init__(
             in_channels,
             out_channels,
-            resolve_widths(feature_size),
+            feature_size,
             depths,
             make_block,
             spatial_dims,
