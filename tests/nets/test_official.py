@@ -147,3 +147,24 @@ def test_files_are_loaded_without_running_code(tmp_path, capsys):
     assert "must never run" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         load_official_checkpoint(tmp_path / "absent.pth")
+
+
+def _state_dict_from_listing(path):
+    """A state dict of the shapes and dtypes in an authors' key listing, filled with zeros."""
+    state = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, dtype, _ = line.split("\t")
+        dims = [int(d) for d in shape.strip("()").split(",") if d.strip()]
+        state[key] = torch.zeros(dims, dtype=getattr(torch, dtype))
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, parameters", [("repuxnet", 65_827_829), ("uxnet", 53_006_069)])
+def test_paper_size_checkpoint_layout_loads(reference_dir, family, parameters):
+    state = _state_dict_from_listing(reference_dir / f"official_{family}_default_out5.keys.txt")
+    assert infer_official_config(state)["feature_size"] == [48, 96, 192, 384]
+    model = load_official_checkpoint(state)
+    assert sum(p.numel() for p in model.parameters()) == parameters

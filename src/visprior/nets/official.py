@@ -77,16 +77,9 @@ def infer_official_config(state: Mapping[str, torch.Tensor], source: str = "chec
         widths = [stem.shape[0]] + [
             state[f"{prefix}downsample_layers.{i}.1.weight"].shape[0] for i in range(1, 4)
         ]
-        depths = [
-            len(
-                {
-                    m[1]
-                    for k in state
-                    if (m := re.match(rf"{re.escape(prefix)}stages\.{i}\.(\d+)\.", k))
-                }
-            )
-            for i in range(4)
-        ]
+        block_key = re.compile(rf"{re.escape(prefix)}stages\.(\d+)\.(\d+)\.")
+        blocks = {m.groups() for k in state if (m := block_key.match(k))}
+        depths = [sum(stage == str(i) for stage, _ in blocks) for i in range(4)]
         config = {
             "in_channels": stem.shape[1],
             "out_channels": state["out.conv.conv.weight"].shape[0],
