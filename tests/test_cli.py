@@ -48,6 +48,24 @@ def test_demo_runs_end_to_end(capsys):
     assert difference < 1e-4
 
 
+def test_demo_with_another_network(capsys):
+    code = main(
+        [
+            "demo",
+            "--model",
+            "uxnet",
+            "--feature-size",
+            "8",
+            "--resolution-mm",
+            "3",
+            "--train-steps",
+            "1",
+        ]
+    )
+    assert code == 0
+    assert "visprior demo: uxnet" in capsys.readouterr().out
+
+
 def test_models_command(capsys):
     assert main(["models"]) == 0
     assert "repuxnet\nrepuxnet_plain\nrepuxnet_sr\n" in capsys.readouterr().out

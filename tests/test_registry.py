@@ -48,6 +48,11 @@ def test_unknown_name():
         visprior.get_model("repuxnet3")
 
 
+def test_unknown_argument_names_the_model():
+    with pytest.raises(ValueError, match=r"model 'swinunetr' got a bad argument: .*'kernel_size'"):
+        visprior.get_model("swinunetr", kernel_size=7)
+
+
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="'uxnet' is already registered"):
         register_model("uxnet")(lambda **kw: torch.nn.Identity())

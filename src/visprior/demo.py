@@ -27,7 +27,7 @@ TISSUES = ("background", "grey matter", "white matter")
 class DemoConfig:
     model: str = "repuxnet"
     feature_size: int = 48
-    hidden_size: int = 768
+    hidden_size: int | None = None  # None: the network's own default
     resolution_mm: int = 2
     train_steps: int = 3
     # Until the FFT path lands, a 21^3 backward pass on CPU is slow: keep the crop small.
@@ -63,13 +63,10 @@ def run_demo(config: DemoConfig) -> dict:
     """Run the demo and return what it printed as numbers."""
     torch.manual_seed(config.seed)
     image, labels, _ = load_mni152(config.resolution_mm)
-    model = get_model(
-        config.model,
-        in_channels=1,
-        out_channels=len(TISSUES),
-        feature_size=config.feature_size,
-        hidden_size=config.hidden_size,
-    )
+    sizes = {"feature_size": config.feature_size}
+    if config.hidden_size is not None:
+        sizes["hidden_size"] = config.hidden_size
+    model = get_model(config.model, in_channels=1, out_channels=len(TISSUES), **sizes)
     pad = DivisiblePad(k=getattr(model, "size_divisibility", 32))
     volume = pad(torch.from_numpy(image)[None])[None]  # (1, 1, H, W, D)
     target = pad(torch.from_numpy(labels)[None])[None]

@@ -48,7 +48,13 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(
             f"unknown model name {name!r}; registered models: {', '.join(list_models())}."
         )
-    return _MODELS[name](**kwargs)
+    try:
+        return _MODELS[name](**kwargs)
+    except TypeError as error:
+        if "keyword argument" not in str(error):
+            raise
+        # Name the model: the builder's own message names only its internal class.
+        raise ValueError(f"model {name!r} got a bad argument: {error}") from error
 
 
 def _import_builtin_models() -> None:
