@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from visprior.fileio import atomic_path
+from visprior.layers.conv_algorithm import conv_algorithm
 from visprior.reparam import reparameterize_model
 
 __all__ = ["export_torchscript", "export_onnx"]
@@ -17,6 +18,11 @@ __all__ = ["export_torchscript", "export_onnx"]
 
 def _deployable(model: nn.Module) -> nn.Module:
     return reparameterize_model(model).eval()
+
+
+# Exported graphs hold plain convolutions, which every runtime supports and optimises; the
+# FFT path is a PyTorch training-time speed-up.
+_EXPORT_ALGORITHM = "direct"
 
 
 def export_torchscript(
@@ -27,7 +33,7 @@ def export_torchscript(
     The traced module runs without visprior installed: ``torch.jit.load(path)``.
     """
     fused = _deployable(model)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), conv_algorithm(_EXPORT_ALGORITHM):
         # Input checks compare shapes in Python; a trace fixes the shapes, so they only warn.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(fused, example_input)
@@ -42,14 +48,15 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     Input and output are named ``image`` and ``logits``; run it with onnxruntime.
     """
     fused = _deployable(model)
-    program = torch.onnx.export(
-        fused,
-        (example_input,),
-        dynamo=True,
-        verbose=False,
-        input_names=["image"],
-        output_names=["logits"],
-    )
+    with conv_algorithm(_EXPORT_ALGORITHM):
+        program = torch.onnx.export(
+            fused,
+            (example_input,),
+            dynamo=True,
+            verbose=False,
+            input_names=["image"],
+            output_names=["logits"],
+        )
     with atomic_path(path) as tmp:
         # One self-contained file: the weights are stored inside the model proto.
         program.save(str(tmp), external_data=False)

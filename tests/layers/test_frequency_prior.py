@@ -117,8 +117,10 @@ def test_repeated_forwards_never_change_the_weights():
     assert conv.weight is weight_object
     for key, value in conv.state_dict().items():
         assert torch.equal(value, before[key]), key
-    for out in outputs[1:]:
-        assert torch.equal(out, outputs[0])
+    # Same path, same output bit for bit; training and inference may take different
+    # convolution algorithms (FFT / direct), equal within float32 rounding.
+    assert torch.equal(outputs[1], outputs[0]) and torch.equal(outputs[3], outputs[2])
+    torch.testing.assert_close(outputs[2], outputs[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visprior.layers.conv_algorithm import ALGORITHMS, choose_algorithm, get_conv_algorithm
+from visprior.layers.fft_conv import fft_depthwise_conv
+
 __all__ = ["DepthwiseConv", "depthwise_conv", "check_kernel_size", "check_spatial_dims"]
 
 _CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -39,14 +42,19 @@ def check_kernel_size(kernel_size: int, name: str = "kernel_size") -> int:
 
 
 def depthwise_conv(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    algorithm: str | None = None,
 ) -> torch.Tensor:
-    """Depth-wise convolution with 'same' padding.
+    """Depth-wise convolution with 'same' padding, run directly or through FFTs.
 
     Args:
         x: input of shape ``(N, C, *spatial)``.
         weight: kernel of shape ``(C, 1, k, ..., k)`` with odd ``k``.
         bias: ``(C,)`` or ``None``.
+        algorithm: ``"direct"``, ``"fft"``, ``"auto"`` (by size, see
+            :mod:`visprior.layers.conv_algorithm`) or ``None`` for the global default.
     """
     spatial_dims = weight.ndim - 2
     if x.ndim != spatial_dims + 2:
@@ -58,6 +66,14 @@ def depthwise_conv(
         raise ValueError(
             f"input has {x.shape[1]} channels but the depth-wise conv has {weight.shape[0]}."
         )
+    algorithm = get_conv_algorithm() if algorithm is None else algorithm
+    if algorithm == "auto":
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        algorithm = choose_algorithm(x.shape[2:], weight.shape[-1], needs_grad)
+    if algorithm == "fft":
+        return fft_depthwise_conv(x, weight, bias)
+    if algorithm != "direct":
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
     padding = weight.shape[-1] // 2
     return _CONV_FUNCTIONS[spatial_dims](x, weight, bias, padding=padding, groups=weight.shape[0])
 

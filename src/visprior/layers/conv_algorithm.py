@@ -1,0 +1,84 @@
+"""Which algorithm runs a depth-wise 'same' convolution: direct (``F.conv3d``) or FFT.
+
+The rule below was measured on a 2-core AVX-512 CPU with PyTorch 2.14 (see
+``benchmarks/RESULTS.md``, section "crossover"):
+
+* **Training** (a gradient is needed): PyTorch's CPU backward of a depth-wise 3D conv is
+  slow for every kernel size (48 ch at 48^3: 0.25 s at 3^3, 4 s at 7^3, minutes at 21^3), so
+  the FFT path wins from 3^3 up, except on volumes under 4 voxels a side. In 2D the direct
+  backward is reasonable for small work: the FFT path takes over from about 25k effective
+  multiply-adds per channel.
+* **Inference**: the direct forward is fast for small kernels. It costs about
+  ``V * prod(min(k, 2 S_i - 1))`` multiply-adds (only taps that reach the volume count), the
+  FFT path about ``prod(L_i)`` per channel with ``L_i >= S_i + k // 2``; the FFT path wins when
+  their ratio exceeds about 450 in 3D. In 2D PyTorch's direct kernels slow down sharply past
+  about 15^2 (21^2 at 128^2: 86 ms direct vs 4.5 ms FFT), so kernels from 17 go to FFT.
+
+No GPU was measured; the same rule is used there, and ``conv_algorithm`` forces either path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+from visprior.layers.fft_conv import circular_sizes
+
+__all__ = ["ALGORITHMS", "choose_algorithm", "conv_algorithm", "get_conv_algorithm",
+           "set_conv_algorithm"]
+
+ALGORITHMS = ("auto", "direct", "fft")
+_INFERENCE_RATIO_3D = 450
+_INFERENCE_MIN_KERNEL_2D = 17
+_TRAINING_MIN_SIDE_3D = 4
+_TRAINING_MIN_WORK_2D = 25_000
+_default = "auto"
+
+
+def _check(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    return algorithm
+
+
+def set_conv_algorithm(algorithm: str) -> None:
+    """Set the algorithm of every depth-wise conv whose own ``algorithm`` is ``None``."""
+    global _default
+    _default = _check(algorithm)
+
+
+def get_conv_algorithm() -> str:
+    """The global default: ``"auto"`` unless changed."""
+    return _default
+
+
+@contextlib.contextmanager
+def conv_algorithm(algorithm: str) -> Iterator[None]:
+    """Use ``algorithm`` for depth-wise convs inside the ``with`` block.
+
+    Example:
+        >>> with conv_algorithm("direct"):  # e.g. to time the plain F.conv3d network
+        ...     y = model(x)
+    """
+    previous = _default
+    set_conv_algorithm(algorithm)
+    try:
+        yield
+    finally:
+        set_conv_algorithm(previous)
+
+
+def choose_algorithm(spatial: Sequence[int], kernel_size: int, needs_grad: bool) -> str:
+    """``"fft"`` or ``"direct"`` for a depth-wise conv of this size, by the rule above."""
+    spatial = tuple(int(s) for s in spatial)
+    taps = math.prod(min(kernel_size, 2 * s - 1) for s in spatial)
+    voxels = math.prod(spatial)
+    if len(spatial) == 3:
+        if needs_grad:
+            return "fft" if min(spatial) >= _TRAINING_MIN_SIDE_3D and taps > 1 else "direct"
+        circular = math.prod(circular_sizes(spatial, kernel_size))
+        return "fft" if voxels * taps >= _INFERENCE_RATIO_3D * circular else "direct"
+    if needs_grad:
+        return "fft" if voxels * taps >= _TRAINING_MIN_WORK_2D else "direct"
+    return "fft" if kernel_size >= _INFERENCE_MIN_KERNEL_2D else "direct"

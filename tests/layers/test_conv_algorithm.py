@@ -1,0 +1,84 @@
+"""Automatic choice between direct and FFT depth-wise convolution, and forcing either."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visprior.layers import DepthwiseConv, depthwise_conv, fft_conv
+from visprior.layers.conv_algorithm import (
+    choose_algorithm,
+    conv_algorithm,
+    get_conv_algorithm,
+    set_conv_algorithm,
+)
+
+
+@pytest.mark.parametrize(
+    "spatial, k, needs_grad, expected",
+    [
+        # Training in 3D: FFT from 3^3 up (PyTorch's CPU direct backward is slow) ...
+        ((48, 48, 48), 21, True, "fft"),
+        ((12, 12, 12), 3, True, "fft"),
+        ((2, 2, 2), 21, True, "direct"),  # ... but not on tiny volumes.
+        # Inference in 3D: FFT where it saves work, direct for small kernels and volumes.
+        ((48, 48, 48), 21, False, "fft"),
+        ((24, 24, 24), 13, False, "fft"),
+        ((48, 48, 48), 7, False, "direct"),
+        ((6, 6, 6), 21, False, "direct"),  # only 11^3 taps reach a 6^3 volume
+        # 2D.
+        ((128, 128), 21, False, "fft"),
+        ((64, 64), 13, False, "direct"),
+        ((64, 64), 7, True, "fft"),
+        ((16, 16), 7, True, "direct"),
+    ],
+)
+def test_measured_rule(spatial, k, needs_grad, expected):
+    assert choose_algorithm(spatial, k, needs_grad) == expected
+
+
+def _count_fft_calls(monkeypatch) -> list:
+    calls = []
+    original = fft_conv.fft_depthwise_conv
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr("visprior.layers.depthwise.fft_depthwise_conv", spy)
+    return calls
+
+
+def test_auto_uses_the_gradient_state(monkeypatch):
+    calls = _count_fft_calls(monkeypatch)
+    conv = DepthwiseConv(2, 7, spatial_dims=3)
+    x = torch.randn(1, 2, 16, 16, 16)
+    y_train = conv(x)  # weight requires grad: training
+    assert len(calls) == 1
+    with torch.no_grad():
+        y_eval = conv(x)  # 7^3 inference: direct
+    assert len(calls) == 1
+    torch.testing.assert_close(y_train, y_eval, rtol=1e-4, atol=1e-5)
+
+
+def test_forcing_an_algorithm(monkeypatch):
+    calls = _count_fft_calls(monkeypatch)
+    conv = DepthwiseConv(2, 7, spatial_dims=3)
+    x = torch.randn(1, 2, 16, 16, 16)
+    with conv_algorithm("direct"):
+        assert get_conv_algorithm() == "direct"
+        conv(x)
+    assert calls == [] and get_conv_algorithm() == "auto"
+    with torch.no_grad(), conv_algorithm("fft"):
+        conv(x)
+    assert len(calls) == 1
+    depthwise_conv(x, conv.weight, None, algorithm="direct")
+    assert len(calls) == 1
+
+
+def test_bad_algorithm():
+    with pytest.raises(ValueError, match=r"algorithm must be one of \('auto', 'direct', 'fft'\)"):
+        set_conv_algorithm("winograd")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        depthwise_conv(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3), None, algorithm="x")
+    assert get_conv_algorithm() == "auto"
