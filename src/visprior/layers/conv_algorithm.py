@@ -25,8 +25,13 @@ from collections.abc import Iterator, Sequence
 
 from visprior.layers.fft_conv import circular_sizes
 
-__all__ = ["ALGORITHMS", "choose_algorithm", "conv_algorithm", "get_conv_algorithm",
-           "set_conv_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "choose_algorithm",
+    "conv_algorithm",
+    "get_conv_algorithm",
+    "set_conv_algorithm",
+]
 
 ALGORITHMS = ("auto", "direct", "fft")
 _INFERENCE_RATIO_3D = 450

@@ -92,8 +92,10 @@ def _dft_matrices(
         (weights * torch.cos(half) / size),  # (F, k): Re(Z) @ this
         (-weights * torch.sin(half) / size),
     )
-    return tuple(m.to(device=device, dtype=m.dtype if m.is_complex() else dtype).contiguous()
-                 for m in matrices)
+    return tuple(
+        m.to(device=device, dtype=m.dtype if m.is_complex() else dtype).contiguous()
+        for m in matrices
+    )
 
 
 def _contract_axis(z: torch.Tensor, dim: int, matrix: torch.Tensor) -> torch.Tensor:
