@@ -1,0 +1,1 @@
+"""visprior's speed and memory benchmarks: ``python -m benchmarks [--quick]``."""

@@ -1,0 +1,72 @@
+"""(b) Training steps and (c) sliding-window inference of whole networks."""
+
+from __future__ import annotations
+
+import torch
+from monai.inferers import sliding_window_inference
+
+import visprior
+from visprior.layers.conv_algorithm import set_conv_algorithm
+
+PAPER = {"in_channels": 1, "out_channels": 5}
+QUICK = {"in_channels": 1, "out_channels": 3, "feature_size": 8, "hidden_size": 32}
+
+# (label, registered name, conv algorithm)
+TRAINING = [
+    ("RepUX-Net BFR 21^3", "repuxnet", "auto"),
+    ("RepUX-Net plain 21^3", "repuxnet_plain", "auto"),
+    ("RepUX-Net SR 21^3 + 3/5/7", "repuxnet_sr", "auto"),
+    ("RepUX-Net BFR on F.conv3d", "repuxnet", "direct"),
+    ("3D UX-Net 7^3", "uxnet", "auto"),
+    ("SwinUNETR", "swinunetr", "auto"),
+]
+# Smallest training crop: the deepest feature map must keep more than one voxel for the
+# instance/batch norms (SwinUNETR's bottleneck is at 1/32).
+MIN_TRAINING_SIZE = {"swinunetr": 64}
+
+INFERENCE = [
+    ("RepUX-Net (fused) 21^3", "repuxnet"),
+    ("3D UX-Net 7^3", "uxnet"),
+    ("SwinUNETR", "swinunetr"),
+]
+
+
+def _model(name: str, quick: bool) -> torch.nn.Module:
+    kwargs = dict(QUICK if quick else PAPER)
+    if name == "swinunetr":
+        kwargs.pop("hidden_size", None)
+        kwargs["feature_size"] = 12 if quick else 48
+    return visprior.get_model(name, **kwargs)
+
+
+def build_training_step(name: str, algorithm: str, size: int, quick: bool):
+    """One AdamW step with DiceCE-like cross entropy on a random crop, batch 1."""
+    set_conv_algorithm(algorithm)
+    model = _model(name, quick).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    out_channels = (QUICK if quick else PAPER)["out_channels"]
+    x = torch.randn(1, 1, size, size, size)
+    y = torch.randint(0, out_channels, (1, size, size, size))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step, None
+
+
+def build_inference(name: str, volume: int, roi: int, quick: bool):
+    """Sliding-window inference (overlap 0.25, gaussian blending) of one volume."""
+    model = visprior.reparameterize_model(_model(name, quick)).eval()
+    x = torch.randn(1, 1, volume, volume, volume)
+
+    def infer():
+        with torch.no_grad():
+            sliding_window_inference(x, roi, 1, model, overlap=0.25, mode="gaussian")
+
+    def warmup():
+        with torch.no_grad():
+            model(torch.randn(1, 1, roi, roi, roi))
+
+    return infer, warmup

@@ -1,0 +1,271 @@
+"""Render benchmark results as ``RESULTS.md`` (tables, ratios, targets) and a PNG."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+ANALYSIS = Path(__file__).parent / "analysis.md"
+
+
+def _s(row: dict | None) -> float:
+    return float("nan") if not row or row.get("seconds") is None else row["seconds"]
+
+
+def _fmt_s(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if seconds < 1:
+        return f"{seconds:.4f}"
+    return f"{seconds:.2f}" if seconds < 100 else f"{seconds:.0f}"
+
+
+def _fmt_x(ratio: float) -> str:
+    return "-" if math.isnan(ratio) else f"{ratio:.1f}x"
+
+
+def _fmt_mib(row: dict | None) -> str:
+    value = float("nan") if not row or row.get("peak_mib") is None else row["peak_mib"]
+    return "-" if math.isnan(value) else f"{value:.0f}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def _target(met: bool, text: str) -> str:
+    return f"- {'met' if met else 'MISSED'}: {text}"
+
+
+def large_kernel_table(results: dict) -> list[str]:
+    lines = [
+        "| stage | F.conv3d s | naive FFT s | visprior s | vs F.conv3d | vs naive FFT | "
+        "peak MiB (conv3d / naive / visprior) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["large_kernel"]:
+        direct, naive, ours = (_s(row[m]) for m in ("F.conv3d", "naive FFT", "visprior FFT"))
+        mib = " / ".join(_fmt_mib(row[m]) for m in ("F.conv3d", "naive FFT", "visprior FFT"))
+        lines.append(
+            f"| {row['channels']} ch @ {row['size']}^3 | {_fmt_s(direct)} | {_fmt_s(naive)} | "
+            f"{_fmt_s(ours)} | {_fmt_x(_ratio(direct, ours))} | {_fmt_x(_ratio(naive, ours))} | "
+            f"{mib} |"
+        )
+    return lines
+
+
+def crossover_table(results: dict) -> list[str]:
+    lines = [
+        "| k | stage | infer direct s | infer FFT s | auto (infer) | train direct s | "
+        "train FFT s | auto (train) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["crossover"]:
+        lines.append(
+            f"| {row['k']}^3 | {row['channels']} ch @ {row['size']}^3 | "
+            f"{_fmt_s(_s(row.get('infer_direct')))} | {_fmt_s(_s(row.get('infer_fft')))} | "
+            f"{row['auto_infer']} | {_fmt_s(_s(row.get('train_direct')))} | "
+            f"{_fmt_s(_s(row.get('train_fft')))} | {row['auto_train']} |"
+        )
+    return lines
+
+
+def training_table(results: dict, sizes: list[str]) -> list[str]:
+    direct = next(r for r in results["training"] if r["algorithm"] == "direct")
+    header = "| network | " + " | ".join(f"step s @ {s}^3 | peak MiB @ {s}^3" for s in sizes)
+    lines = [
+        header + f" | vs F.conv3d @ {sizes[0]}^3 |",
+        "|---|" + "---|---|" * len(sizes) + "---|",
+    ]
+    for row in results["training"]:
+        cells = " | ".join(f"{_fmt_s(_s(row.get(s)))} | {_fmt_mib(row.get(s))}" for s in sizes)
+        ratio = _ratio(_s(direct.get(sizes[0])), _s(row.get(sizes[0])))
+        lines.append(f"| {row['label']} | {cells} | {_fmt_x(ratio)} |")
+    return lines
+
+
+def inference_table(results: dict) -> list[str]:
+    rows = results["inference"]["rows"]
+    ours = _s(rows[0])
+    lines = ["| network | seconds | peak MiB | time / RepUX-Net |", "|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {_fmt_s(_s(row))} | {_fmt_mib(row)} | "
+            f"{_fmt_x(_ratio(_s(row), ours))} |"
+        )
+    return lines
+
+
+def targets(results: dict, sizes: list[str]) -> list[str]:
+    out = []
+    stages = {(r["channels"], r["size"]): r for r in results["large_kernel"]}
+    first = results["large_kernel"][0]
+    d0, n0, v0 = (_s(first[m]) for m in ("F.conv3d", "naive FFT", "visprior FFT"))
+    label = f"{first['channels']} ch @ {first['size']}^3"
+    out.append(
+        _target(
+            _ratio(d0, v0) >= 400, f"(a) >= 400x vs F.conv3d at {label}: {_fmt_x(_ratio(d0, v0))}"
+        )
+    )
+    if (96, 24) in stages:
+        r = stages[(96, 24)]
+        ratio = _ratio(_s(r["F.conv3d"]), _s(r["visprior FFT"]))
+        out.append(
+            _target(ratio >= 150, f"(a) >= 150x vs F.conv3d at 96 ch @ 24^3: {_fmt_x(ratio)}")
+        )
+    out.append(
+        _target(_ratio(n0, v0) >= 3, f"(a) >= 3x vs naive FFT at {label}: {_fmt_x(_ratio(n0, v0))}")
+    )
+    slowest = max(
+        _s(r["visprior FFT"]) / min(_s(r["F.conv3d"]), _s(r["naive FFT"]))
+        for r in results["large_kernel"]
+    )
+    out.append(
+        _target(
+            slowest <= 1.0,
+            "(a) never slower than the better of the other two: "
+            f"worst stage at {slowest:.2f}x of the better one's time",
+        )
+    )
+    by_name = {(r["name"], r["algorithm"]): r for r in results["training"]}
+    bfr, plain = by_name[("repuxnet", "auto")], by_name[("repuxnet_plain", "auto")]
+    for size in sizes:
+        over = _ratio(_s(bfr.get(size)), _s(plain.get(size))) - 1
+        out.append(
+            _target(
+                over <= 0.05, f"(b) BFR step within 5% of plain 21^3 @ {size}^3: {over * 100:+.1f}%"
+            )
+        )
+    direct = by_name[("repuxnet", "direct")]
+    ratio = _ratio(_s(direct.get(sizes[0])), _s(bfr.get(sizes[0])))
+    out.append(
+        _target(
+            ratio >= 20,
+            f"(b) RepUX-Net step >= 20x faster than on F.conv3d @ {sizes[0]}^3: {_fmt_x(ratio)}",
+        )
+    )
+    rows = {r["name"]: r for r in results["inference"]["rows"]}
+    ratio = _ratio(_s(rows["uxnet"]), _s(rows["repuxnet"]))
+    out.append(
+        _target(
+            ratio >= 1.0,
+            f"(c) RepUX-Net inference no slower than 3D UX-Net: "
+            f"UX-Net takes {_fmt_x(ratio)} RepUX-Net's time",
+        )
+    )
+    swin = _ratio(_s(rows["swinunetr"]), _s(rows["repuxnet"]))
+    out.append(f"- reported: SwinUNETR takes {_fmt_x(swin)} RepUX-Net's sliding-window time")
+    return out
+
+
+def write_report(results: dict, path: Path) -> None:
+    machine = results["machine"]
+    sizes = sorted({k for r in results["training"] for k in r if k.isdigit()}, key=int)
+    inference = results["inference"]
+    lines = [
+        "# visprior benchmarks",
+        "",
+        f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, "
+        f"Python {machine['python']}, {machine['date']}."
+        + (" **Quick mode (small sizes): not the real figures.**" if results["quick"] else ""),
+        f"Times are medians of {results['repeats']} runs after one warm-up run, each case in a "
+        "fresh process; peak MiB is the process's peak resident memory above its resident "
+        "memory before the warm-up (model and inputs already built). "
+        "Regenerate with `python -m benchmarks` (`--quick` for a smoke test).",
+        "",
+        "![results](results.png)",
+        "",
+        "## Targets",
+        "",
+        *targets(results, sizes),
+        "",
+        "## (a) One 21^3 depth-wise conv, forward + backward",
+        "",
+        "Stages of RepUX-Net on a 96^3 crop, batch 1, fp32. Naive FFT: zero-pad to S + k - 1, "
+        "`torch.fft.rfftn` / `irfftn`, autograd backward.",
+        "",
+        *large_kernel_table(results),
+        "",
+        "## (b) One training step (AdamW, cross entropy), batch 1, paper widths 48..384",
+        "",
+        *training_table(results, sizes),
+        "",
+        f"## (c) Sliding-window inference of a {inference['volume']}^3 volume",
+        "",
+        f"ROI {inference['roi']}^3, overlap 0.25, gaussian blending, sw_batch_size 1; RepUX-Net "
+        "fused for deployment. Warm-up: one ROI-sized forward.",
+        "",
+        *inference_table(results),
+        "",
+        '## Crossover: direct vs FFT (the data behind `algorithm="auto"`)',
+        "",
+        "One depth-wise conv, batch 1; train = forward + backward. The training time of "
+        "F.conv3d at 21^3 is in table (a).",
+        "",
+        *crossover_table(results),
+        "",
+    ]
+    errors = _errors(results)
+    if errors:
+        lines += ["## Failed cases", "", *errors, ""]
+    if ANALYSIS.exists() and not results["quick"]:
+        lines += [ANALYSIS.read_text().rstrip(), ""]
+    path.write_text("\n".join(lines))
+
+
+def _errors(results: dict) -> list[str]:
+    found = []
+
+    def visit(node, where):
+        if isinstance(node, dict):
+            if node.get("error"):
+                last = node["error"].strip().splitlines()[-1]
+                found.append(f"- {where}: `{last}`")
+            for key, value in node.items():
+                visit(value, f"{where} {node.get('label', '')} {key}".strip())
+        elif isinstance(node, list):
+            for item in node:
+                visit(item, where)
+
+    for section in ("large_kernel", "crossover", "training", "inference"):
+        visit(results[section], section)
+    return found
+
+
+def write_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    stages = [f"{r['channels']}ch@{r['size']}^3" for r in results["large_kernel"]]
+    width = 0.27
+    for i, method in enumerate(("F.conv3d", "naive FFT", "visprior FFT")):
+        values = [_s(r[method]) for r in results["large_kernel"]]
+        axes[0].bar([x + (i - 1) * width for x in range(len(stages))], values, width, label=method)
+    axes[0].set_xticks(range(len(stages)), stages)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("seconds (log)")
+    axes[0].set_title("(a) 21^3 depth-wise conv, fwd + bwd")
+    axes[0].legend()
+
+    sizes = sorted({k for r in results["training"] for k in r if k.isdigit()}, key=int)
+    labels = [r["label"] for r in results["training"]]
+    for i, size in enumerate(sizes):
+        values = [_s(r.get(size)) for r in results["training"]]
+        axes[1].barh([y + i * 0.4 for y in range(len(labels))], values, 0.4, label=f"{size}^3")
+    axes[1].set_yticks([y + 0.2 for y in range(len(labels))], labels)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("seconds per step (log)")
+    axes[1].set_title("(b) training step")
+    axes[1].legend()
+
+    rows = results["inference"]["rows"]
+    axes[2].bar([r["label"] for r in rows], [_s(r) for r in rows], color="tab:green")
+    axes[2].set_ylabel("seconds")
+    axes[2].set_title(f"(c) sliding window, {results['inference']['volume']}^3")
+    axes[2].tick_params(axis="x", labelrotation=15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""Timing and memory measurement shared by the benchmarks.
+
+Each case runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its
+own; times are medians of several repeats after a warm-up call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Measurement:
+    """Median seconds over ``repeats`` timed calls, and the peak memory the calls added (MiB)."""
+
+    seconds: float
+    repeats: int
+    peak_mib: float
+    all_seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+def _rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _current_rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def time_call(
+    step: Callable[[], object], repeats: int, warmup: Callable[[], object] | None = None
+) -> Measurement:
+    """Run ``warmup`` (default: ``step``) once, then ``step`` ``repeats`` times.
+
+    Peak memory: the process's peak resident memory minus its resident memory before the
+    warm-up (model and inputs already built).
+    """
+    base = _current_rss_mib()
+    (warmup or step)()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return Measurement(statistics.median(seconds), repeats, max(0.0, _rss_mib() - base), seconds)
+
+
+def _child(queue, builder, args, repeats) -> None:
+    try:
+        import torch
+
+        torch.manual_seed(0)
+        step, warmup = builder(*args)
+        queue.put(time_call(step, repeats, warmup))
+    except Exception:  # report any failure as a row, not a crash of the whole run
+        queue.put(Measurement(float("nan"), 0, float("nan"), error=traceback.format_exc(limit=3)))
+
+
+def measure_in_subprocess(builder: Callable, *args, repeats: int = 3) -> Measurement:
+    """``builder(*args)`` returns ``(step, warmup_or_None)``; it runs in a fresh process.
+
+    ``builder`` must be a module-level function (it is pickled for the spawned process).
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, builder, args, repeats))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
