@@ -18,7 +18,7 @@ What makes it faster than zero-padding to ``S + k - 1`` and letting autograd dif
 * **Pruned inverse.** The inverse runs one axis at a time and drops the cropped rows before
   the next axis.
 * **Channel chunks.** Channels are independent in a depth-wise conv, so the work runs over
-  chunks of channels to bound the temporary spectra.
+  chunks of channels small enough for the temporary spectra to stay in cache.
 
 Notation: ``h[j] = w[p - j]`` for ``j`` in ``[-p, p]`` (``p = k // 2``) is the kernel centred
 on index 0; ``y = x (*) h`` circularly, ``dL/dx = g (*) reverse(h)`` = ``IFFT(G conj(H))`` and
@@ -35,8 +35,13 @@ import torch
 
 __all__ = ["fft_depthwise_conv", "fft_size"]
 
-# Complex elements per temporary spectrum before the channels are split into chunks.
-_CHUNK_ELEMENTS = 2**25
+# Grid points (N * C * L^d) per channel chunk. On a CPU, chunks whose spectra stay within
+# a few MiB run about twice as fast as one large chunk (cache-resident temporaries, and
+# no fresh pages from the allocator on every call); measured at 48 ch @ 48^3 with a 21^3
+# kernel, forward + backward: 0.21 s as one chunk, 0.08 s in chunks of 2**19 points. A GPU
+# prefers few large launches.
+_CHUNK_ELEMENTS = {"cpu": 2**19}
+_CHUNK_ELEMENTS_OTHER = 2**25
 
 
 @functools.cache
@@ -155,8 +160,9 @@ def _kernel_gradient(cross: torch.Tensor, sizes: Sequence[int], k: int) -> torch
     return (z.real @ mats[4] + z.imag @ mats[5]).unsqueeze(1)
 
 
-def _channel_chunks(channels: int, elements_per_channel: int) -> list[slice]:
-    step = max(1, _CHUNK_ELEMENTS // max(elements_per_channel, 1))
+def _channel_chunks(channels: int, elements_per_channel: int, device: torch.device) -> list[slice]:
+    budget = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS_OTHER)
+    step = max(1, budget // max(elements_per_channel, 1))
     return [slice(c, min(c + step, channels)) for c in range(0, channels, step)]
 
 
@@ -166,7 +172,7 @@ class _FFTDepthwiseConv(torch.autograd.Function):
         spatial = tuple(x.shape[2:])
         k = weight.shape[-1]
         sizes = circular_sizes(spatial, k)
-        chunks = _channel_chunks(x.shape[1], x.shape[0] * math.prod(sizes[:-1]) * sizes[-1])
+        chunks = _channel_chunks(x.shape[1], x.shape[0] * math.prod(sizes), x.device)
         keep_x_spectrum = ctx.needs_input_grad[1]
         x_spectra, w_spectra, outputs = [], [], []
         for chunk in chunks:
