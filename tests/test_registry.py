@@ -8,7 +8,7 @@ import torch
 import visprior
 from visprior.registry import register_model
 
-EXPECTED = {"repuxnet", "repuxnet_plain", "repuxnet_sr", "uxnet", "swinunetr", "unetr"}
+EXPECTED = {"repuxnet", "repuxnet_plain", "repuxnet_sr", "uxnet", "swinunetr", "unetr", "unet"}
 
 # Small, fast configurations per network; every one uses the shared argument names.
 SMALL = {
@@ -17,6 +17,7 @@ SMALL = {
     "repuxnet_sr": {"feature_size": 8, "hidden_size": 32, "kernel_size": 7},
     "uxnet": {"feature_size": 8, "hidden_size": 32},
     "swinunetr": {"feature_size": 12},
+    "unet": {"feature_size": 4, "num_res_units": 1},
     "unetr": {"feature_size": 8, "hidden_size": 48, "img_size": 32, "num_heads": 4, "mlp_dim": 96},
 }
 
@@ -69,3 +70,8 @@ def test_shape(name, spatial_dims):
     with torch.no_grad():
         y = model(torch.randn(2, 2, *size))
     assert y.shape == (2, 3, *size)
+
+
+def test_unet_widths_follow_feature_size():
+    model = visprior.get_model("unet", in_channels=1, out_channels=10, feature_size=8)
+    assert sum(p.numel() for p in model.parameters()) == 1_208_857  # MONAI UNet, 2 res units

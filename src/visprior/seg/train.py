@@ -1,0 +1,281 @@
+"""``visprior seg train``: train a registered 3D network on an nnU-Net or MSD dataset.
+
+The loop is the shared ``engine.Trainer``; this module supplies the segmentation task: MONAI
+transforms and datasets, DiceCE loss, sliding-window validation with per-class Dice, and the
+checkpoint entries ``seg predict`` needs (network, labels, channels, preprocessing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader, list_data_collate
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import compute_dice
+from monai.utils import set_determinism
+from torch import nn
+
+from visprior.data.segmentation import (
+    SegmentationDataset,
+    kfold_split,
+    load_dataset,
+    load_split,
+    save_split,
+)
+from visprior.engine.checkpoint import (
+    CheckpointError,
+    is_visprior_checkpoint,
+    read_weights_only,
+)
+from visprior.engine.config import config_to_dict, save_config
+from visprior.engine.distributed import is_main_process, training_sampler
+from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult
+from visprior.registry import get_model
+from visprior.seg.config import SegTrainConfig
+from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
+
+__all__ = ["SegmentationTask", "initialize_from", "train_segmentation"]
+
+METRIC = "val_mean_dice"
+
+
+class SegmentationTask:
+    """DiceCE on random crops; validation = sliding-window Dice per foreground class."""
+
+    def __init__(
+        self,
+        config: SegTrainConfig,
+        dataset: SegmentationDataset,
+        validation: torch.utils.data.Dataset,
+        model_spec: dict[str, Any],
+        device: torch.device,
+    ):
+        self.config, self.dataset, self.validation = config, dataset, validation
+        self.model_spec, self.device = model_spec, device
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        names = {v: n for n, v in dataset.labels.items()}
+        # compute_dice's columns are the label values 1..C-1, declared or not.
+        self.class_names = [names.get(v, f"class_{v}") for v in range(1, dataset.num_classes)]
+
+    def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        image = batch["image"].to(self.device)
+        label = batch["label"].to(self.device)
+        return self.loss(model(image), label)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        num_classes = self.dataset.num_classes
+        scores = []
+        for item in DataLoader(self.validation, batch_size=1, num_workers=0):
+            image = item["image"].to(self.device)
+            logits = sliding_window_inference(
+                image,
+                self.config.roi_size,
+                self.config.sw_batch_size,
+                model,
+                overlap=self.config.val_overlap,
+                mode="gaussian",
+            )
+            prediction = _one_hot(logits.argmax(1, keepdim=True), num_classes)
+            label = _one_hot(item["label"].to(self.device).long(), num_classes)
+            # NaN where a class is absent from the label: left out of its mean.
+            scores.append(compute_dice(prediction, label, include_background=False)[0].cpu())
+        per_class = torch.stack(scores).nanmean(0).tolist()
+        metrics = {METRIC: float(np.nanmean(per_class)) if per_class else math.nan}
+        metrics.update(
+            {f"val_dice_{n}": s for n, s in zip(self.class_names, per_class, strict=True)}
+        )
+        return metrics
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {
+            "task": "segmentation",
+            "model": self.model_spec,
+            "labels": dict(self.dataset.labels),
+            "channel_names": list(self.dataset.channel_names),
+            "preprocessing": config_to_dict(self.config.preprocessing),
+            "roi_size": list(self.config.roi_size),
+            "config": config_to_dict(self.config),
+        }
+
+
+def train_segmentation(config: SegTrainConfig, resume: bool = False) -> TrainingResult:
+    """Train as ``config`` says; ``resume`` continues the run in ``config.output``.
+
+    Writes into ``config.output``: ``config.yaml``, ``splits.json``, ``checkpoints/best.pt``
+    and ``last.pt``, ``metrics.csv``, ``tensorboard/`` and ``curves.png``.
+    """
+    run_dir = Path(config.output)
+    _check_run_folder(run_dir, resume)
+    set_determinism(seed=config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = _device(config.device)
+
+    dataset = load_dataset(config.dataset)
+    config = dataclasses.replace(
+        config, preprocessing=resolve_intensity(config.preprocessing, dataset.modality)
+    )
+    train_cases, val_cases = _fold_cases(config, dataset, run_dir)
+    model_spec = {
+        "name": config.model,
+        "kwargs": {
+            "in_channels": dataset.num_channels,
+            "out_channels": dataset.num_classes,
+            **config.model_kwargs,
+        },
+    }
+    model = get_model(config.model, **model_spec["kwargs"])
+    _check_roi(config, model)
+    if config.init_checkpoint and not resume:
+        replaced = initialize_from(model, config.init_checkpoint, config.model, model_spec)
+        if replaced and is_main_process():
+            print(f"initialised from {config.init_checkpoint}; new: {', '.join(replaced)}")
+    model.to(device)
+    if is_main_process():
+        save_config(config, run_dir / "config.yaml")
+
+    train_data = CacheDataset(
+        dataset.data_dicts(train_cases),
+        train_transforms(config),
+        cache_rate=config.cache_rate,
+        num_workers=0,
+        progress=False,
+    )
+    val_data = CacheDataset(
+        dataset.data_dicts(val_cases),
+        validation_transforms(config),
+        cache_rate=config.cache_rate,
+        num_workers=0,
+        progress=False,
+    )
+    sampler = training_sampler(train_data, config.seed)
+    loader = DataLoader(
+        train_data,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        collate_fn=list_data_collate,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    task = SegmentationTask(config, dataset, val_data, model_spec, device)
+    settings = TrainerSettings(
+        iterations=config.iterations,
+        val_every=config.val_every,
+        metric=METRIC,
+        time_limit_minutes=config.time_limit_minutes,
+        amp=config.amp,
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        task,
+        loader,
+        run_dir,
+        settings,
+        device,
+        scheduler=_warmup(optimizer, config.warmup_iterations),
+        on_epoch=getattr(sampler, "set_epoch", None),
+    )
+    return trainer.fit(resume=resume)
+
+
+def initialize_from(
+    model: nn.Module, path: str | Path, model_name: str, model_spec: dict[str, Any]
+) -> list[str]:
+    """Copy every weight of a checkpoint whose name and shape fit ``model``.
+
+    ``path`` is a visprior checkpoint or an authors' RepUX-Net / 3D UX-Net checkpoint. Weights
+    that do not fit (the output head, for a new label set) keep their fresh initialisation;
+    their names are returned.
+    """
+    raw = read_weights_only(path)
+    if is_visprior_checkpoint(raw):
+        source = raw["state_dict"]
+    else:
+        source = _official_state(raw, model_name, model_spec, str(path))
+    target = model.state_dict()
+    fitting = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+    if not fitting:
+        raise CheckpointError(f"{path}: no weight fits the network {model_name!r}")
+    model.load_state_dict(fitting, strict=False)
+    return sorted(set(target) - set(fitting))
+
+
+def _official_state(raw: Any, model_name: str, spec: dict[str, Any], source: str) -> dict:
+    """An authors' checkpoint, converted through a donor network with its own head size."""
+    from visprior.nets.official import _unwrap, infer_official_config, load_official_checkpoint
+
+    try:
+        official = infer_official_config(_unwrap(raw, source), source)
+    except (ValueError, AttributeError) as error:
+        raise CheckpointError(
+            f"{source}: neither a visprior nor an authors' checkpoint: {error}"
+        ) from None
+    donor_kwargs = {**spec["kwargs"], "out_channels": official["out_channels"]}
+    donor = load_official_checkpoint(raw, model=get_model(model_name, **donor_kwargs))
+    return donor.state_dict()
+
+
+def _fold_cases(config: SegTrainConfig, dataset: SegmentationDataset, run_dir: Path):
+    """Training and validation case names; the split is saved once and reused on resume."""
+    names = [case.name for case in dataset.training]
+    if config.fold == -1:  # train on every case; validate on them too (no held-out set)
+        return names, names
+    split_path = run_dir / "splits.json"
+    if split_path.is_file():
+        splits = load_split(split_path)
+    else:
+        splits = kfold_split(names, folds=config.folds, seed=config.seed)
+        if is_main_process():
+            save_split(splits, split_path)
+    if not 0 <= config.fold < len(splits):
+        raise ValueError(f"fold {config.fold} does not exist: folds are 0..{len(splits) - 1} or -1")
+    return splits[config.fold]["train"], splits[config.fold]["val"]
+
+
+def _check_run_folder(run_dir: Path, resume: bool) -> None:
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and not last.is_file():
+        raise ValueError(f"cannot resume: {last} does not exist")
+    if not resume and (run_dir / "checkpoints").exists():
+        raise ValueError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+            "output folder (nothing was overwritten)"
+        )
+
+
+def _check_roi(config: SegTrainConfig, model: nn.Module) -> None:
+    divisor = getattr(model, "size_divisibility", 1)
+    if any(s % divisor for s in config.roi_size):
+        raise ValueError(
+            f"roi_size {tuple(config.roi_size)} must be divisible by {divisor} for "
+            f"model {config.model!r}"
+        )
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _warmup(optimizer: torch.optim.Optimizer, iterations: int):
+    if iterations <= 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / iterations)
+    )
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    shape = (labels.shape[0], num_classes, *labels.shape[2:])
+    return torch.zeros(shape, device=labels.device).scatter_(1, labels.long(), 1.0)

@@ -1,0 +1,112 @@
+"""The shared training loop: checkpoints, best selection, exact resume, time limit, logs."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from visprior.engine.checkpoint import load_checkpoint
+from visprior.engine.trainer import Trainer, TrainerSettings, TrainingDiverged
+
+
+class RegressionTask:
+    """Fit y = 3x with noise drawn from torch's RNG (so resume must restore it)."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.fail_at, self.calls = fail_at, 0
+
+    def training_loss(self, model, batch):
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            return torch.tensor(math.nan)
+        x = batch
+        noise = 0.01 * torch.randn_like(x)
+        return (model(x) - 3 * x - noise).square().mean()
+
+    def validate(self, model):
+        x = torch.linspace(-1, 1, 5)[:, None]
+        return {"val_error": float((model(x) - 3 * x).abs().mean())}
+
+    def checkpoint_extras(self):
+        return {"task": "toy"}
+
+
+def make_trainer(run_dir, iterations, **settings):
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.5)
+    # One batch a pass: a resumed run starts a fresh pass, and so must the straight run.
+    batches = [torch.linspace(-1, 1, 4)[:, None]]
+    options = {"val_every": 2, "metric": "val_error", "mode": "min", "log_every": 1}
+    options.update(settings)
+    trainer = Trainer(
+        model,
+        optimizer,
+        settings.pop("task", RegressionTask()),
+        batches,
+        run_dir,
+        TrainerSettings(iterations=iterations, **{k: v for k, v in options.items() if k != "task"}),
+        torch.device("cpu"),
+    )
+    return trainer, model
+
+
+def test_training_writes_checkpoints_logs_and_curves(tmp_path):
+    trainer, model = make_trainer(tmp_path, iterations=8)
+    result = trainer.fit()
+    assert result.iteration == 8
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert last["iteration"] == 8 and last["task"] == "toy"
+    assert best["best_metric"] == pytest.approx(result.best_metric)
+    torch.testing.assert_close(last["state_dict"]["weight"], model.weight.detach())
+    with open(tmp_path / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
+    validated = [r for r in rows if r["val_error"]]
+    assert [int(r["iteration"]) for r in validated] == [2, 4, 6, 8]
+    errors = [float(r["val_error"]) for r in validated]
+    assert result.best_metric == pytest.approx(min(errors))
+    assert result.best_iteration == 2 * (errors.index(min(errors)) + 1)
+    assert min(errors) < 0.5 * errors[0]  # it learns
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, straight_model = make_trainer(tmp_path / "a", iterations=6)
+    straight.fit()
+
+    first, _ = make_trainer(tmp_path / "b", iterations=4)
+    first.fit()
+    second, resumed_model = make_trainer(tmp_path / "b", iterations=6)
+    torch.manual_seed(123)  # the resumed run must not depend on the new process's RNG
+    result = second.fit(resume=True)
+
+    assert result.iteration == 6
+    torch.testing.assert_close(resumed_model.weight, straight_model.weight, rtol=0, atol=0)
+    with open(tmp_path / "b" / "metrics.csv") as handle:
+        iterations = [int(r["iteration"]) for r in csv.DictReader(handle)]
+    assert iterations == list(range(1, 7))  # no duplicated rows after resuming
+
+
+def test_time_limit_stops_and_saves(tmp_path):
+    trainer, _ = make_trainer(tmp_path, iterations=10_000, time_limit_minutes=1e-9)
+    result = trainer.fit()
+    assert result.iteration == 1
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 1
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path):
+    trainer, _ = make_trainer(tmp_path, iterations=10, task=RegressionTask(fail_at=4))
+    with pytest.raises(TrainingDiverged, match="loss is nan at iteration 4"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
+        make_trainer("unused", iterations=2, mode="up")
