@@ -34,7 +34,7 @@ DEMO_MODEL_SIZES: dict[str, dict] = {
 class DemoConfig:
     model: str = "repuxnet"
     output: str = "demo-output"
-    minutes: float = 9.0
+    minutes: float = 10.0
     spacing_mm: float = 1.5
     roi: int = 48
     val_every: int = 250
@@ -103,6 +103,7 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
         flip_axes=(0,),  # left-right flips: the right hemisphere mirrors the left
         val_every=config.val_every,
         lr=1e-3,
+        lr_schedule="poly",
         seed=config.seed,
         num_workers=0,
     )

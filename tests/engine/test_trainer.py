@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -110,3 +111,26 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
 def test_bad_settings():
     with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
         make_trainer("unused", iterations=2, mode="up")
+
+
+@pytest.mark.parametrize(
+    "schedule, warmup, expected",
+    [
+        ("poly", 0, [(1 - i / 4) ** 0.9 for i in range(4)]),
+        ("cosine", 0, [0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]),
+        ("constant", 2, [0.5, 1.0, 1.0, 1.0]),
+    ],
+)
+def test_learning_rate_schedules(tmp_path, schedule, warmup, expected):
+    trainer, _ = make_trainer(
+        tmp_path, iterations=4, val_every=4, lr_schedule=schedule, warmup_iterations=warmup
+    )
+    trainer.fit()
+    with open(tmp_path / "metrics.csv") as handle:
+        lrs = [float(r["lr"]) for r in csv.DictReader(handle)]
+    np.testing.assert_allclose(lrs, [0.2 * f for f in expected], rtol=1e-6)
+
+
+def test_unknown_schedule_is_named():
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, poly, cosine"):
+        make_trainer("unused", iterations=2, lr_schedule="step")

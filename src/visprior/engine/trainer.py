@@ -32,6 +32,13 @@ from visprior.engine.metrics_log import MetricsLog
 __all__ = ["Trainer", "TrainerSettings", "TrainingResult", "TrainingTask", "TrainingDiverged"]
 
 
+_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda progress: 1.0,
+    "poly": lambda progress: (1.0 - progress) ** 0.9,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+}
+
+
 class TrainingTask(Protocol):
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
@@ -54,6 +61,10 @@ class TrainerSettings:
         summed over resumed sessions: equal budgets compare networks fairly.
     amp: mixed precision (bfloat16 autocast) where the device is CUDA.
     log_every: write the running training loss every this many iterations.
+    lr_schedule: ``"constant"``, ``"poly"`` (nnU-Net's ``(1 - progress) ** 0.9``) or
+        ``"cosine"``, where progress is the larger of the iteration and time fractions, so
+        a run cut by its time limit still ends at a small learning rate.
+    warmup_iterations: linear warm-up from 0 to the optimizer's learning rate.
     """
 
     iterations: int
@@ -63,6 +74,8 @@ class TrainerSettings:
     time_limit_minutes: float = math.inf
     amp: bool = True
     log_every: int = 10
+    lr_schedule: str = "constant"
+    warmup_iterations: int = 0
 
 
 @dataclass
@@ -114,6 +127,10 @@ class Trainer:
             raise ValueError(f"mode must be 'max' or 'min', got {settings.mode!r}")
         if settings.iterations < 1 or settings.val_every < 1:
             raise ValueError("iterations and val_every must be >= 1")
+        if settings.lr_schedule not in _SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(_SCHEDULES)}, got {settings.lr_schedule!r}"
+            )
         self.model, self.optimizer, self.task = model, optimizer, task
         self.batches, self.settings, self.device = batches, settings, device
         self.scheduler, self.on_epoch = scheduler, on_epoch
@@ -124,6 +141,8 @@ class Trainer:
         self.training_seconds = 0.0
         self.best_metric = -math.inf if settings.mode == "max" else math.inf
         self.best_iteration = 0
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
 
     # -- public -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainingResult:
@@ -147,14 +166,7 @@ class Trainer:
     def _loop(self, log: MetricsLog | None) -> None:
         s = self.settings
         batches = self._endless_batches()
-        progress = tqdm(
-            total=s.iterations,
-            initial=self.iteration,
-            desc="train",
-            unit="it",
-            disable=not is_main_process(),
-            dynamic_ncols=True,
-        )
+        progress = self._progress_bar()
         window: list[float] = []
         with progress:
             while self.iteration < s.iterations and not self._time_is_up():
@@ -163,8 +175,9 @@ class Trainer:
                 self.training_seconds += time.perf_counter() - started
                 self.iteration += 1
                 window.append(loss)
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                step = time.perf_counter() - started if self._timed() else 1
+                progress.update(min(step, progress.total - progress.n))
+                progress.set_postfix(it=self.iteration, loss=f"{loss:.4f}", refresh=False)
                 if log is not None and self.iteration % s.log_every == 0:
                     log.log(self.iteration, train_loss=sum(window) / len(window), lr=self._lr())
                     window.clear()
@@ -173,6 +186,7 @@ class Trainer:
                     self._validate_and_save(log, progress)
 
     def _step(self, batch: Any) -> float:
+        self._set_lr()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
@@ -202,8 +216,10 @@ class Trainer:
             if log is not None:
                 log.log(self.iteration, **metrics)
                 self._plot(log)
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            progress.write(f"iteration {self.iteration}: {summary}")
+            progress.write(
+                f"iteration {self.iteration}: {self.settings.metric} {value:.4f} "
+                f"(best {self.best_metric:.4f} at {self.best_iteration}); all in metrics.csv"
+            )
         barrier()
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -245,6 +261,33 @@ class Trainer:
                 self.on_epoch(self.epoch)
             yield from self.batches
             self.epoch += 1
+
+    def _set_lr(self) -> None:
+        s = self.settings
+        progress = self.iteration / s.iterations
+        if self._timed():
+            progress = max(progress, self.training_seconds / (s.time_limit_minutes * 60))
+        factor = _SCHEDULES[s.lr_schedule](min(progress, 1.0))
+        if self.iteration < s.warmup_iterations:
+            factor *= (self.iteration + 1) / s.warmup_iterations
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def _timed(self) -> bool:
+        return math.isfinite(self.settings.time_limit_minutes)
+
+    def _progress_bar(self) -> tqdm:
+        """Counts iterations, or training seconds when a time limit decides the end."""
+        common = {"desc": "train", "disable": not is_main_process(), "dynamic_ncols": True}
+        if self._timed():
+            return tqdm(
+                total=self.settings.time_limit_minutes * 60,
+                initial=self.training_seconds,
+                unit="s",
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+                **common,
+            )
+        return tqdm(total=self.settings.iterations, initial=self.iteration, unit="it", **common)
 
     def _time_is_up(self) -> bool:
         return self.training_seconds >= self.settings.time_limit_minutes * 60

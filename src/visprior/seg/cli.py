@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     handler = {"check": _check, "train": _train, "predict": _predict, "evaluate": _evaluate}
     try:
         return handler[args.seg_command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: missing, existing or unwritable files
         print(f"visprior seg {args.seg_command}: error: {error}", file=sys.stderr)
         return 2
 

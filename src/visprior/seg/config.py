@@ -48,7 +48,7 @@ class SegTrainConfig:
     model: str = "repuxnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    fold: int = 0
+    fold: int = 0  # -1: train on every case (and validate on them: no held-out set)
     folds: int = 5
     # Training
     iterations: int = 40000
@@ -60,6 +60,7 @@ class SegTrainConfig:
     negative_weight: float = 1.0
     lr: float = 1e-4
     weight_decay: float = 1e-5
+    lr_schedule: Literal["constant", "poly", "cosine"] = "constant"
     warmup_iterations: int = 0
     # Augmentation
     flip_axes: tuple[int, ...] = ()

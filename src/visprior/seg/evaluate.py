@@ -186,6 +186,11 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
 
 def _pair_cases(pred_dir: Path, label_dir: Path) -> list[tuple[str, Path, Path]]:
     preds, labels = _nifti_files(pred_dir), _nifti_files(label_dir)
+    # `seg predict --probabilities` writes {case}_probabilities beside {case}: not a label map.
+    suffix = "_probabilities"
+    preds = {
+        c: p for c, p in preds.items() if not (c.endswith(suffix) and c[: -len(suffix)] in preds)
+    }
     no_pred = sorted(set(labels) - set(preds))
     no_label = sorted(set(preds) - set(labels))
     problems = []

@@ -121,7 +121,6 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     config = dataclasses.replace(
         config, preprocessing=resolve_intensity(config.preprocessing, dataset.modality)
     )
-    train_cases, val_cases = _fold_cases(config, dataset, run_dir)
     model_spec = {
         "name": config.model,
         "kwargs": {
@@ -132,6 +131,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     }
     model = get_model(config.model, **model_spec["kwargs"])
     _check_roi(config, model)
+    train_cases, val_cases = _fold_cases(config, dataset, run_dir)
     if config.init_checkpoint and not resume:
         replaced = initialize_from(model, config.init_checkpoint, config.model, model_spec)
         if replaced and is_main_process():
@@ -173,6 +173,8 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         metric=METRIC,
         time_limit_minutes=config.time_limit_minutes,
         amp=config.amp,
+        lr_schedule=config.lr_schedule,
+        warmup_iterations=config.warmup_iterations,
     )
     trainer = Trainer(
         model,
@@ -182,7 +184,6 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         run_dir,
         settings,
         device,
-        scheduler=_warmup(optimizer, config.warmup_iterations),
         on_epoch=getattr(sampler, "set_epoch", None),
     )
     return trainer.fit(resume=resume)
@@ -266,14 +267,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _warmup(optimizer: torch.optim.Optimizer, iterations: int):
-    if iterations <= 0:
-        return None
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / iterations)
-    )
 
 
 def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -1,0 +1,450 @@
+"""Segment new volumes with a trained checkpoint, in each input's own geometry.
+
+MONAI does the heavy lifting: the checkpoint's preprocessing (``visprior.seg.transforms``),
+Gaussian-weighted sliding-window inference, and ``Invertd``, which undoes cropping,
+resampling and reorientation so that labels and probabilities land on the input's voxel
+grid, with the input's shape and affine. The network is fused for deployment first
+(``visprior.reparameterize_model``).
+
+Inputs follow nnU-Net's naming: ``{case}_{XXXX}.nii.gz``, one file per channel; a lone file
+is one case. Outputs are ``{case}.nii.gz`` (uint8 labels) and, optionally,
+``{case}_probabilities.nii.gz`` (float32, channels last), written atomically.
+
+Example:
+    >>> predictor = load_predictor("runs/seg/Dataset004", device="cuda")
+    >>> predict_files(predictor, ["imagesTs"], "predictions", overlap=0.5)
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.transforms import Compose, Invertd
+from torch import nn
+from tqdm.auto import tqdm
+
+from visprior.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from visprior.engine.config import config_from_dict
+from visprior.fileio import atomic_path
+from visprior.reparam import reparameterize_model
+from visprior.seg.config import Preprocessing
+from visprior.seg.transforms import inference_transforms, resolve_intensity
+
+__all__ = [
+    "SegmentationPredictor",
+    "case_name",
+    "collect_cases",
+    "find_checkpoint",
+    "load_predictor",
+    "predict_files",
+    "save_nifti",
+]
+
+CHECKPOINT_NAMES = ("best.pt", "last.pt")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
+_REQUIRED_ENTRIES = ("model", "labels", "channel_names", "preprocessing", "roi_size")
+_AFFINE_TOLERANCE = 1e-4  # mm; MONAI keeps affines in float64, voxel data in float32
+
+
+@dataclass
+class SegmentationPredictor:
+    """A fused network with the preprocessing and geometry it was trained with.
+
+    Args:
+        model: the network, fused and in eval mode, on ``device``.
+        preprocessing: the checkpoint's preprocessing, intensity preset resolved.
+        roi_size: sliding-window size in voxels.
+        channel_names: one name per input channel.
+        labels: class name to label value, background 0 included; a predicted label is
+            the index of the network's output channel.
+        device: where the network runs.
+        overlap: default sliding-window overlap.
+        sw_batch_size: default number of windows per forward pass.
+        source: where the predictor came from, for messages.
+    """
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    roi_size: tuple[int, int, int]
+    channel_names: list[str]
+    labels: dict[str, int]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    source: str = "checkpoint"
+
+    def __post_init__(self) -> None:
+        self.transforms: Compose = inference_transforms(self.preprocessing)
+        self._invert = Invertd(
+            keys="pred", transform=self.transforms, orig_keys="image", nearest_interp=False
+        )
+
+    @property
+    def num_channels(self) -> int:
+        """Input channels the network takes."""
+        return len(self.channel_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels: the largest label value plus one."""
+        return max(self.labels.values()) + 1
+
+    def check_case(self, image_paths: Sequence[str | os.PathLike], case: str) -> None:
+        """Check, from the headers alone, that a case's files fit the network.
+
+        Raises:
+            ValueError: the channel count differs from the checkpoint's, or the channel
+                files differ in shape or affine; the message names the case.
+        """
+        images = [_load_nifti(path) for path in image_paths]
+        if len(images) > 1 and any(img.ndim != 3 for img in images):
+            raise ValueError(f"case {case!r}: channel files must be 3D, one channel each")
+        count = sum(img.shape[3] if img.ndim == 4 else 1 for img in images)
+        if count != self.num_channels or any(img.ndim not in (3, 4) for img in images):
+            raise ValueError(
+                f"case {case!r}: {count} input channel(s), the checkpoint ({self.source}) "
+                f"expects {self.num_channels} ({', '.join(self.channel_names)})"
+            )
+        first = images[0]
+        for path, img in zip(image_paths[1:], images[1:], strict=True):
+            if img.shape[:3] != first.shape[:3] or not np.allclose(
+                img.affine, first.affine, atol=_AFFINE_TOLERANCE
+            ):
+                raise ValueError(
+                    f"case {case!r}: {Path(path).name} does not share the grid of "
+                    f"{Path(image_paths[0]).name} (shape {img.shape[:3]} vs {first.shape[:3]})"
+                )
+
+    def predict_case(
+        self,
+        image_paths: Sequence[str | os.PathLike],
+        overlap: float | None = None,
+        sw_batch_size: int | None = None,
+        case: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """Segment one case and return the result in the input's original geometry.
+
+        Args:
+            image_paths: the case's channel files in channel order (or one multi-channel file).
+            overlap: sliding-window overlap; the predictor's default when ``None``.
+            sw_batch_size: windows per forward pass; the predictor's default when ``None``.
+            case: the case's name for messages; from the first file name when ``None``.
+
+        Returns:
+            ``(labels, probabilities, affine, header)``: uint8 labels of the input's spatial
+            shape, float32 class probabilities ``(C, *shape)``, the input's affine and its
+            NIfTI header (of the first channel file).
+
+        Raises:
+            ValueError: the files do not fit the network (see :meth:`check_case`).
+        """
+        paths = [Path(p) for p in image_paths]
+        case = case or case_name(paths[0])
+        self.check_case(paths, case)
+        reference = _load_nifti(paths[0])
+        files = [str(p) for p in paths] if len(paths) > 1 else str(paths[0])
+        image = self.transforms({"image": files})["image"]
+        probabilities = self._infer(image, overlap, sw_batch_size)
+        probabilities = self._to_input_geometry(probabilities, image, reference, case)
+        labels = probabilities.argmax(0).astype(np.uint8)
+        return labels, probabilities, reference.affine, reference.header
+
+    @torch.no_grad()
+    def _infer(self, image: torch.Tensor, overlap: float | None, sw_batch_size: int | None):
+        """Softmax probabilities on the preprocessed grid, ``(C, ...)``, on the CPU."""
+        batch = image.as_tensor()[None].to(self.device)
+        logits = sliding_window_inference(
+            batch,
+            roi_size=self.roi_size,
+            sw_batch_size=self.sw_batch_size if sw_batch_size is None else sw_batch_size,
+            predictor=self.model,
+            overlap=self.overlap if overlap is None else overlap,
+            mode="gaussian",
+        )
+        return torch.softmax(torch.as_tensor(logits)[0].float(), dim=0).cpu()
+
+    def _to_input_geometry(
+        self, probabilities: torch.Tensor, image: torch.Tensor, reference: Any, case: str
+    ) -> np.ndarray:
+        """Undo the preprocessing's spatial steps (bilinear) on the probabilities.
+
+        Inverting the foreground crop pads with zeros, and zero probabilities everywhere are
+        not a distribution. So the inverse runs on ``probabilities - background one-hot``,
+        whose zero is "certainly background": padding and interpolation then stay convex
+        combinations of distributions, and adding the one-hot back makes them sum to 1.
+        """
+        probabilities[0] -= 1.0
+        # Invertd takes the image's applied operations only for a MetaTensor "pred"
+        inverted = self._invert({"pred": MetaTensor(probabilities), "image": image})["pred"]
+        spatial = tuple(reference.shape[:3])
+        if tuple(inverted.shape[1:]) != spatial or not np.allclose(
+            np.asarray(inverted.affine), reference.affine, atol=_AFFINE_TOLERANCE
+        ):
+            raise RuntimeError(
+                f"case {case!r}: inverting the preprocessing did not restore the input's grid "
+                f"(shape {tuple(inverted.shape[1:])} vs {spatial}, or a different affine)"
+            )
+        result = inverted.detach().cpu().as_tensor().numpy().astype(np.float32)
+        result[0] += 1.0
+        return np.clip(result, 0.0, 1.0, out=result)
+
+
+def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
+    """The checkpoint file itself, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``).
+
+    Raises:
+        FileNotFoundError: nothing usable there; the message names the path.
+    """
+    path = Path(run_or_checkpoint)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no run folder or checkpoint file at {path}")
+    for folder in (path / "checkpoints", path):
+        for name in CHECKPOINT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    raise FileNotFoundError(
+        f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this run folder"
+    )
+
+
+def load_predictor(
+    run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> SegmentationPredictor:
+    """Build the fused network a run folder or checkpoint describes, ready to predict.
+
+    Args:
+        run_or_checkpoint: a run folder (its best checkpoint, else its last) or a ``.pt`` file.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when available).
+
+    Raises:
+        FileNotFoundError: no checkpoint found (see :func:`find_checkpoint`).
+        CheckpointError: the checkpoint lacks a segmentation entry or does not fit its network.
+    """
+    path = find_checkpoint(run_or_checkpoint)
+    state = _read_segmentation_checkpoint(path)
+    channel_names = [str(name) for name in state["channel_names"]]
+    device = _resolve_device(device)
+    model = build_model_from_checkpoint(state, source=str(path))
+    model = reparameterize_model(model).eval().to(device)
+    pre = config_from_dict(Preprocessing, state["preprocessing"], source=f"{path}: preprocessing")
+    return SegmentationPredictor(
+        model=model,
+        preprocessing=resolve_intensity(pre, channel_names),
+        roi_size=tuple(int(s) for s in state["roi_size"]),
+        channel_names=channel_names,
+        labels={str(name): int(value) for name, value in state["labels"].items()},
+        device=device,
+        sw_batch_size=int(state.get("config", {}).get("sw_batch_size", 2)),
+        source=str(path),
+    )
+
+
+def _read_segmentation_checkpoint(path: Path) -> dict:
+    state = load_checkpoint(path, map_location="cpu")
+    missing = [key for key in _REQUIRED_ENTRIES if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a segmentation checkpoint (no {', '.join(missing)})")
+    n_names = len(state["channel_names"])
+    in_channels = state["model"].get("kwargs", {}).get("in_channels", n_names)
+    if in_channels != n_names:
+        raise CheckpointError(
+            f"{path}: {n_names} channel name(s) but a network of {in_channels} input channel(s)"
+        )
+    return state
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """A case's name from a file name: extension and a ``_0000`` channel suffix removed."""
+    name = _strip_nifti_suffix(Path(path).name)
+    return re.sub(r"_\d{4}$", "", name)
+
+
+def _strip_nifti_suffix(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise ValueError(f"{name}: not a NIfTI file (.nii or .nii.gz)")
+
+
+def collect_cases(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike], num_channels: int
+) -> dict[str, list[Path]]:
+    """Group input files into cases, each a list of channel files in channel order.
+
+    In a folder, ``{case}_{XXXX}.nii(.gz)`` files are one case's channels and must be
+    exactly ``0000`` to ``num_channels - 1``; other NIfTI files are one case each. A file
+    given by itself is one case.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: a channel file is missing or extra, two inputs make the same case, or
+            nothing was found; the message names the case.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    cases: dict[str, list[Path]] = {}
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = _cases_in_folder(item, num_channels)
+        elif item.is_file():
+            found = {case_name(item): [item]}
+        else:
+            raise FileNotFoundError(f"input not found: {item}")
+        for case, paths in found.items():
+            if case in cases:
+                raise ValueError(f"case {case!r} is given twice ({cases[case][0]}, {paths[0]})")
+            cases[case] = paths
+    if not cases:
+        raise ValueError(f"no NIfTI images (.nii, .nii.gz) in {', '.join(map(str, inputs))}")
+    return cases
+
+
+def _cases_in_folder(folder: Path, num_channels: int) -> dict[str, list[Path]]:
+    channels: dict[str, dict[int, Path]] = {}
+    cases: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        match = _CHANNEL_FILE.match(path.name)
+        if match:
+            channels.setdefault(match["case"], {})[int(match["channel"])] = path
+        elif path.name.endswith(NIFTI_SUFFIXES):
+            cases[_strip_nifti_suffix(path.name)] = [path]
+    for case, files in channels.items():
+        if case in cases:
+            raise ValueError(
+                f"case {case!r}: both {cases[case][0].name} and channel files in {folder}"
+            )
+        cases[case] = _channel_list(case, files, num_channels, folder)
+    return dict(sorted(cases.items()))
+
+
+def _channel_list(case: str, files: dict[int, Path], num_channels: int, folder: Path):
+    missing = [f"{case}_{c:04d}" for c in range(num_channels) if c not in files]
+    if missing:
+        raise ValueError(
+            f"case {case!r}: missing channel file(s) {', '.join(missing)} in {folder} "
+            f"(the checkpoint expects {num_channels} channel(s))"
+        )
+    if len(files) != num_channels:
+        raise ValueError(
+            f"case {case!r}: {len(files)} channel files in {folder}, "
+            f"the checkpoint expects {num_channels}"
+        )
+    return [files[c] for c in range(num_channels)]
+
+
+def predict_files(
+    predictor: SegmentationPredictor,
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Segment every case in ``inputs`` and write ``{case}.nii.gz`` to ``output_dir``.
+
+    Every case and output path is checked before the first prediction, so a bad input or
+    an existing output fails at once rather than hours in.
+
+    Args:
+        predictor: from :func:`load_predictor`.
+        inputs: files and/or folders (see :func:`collect_cases`).
+        output_dir: created if needed.
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward pass.
+        save_probabilities: also write ``{case}_probabilities.nii.gz`` (float32, channels last).
+        overwrite: replace existing outputs. An input file is never replaced.
+
+    Returns:
+        The label files written, one per case, in case order.
+
+    Raises:
+        ValueError: a case does not fit the network, or an output would replace an input.
+        FileExistsError: an output exists and ``overwrite`` is false.
+    """
+    cases = collect_cases(inputs, predictor.num_channels)
+    output_dir = Path(output_dir)
+    outputs = {case: _output_paths(output_dir, case, save_probabilities) for case in cases}
+    _check_outputs(cases, outputs, overwrite)
+    for case, paths in cases.items():
+        predictor.check_case(paths, case)
+    written = []
+    for case, paths in tqdm(cases.items(), desc="predict", unit="case"):
+        labels, probabilities, _, header = predictor.predict_case(
+            paths, overlap=overlap, sw_batch_size=sw_batch_size, case=case
+        )
+        label_path, *probability_path = outputs[case]
+        save_nifti(labels, header, label_path)
+        if probability_path:
+            save_nifti(np.moveaxis(probabilities, 0, -1), header, probability_path[0])
+        written.append(label_path)
+    return written
+
+
+def _output_paths(output_dir: Path, case: str, save_probabilities: bool) -> list[Path]:
+    paths = [output_dir / f"{case}.nii.gz"]
+    if save_probabilities:
+        paths.append(output_dir / f"{case}_probabilities.nii.gz")
+    return paths
+
+
+def _check_outputs(
+    cases: dict[str, list[Path]], outputs: dict[str, list[Path]], overwrite: bool
+) -> None:
+    inputs = {path.resolve(): path for paths in cases.values() for path in paths}
+    for paths in outputs.values():
+        for path in paths:
+            if path.resolve() in inputs:
+                raise ValueError(
+                    f"output {path} would overwrite the input {inputs[path.resolve()]}; "
+                    "choose another output folder"
+                )
+            if path.exists() and not overwrite:
+                raise FileExistsError(
+                    f"output {path} exists; pass overwrite=True (--overwrite) to replace it"
+                )
+
+
+def save_nifti(data: np.ndarray, header: Any, path: str | os.PathLike) -> Path:
+    """Write ``data`` as gzipped NIfTI-1, atomically, on the grid ``header`` describes.
+
+    The reference header's qform and sform (matrices and codes) and units are copied, so
+    the output lines up with the input in every viewer.
+    """
+    img = nib.Nifti1Image(data, None)
+    img.header.set_xyzt_units(*header.get_xyzt_units())
+    img.set_qform(header.get_qform(), code=int(header["qform_code"]))
+    img.set_sform(header.get_sform(), code=int(header["sform_code"]))
+    with atomic_path(path) as tmp, gzip.open(tmp, "wb", compresslevel=1) as stream:
+        img.to_stream(stream)  # nibabel cannot infer the format from atomic_path's ".tmp"
+    return Path(path)
+
+
+def _load_nifti(path: str | os.PathLike) -> Any:
+    _strip_nifti_suffix(Path(path).name)
+    try:
+        return nib.load(path)
+    except (OSError, nib.filebasedimages.ImageFileError) as error:
+        raise ValueError(f"{path}: not a readable NIfTI image ({error})") from None

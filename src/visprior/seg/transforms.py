@@ -1,0 +1,270 @@
+"""The segmentation recipe's data pipelines, as MONAI dictionary transforms.
+
+MONAI does the heavy lifting: loading (one file per channel, stacked channel-first, or one
+multi-channel file), reorientation, resampling, intensity presets, foreground cropping,
+positive/negative crop sampling and augmentation. Every spatial step is invertible, so a
+prediction can be taken back to the input's own geometry (see ``visprior.seg.predict``).
+
+Data dictionaries hold ``"image"`` (a file, or a list of per-channel files) and, for
+training and validation, ``"label"`` (one file).
+
+Example:
+    >>> pre = resolve_intensity(Preprocessing(spacing=(1.5, 1.5, 2.0)), "CT")
+    >>> data = inference_transforms(pre)({"image": ["case_0000.nii.gz"]})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+from monai.transforms.utils import map_binary_to_indices
+
+from visprior.seg.config import Preprocessing, SegTrainConfig
+
+__all__ = [
+    "PosNegCropd",
+    "inference_transforms",
+    "preprocessing_transforms",
+    "resolve_intensity",
+    "train_transforms",
+    "validation_transforms",
+]
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+_FG_INDICES_KEY = "_fg_indices"
+_BG_INDICES_KEY = "_bg_indices"
+
+# Channel names (case-insensitive) that select each intensity preset under "auto".
+_CT_NAMES = frozenset({"ct"})
+_MRI_NAMES = frozenset(
+    {"mri", "mr", "t1", "t1w", "t1c", "t1ce", "t1gd", "t2", "t2w", "flair", "adc", "dwi", "pd"}
+)
+
+
+def resolve_intensity(pre: Preprocessing, modality: str | Sequence[str]) -> Preprocessing:
+    """Replace ``intensity="auto"`` by the preset the dataset's modality calls for.
+
+    ``"CT"`` gives ``"ct"``; ``"MRI"`` (or an MR sequence name such as ``"T2"``, ``"FLAIR"``,
+    ``"ADC"``) gives ``"mri"``; anything else ``"none"``. Matching ignores case. Given
+    several channel names, all must agree, else ``"none"``.
+
+    Args:
+        pre: the preprocessing; returned unchanged unless its intensity is ``"auto"``.
+        modality: the modality, or the dataset's channel names.
+
+    Returns:
+        A copy of ``pre`` with a concrete intensity preset.
+    """
+    if pre.intensity != "auto":
+        return pre
+    names = [modality] if isinstance(modality, str) else list(modality)
+    presets = {_preset_for(name) for name in names}
+    preset = presets.pop() if len(presets) == 1 else "none"
+    return dataclasses.replace(pre, intensity=preset)
+
+
+def _preset_for(name: str) -> str:
+    name = name.strip().lower()
+    if name in _CT_NAMES:
+        return "ct"
+    return "mri" if name in _MRI_NAMES else "none"
+
+
+def preprocessing_transforms(
+    pre: Preprocessing, keys: Sequence[str] = (IMAGE_KEY, LABEL_KEY)
+) -> list:
+    """Load, reorient, resample, crop to the foreground and normalise: no randomness.
+
+    Images are resampled bilinearly and labels with nearest neighbour; intensity presets
+    touch the image only. The foreground crop selects voxels above the CT window's lower
+    bound (``"ct"``) or non-zero voxels (otherwise), over all channels, without margin; an
+    image with no foreground is kept whole instead of being cropped to nothing.
+
+    Args:
+        pre: the preprocessing with a concrete intensity (see :func:`resolve_intensity`).
+        keys: the image key first, then label keys.
+
+    Returns:
+        The transforms, in order, for a ``Compose``.
+
+    Raises:
+        ValueError: ``pre.intensity`` is still ``"auto"`` or unknown.
+    """
+    keys = list(keys)
+    image_key = keys[0]
+    modes = ["bilinear" if key == image_key else "nearest" for key in keys]
+    steps: list = [
+        LoadImaged(keys, ensure_channel_first=True, image_only=True),
+        Orientationd(keys, axcodes=pre.orientation, labels=None),
+    ]
+    if pre.spacing is not None:
+        steps.append(Spacingd(keys, pixdim=tuple(pre.spacing), mode=modes))
+    if pre.crop_foreground:
+        steps.append(
+            CropForegroundd(
+                keys,
+                source_key=image_key,
+                select_fn=_foreground_selector(pre),
+                margin=0,
+                allow_smaller=True,
+                start_coord_key=None,
+                end_coord_key=None,
+            )
+        )
+    steps += _intensity_transforms(pre, image_key)
+    steps.append(EnsureTyped(keys))
+    return steps
+
+
+def _intensity_transforms(pre: Preprocessing, image_key: str) -> list:
+    if pre.intensity == "ct":
+        low, high = pre.ct_window
+        return [
+            ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+        ]
+    if pre.intensity == "mri":
+        return [NormalizeIntensityd(image_key, nonzero=True, channel_wise=True)]
+    if pre.intensity == "none":
+        return []
+    raise ValueError(
+        f"intensity {pre.intensity!r} is not a preset ('ct', 'mri', 'none'); "
+        "resolve 'auto' with visprior.seg.transforms.resolve_intensity first"
+    )
+
+
+def _foreground_selector(pre: Preprocessing) -> functools.partial:
+    """A picklable ``select_fn`` for ``CropForegroundd`` (DataLoader workers pickle it)."""
+    threshold = pre.ct_window[0] if pre.intensity == "ct" else None
+    return functools.partial(_select_foreground, threshold=threshold)
+
+
+def _select_foreground(image: Any, threshold: float | None) -> Any:
+    """Voxels above ``threshold`` (non-zero ones when ``None``); all voxels if none is."""
+    mask = image != 0 if threshold is None else image > threshold
+    return mask if mask.any() else mask | ~mask
+
+
+def inference_transforms(pre: Preprocessing) -> Compose:
+    """The preprocessing of an image alone; its ``inverse`` undoes the spatial steps."""
+    return Compose(preprocessing_transforms(pre, keys=(IMAGE_KEY,)))
+
+
+def validation_transforms(cfg: SegTrainConfig) -> Compose:
+    """The preprocessing of image and label, for sliding-window validation on whole volumes."""
+    return Compose(preprocessing_transforms(cfg.preprocessing))
+
+
+def train_transforms(cfg: SegTrainConfig) -> Compose:
+    """Preprocessing, ``crops_per_volume`` positive/negative crops of ``roi_size``, augmentation.
+
+    A volume smaller than the ROI is zero-padded first. A label without foreground is not an
+    error: a warning names the case and its crops are drawn at random.
+
+    Returns:
+        A ``Compose`` whose output is a list of ``crops_per_volume`` dictionaries.
+    """
+    keys = [IMAGE_KEY, LABEL_KEY]
+    roi = tuple(int(s) for s in cfg.roi_size)
+    steps = preprocessing_transforms(cfg.preprocessing, keys)
+    steps += [
+        SpatialPadd(keys, spatial_size=roi),
+        PosNegCropd(
+            keys,
+            label_key=LABEL_KEY,
+            spatial_size=roi,
+            pos=cfg.positive_weight,
+            neg=cfg.negative_weight,
+            num_samples=cfg.crops_per_volume,
+            image_key=IMAGE_KEY,
+            image_threshold=0.0,
+            allow_smaller=False,
+        ),
+    ]
+    steps += _augmentations(cfg, keys, roi)
+    return Compose(steps)
+
+
+def _augmentations(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...]) -> list:
+    steps: list = [RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=axis) for axis in cfg.flip_axes]
+    if cfg.shift_intensity > 0 and cfg.shift_intensity_prob > 0:
+        steps.append(
+            RandShiftIntensityd(
+                IMAGE_KEY, offsets=cfg.shift_intensity, prob=cfg.shift_intensity_prob
+            )
+        )
+    if cfg.affine_prob > 0 and (cfg.rotate_range > 0 or cfg.scale_range > 0):
+        steps.append(
+            RandAffined(
+                keys,
+                prob=cfg.affine_prob,
+                spatial_size=roi,
+                rotate_range=(cfg.rotate_range,) * 3,
+                scale_range=(cfg.scale_range,) * 3,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+                cache_grid=True,
+            )
+        )
+    return steps
+
+
+class PosNegCropd(RandCropByPosNegLabeld):
+    """``RandCropByPosNegLabeld`` that takes a label without foreground in its stride.
+
+    MONAI then falls back to background-centred crops with an anonymous warning, and raises
+    "No sampling location available" when the image has no voxel above ``image_threshold``
+    either. Here such a case gets a warning naming it, and its crops are centred at random on
+    the background candidates, or on any voxel when there are none. Cases with foreground go
+    to MONAI unchanged; nothing is precomputed, so ``CacheDataset`` caches no index arrays.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            *args, fg_indices_key=_FG_INDICES_KEY, bg_indices_key=_BG_INDICES_KEY, **kwargs
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> list[dict]:
+        label = data[self.label_key]
+        if bool(torch.any(torch.as_tensor(label) != 0)):
+            return super().__call__(data, lazy=lazy)
+        warnings.warn(
+            f"{_case_name(data, label)}: label has no foreground; its crops are drawn at random",
+            stacklevel=2,
+        )
+        image = data.get(self.image_key) if self.image_key else None
+        _, candidates = map_binary_to_indices(label, image, self.cropper.image_threshold)
+        if len(candidates) == 0:
+            candidates = torch.arange(int(np.prod(label.shape[1:])))
+        # both pools alike: uniform crops, without MONAI's own warning
+        pools = {_FG_INDICES_KEY: candidates, _BG_INDICES_KEY: candidates}
+        return super().__call__({**data, **pools}, lazy=lazy)
+
+
+def _case_name(data: Mapping[Hashable, Any], label: Any) -> str:
+    """The data dictionary's ``"case"`` entry, else the label's file name."""
+    if "case" in data:
+        return f"case {data['case']!r}"
+    meta = getattr(label, "meta", {}) or {}
+    return str(meta.get("filename_or_obj", "a case"))
