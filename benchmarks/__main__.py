@@ -1,7 +1,11 @@
 """Run every benchmark in one go and write ``benchmarks/RESULTS.md`` and ``results.png``.
 
-python -m benchmarks           # the full run (about 45 minutes on 2 cores)
-python -m benchmarks --quick   # small sizes, a smoke test (CI runs it)
+python -m benchmarks                  # everything (about 100 minutes on 2 cores)
+python -m benchmarks --only speed     # (a)-(c) and the crossover (about 45 minutes)
+python -m benchmarks --only quality   # (d) equal training time on the brain task (about 55)
+python -m benchmarks --quick          # small sizes, a smoke test (CI runs it)
+
+``--only`` keeps the other part's figures from an earlier run's results.json.
 """
 
 from __future__ import annotations
@@ -9,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks import crossover, large_kernel, networks
+from benchmarks import brain, crossover, large_kernel, networks
 from benchmarks.report import write_plot, write_report
 from benchmarks.timing import measure_in_subprocess
 
@@ -26,6 +31,7 @@ def _row(measurement) -> dict:
         "peak_mib": measurement.peak_mib,
         "all_seconds": measurement.all_seconds,
         "error": measurement.error,
+        "parts": measurement.parts,
     }
 
 
@@ -33,8 +39,8 @@ def _log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def run(quick: bool, repeats: int) -> dict:
-    results: dict = {"quick": quick, "repeats": repeats, "machine": machine_description()}
+def run_speed(quick: bool, repeats: int) -> dict:
+    results: dict = {}
 
     stages = large_kernel.STAGES_QUICK if quick else large_kernel.STAGES_FULL
     results["large_kernel"] = []
@@ -80,6 +86,8 @@ def run(quick: bool, repeats: int) -> dict:
             _log(f"(b) {label} @ {size}^3: {m.seconds:.2f} s")
         results["training"].append(row)
 
+    results["bfr_overhead"] = run_bfr_overhead(quick, repeats)
+
     volume, roi = (96, 64) if quick else (160, 96)
     results["inference"] = {"volume": volume, "roi": roi, "rows": []}
     for label, name in networks.INFERENCE:
@@ -89,6 +97,22 @@ def run(quick: bool, repeats: int) -> dict:
         results["inference"]["rows"].append({"label": label, "name": name, **_row(m)})
         _log(f"(c) {label} sliding window {volume}^3: {m.seconds:.2f} s")
     return results
+
+
+def run_bfr_overhead(quick: bool, repeats: int) -> list[dict]:
+    """BFR vs plain 21^3 kernels, steps alternated in one process (see build_alternating_steps)."""
+    rows = []
+    for size in (32, 64) if quick else (64, 96):
+        m = measure_in_subprocess(
+            networks.build_alternating_steps,
+            ("repuxnet", "repuxnet_plain"),
+            size,
+            quick,
+            repeats=repeats,
+        )
+        rows.append({"size": size, **_row(m)})
+        _log(f"(b) BFR vs plain, alternated @ {size}^3: {m.parts and 'done' or m.error}")
+    return rows
 
 
 def machine_description() -> dict:
@@ -117,6 +141,10 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up")
+    parser.add_argument("--only", choices=("speed", "quality", "bfr-overhead"), help="run one part")
+    parser.add_argument(
+        "--minutes", type=float, help="training budget per network in (d) (default 10)"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -124,10 +152,23 @@ def main() -> None:
         help="folder for RESULTS.md, results.json and results.png",
     )
     args = parser.parse_args()
-    results = run(args.quick, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    write_plot(results, args.out / "results.png")
+    results_file = args.out / "results.json"
+    results: dict = {}
+    if args.only and results_file.is_file():
+        results = json.loads(results_file.read_text())
+    results.update(quick=args.quick, repeats=args.repeats, machine=machine_description())
+    if args.only in (None, "speed"):
+        results.update(run_speed(args.quick, args.repeats))
+    if args.only == "bfr-overhead":
+        results["bfr_overhead"] = run_bfr_overhead(args.quick, args.repeats)
+    if args.only in (None, "quality"):
+        minutes = args.minutes or (0.05 if args.quick else 10.0)
+        with tempfile.TemporaryDirectory(prefix="visprior-bench-") as workdir:
+            results["brain"] = brain.run(minutes, args.quick, Path(workdir), _log)
+    results_file.write_text(json.dumps(results, indent=1))
+    if "large_kernel" in results:
+        write_plot(results, args.out / "results.png")
     write_report(results, args.out / "RESULTS.md")
     print(f"wrote {args.out / 'RESULTS.md'}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from monai.inferers import sliding_window_inference
 
@@ -53,6 +55,21 @@ def build_training_step(name: str, algorithm: str, size: int, quick: bool):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
+    return step, None
+
+
+def build_alternating_steps(names: tuple[str, ...], size: int, quick: bool):
+    """One training step of each network in turn, timed per network: slow drifts of the
+    machine hit both alike, so their ratio is fairer than two separate runs'."""
+    steps = {name: build_training_step(name, "auto", size, quick)[0] for name in names}
+
+    def step():
+        for name, one in steps.items():
+            start = time.perf_counter()
+            one()
+            step.parts.setdefault(name, []).append(time.perf_counter() - start)
+
+    step.parts = {}
     return step, None
 
 

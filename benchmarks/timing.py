@@ -25,6 +25,7 @@ class Measurement:
     peak_mib: float
     all_seconds: list[float] = field(default_factory=list)
     error: str | None = None
+    parts: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _rss_mib() -> float:
@@ -63,7 +64,11 @@ def _child(queue, builder, args, repeats) -> None:
 
         torch.manual_seed(0)
         step, warmup = builder(*args)
-        queue.put(time_call(step, repeats, warmup))
+        measurement = time_call(step, repeats, warmup)
+        # A step made of parts (e.g. two networks, alternated) reports each part's times.
+        parts = getattr(step, "parts", {})
+        measurement.parts = {name: times[-repeats:] for name, times in parts.items()}
+        queue.put(measurement)
     except Exception:  # report any failure as a row, not a crash of the whole run
         queue.put(Measurement(float("nan"), 0, float("nan"), error=traceback.format_exc(limit=3)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -21,8 +22,37 @@ def test_quick_benchmarks_write_results(tmp_path):
         timeout=900,
     )
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Targets", "## (a)", "## (b)", "## (c)", "## Crossover"):
+    for heading in ("## Targets", "## (a)", "## (b)", "## (c)", "## Crossover", "## (d)"):
         assert heading in report
     assert "## Failed cases" not in report
     assert "Quick mode" in report
     assert (tmp_path / "results.png").stat().st_size > 10_000
+    assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
+
+
+@pytest.mark.slow
+def test_one_part_keeps_the_other(tmp_path):
+    """``--only quality`` adds (d) to an earlier speed report instead of replacing it."""
+    (tmp_path / "results.json").write_text(
+        '{"quick": true, "repeats": 1, "brain": {"minutes": 1, "rows": []}, "kept": 1}'
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "quality",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["kept"] == 1 and results["brain"]["rows"][0]["name"] == "unet"
+    assert "## (d)" in (tmp_path / "RESULTS.md").read_text()

@@ -59,7 +59,10 @@ def run_demo(config: DemoConfig) -> dict:
     result = _train(config, dataset, run_dir)
     print(f"      {result.iteration} iterations, {result.training_seconds / 60:.1f} min")
 
-    print("[3/5] predicting the held-out right hemisphere with the fused network")
+    print(
+        "[3/5] predicting the held-out right hemisphere with the fused network "
+        "(largest component per structure)"
+    )
     predictions = _predict(run_dir, dataset)
 
     print("[4/5] evaluating against the atlas labels")
@@ -88,8 +91,9 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
             f"unknown model name {config.model!r}; registered models: {', '.join(list_models())}"
         )
     kwargs = dict(DEMO_MODEL_SIZES.get(config.model, {}))
+    roi = _crop_for(config.model, config.roi, kwargs)
     if config.model == "unetr":
-        kwargs["img_size"] = config.roi
+        kwargs["img_size"] = roi
     train_config = SegTrainConfig(
         dataset=str(dataset),
         output=str(run_dir),
@@ -99,7 +103,7 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
         fold=-1,  # one training volume: the held-out hemisphere is the test set
         iterations=100_000,
         time_limit_minutes=config.minutes,
-        roi_size=(config.roi,) * 3,
+        roi_size=(roi,) * 3,
         flip_axes=(0,),  # left-right flips: the right hemisphere mirrors the left
         val_every=config.val_every,
         lr=1e-3,
@@ -108,6 +112,17 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
         num_workers=0,
     )
     return train_segmentation(train_config)
+
+
+def _crop_for(model: str, roi: int, kwargs: dict) -> int:
+    """``roi`` rounded up to the network's input multiple (SwinUNETR: 32), said aloud."""
+    from visprior.registry import get_model
+
+    divisor = getattr(get_model(model, out_channels=2, **kwargs), "size_divisibility", 1)
+    fitted = -(-roi // divisor) * divisor
+    if fitted != roi:
+        print(f"      {model} needs crops in multiples of {divisor}: {fitted}^3 instead of {roi}^3")
+    return fitted
 
 
 def _predict(run_dir: Path, dataset: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from visprior.seg.predict import (
     SegmentationPredictor,
     case_name,
     collect_cases,
+    keep_largest_components,
     load_predictor,
     predict_files,
     save_nifti,
@@ -270,3 +271,14 @@ def test_checkpoint_without_segmentation_entries_is_refused(tmp_path):
     )
     with pytest.raises(CheckpointError, match="bare.pt: not a segmentation checkpoint"):
         load_predictor(path)
+
+
+def test_keep_largest_components_drops_islands_per_class():
+    labels = np.zeros((12, 12, 12), dtype=np.uint8)
+    labels[1:5, 1:5, 1:5] = 1  # 64 voxels
+    labels[9, 9, 9] = 1  # an island of class 1
+    labels[7:9, 1:3, 1:3] = 2  # 8 voxels: class 2's only component stays
+    kept = keep_largest_components(labels, num_classes=3)
+    assert kept.dtype == np.uint8
+    assert kept[9, 9, 9] == 0
+    assert (kept == 1).sum() == 64 and (kept == 2).sum() == 8

@@ -8,11 +8,14 @@ The rule below was measured on a 2-core AVX-512 CPU with PyTorch 2.14 (see
   the FFT path wins from 3^3 up, except on volumes under 4 voxels a side. In 2D the direct
   backward is reasonable for small work: the FFT path takes over from about 25k effective
   multiply-adds per channel.
-* **Inference**: the direct forward is fast for small kernels. It costs about
-  ``V * prod(min(k, 2 S_i - 1))`` multiply-adds (only taps that reach the volume count), the
-  FFT path about ``prod(L_i)`` per channel with ``L_i >= S_i + k // 2``; the FFT path wins when
-  their ratio exceeds about 450 in 3D. In 2D PyTorch's direct kernels slow down sharply past
-  about 15^2 (21^2 at 128^2: 86 ms direct vs 4.5 ms FFT), so kernels from 17 go to FFT.
+* **Inference**: the direct forward is fast for small kernels. It costs one multiply-add per
+  output voxel and kernel tap that lands inside the volume (a 21-tap axis reaches only about
+  11 voxels of a 12-voxel axis), the FFT path about ``prod(L_i)`` per channel with
+  ``L_i >= S_i + k // 2``; the FFT path wins when their ratio exceeds about 240 in 3D (two
+  runs: 21^3 at 12^3 is direct's at 207, 13^3 at 12^3 the FFT's at 254; 7^3 at 24^3-48^3
+  sits at 186-216, where the two paths are within 30% of each other). In 2D PyTorch's
+  direct kernels slow down sharply past about 15^2 (21^2 at 128^2: 86 ms direct vs 4.5 ms
+  FFT), so kernels from 17 go to FFT.
 
 No GPU was measured; the same rule is used there, and ``conv_algorithm`` forces either path.
 """
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 ALGORITHMS = ("auto", "direct", "fft")
-_INFERENCE_RATIO_3D = 450
+_INFERENCE_RATIO_3D = 240
 _INFERENCE_MIN_KERNEL_2D = 17
 _TRAINING_MIN_SIDE_3D = 4
 _TRAINING_MIN_WORK_2D = 25_000
@@ -74,6 +77,12 @@ def conv_algorithm(algorithm: str) -> Iterator[None]:
         set_conv_algorithm(previous)
 
 
+def _mean_taps_inside(size: int, kernel_size: int) -> float:
+    """Mean number of a centred kernel's taps that land inside an axis of ``size`` voxels."""
+    p = kernel_size // 2
+    return sum(min(i + p, size - 1) - max(i - p, 0) + 1 for i in range(size)) / size
+
+
 def choose_algorithm(spatial: Sequence[int], kernel_size: int, needs_grad: bool) -> str:
     """``"fft"`` or ``"direct"`` for a depth-wise conv of this size, by the rule above."""
     spatial = tuple(int(s) for s in spatial)
@@ -83,7 +92,8 @@ def choose_algorithm(spatial: Sequence[int], kernel_size: int, needs_grad: bool)
         if needs_grad:
             return "fft" if min(spatial) >= _TRAINING_MIN_SIDE_3D and taps > 1 else "direct"
         circular = math.prod(circular_sizes(spatial, kernel_size))
-        return "fft" if voxels * taps >= _INFERENCE_RATIO_3D * circular else "direct"
+        work = math.prod(_mean_taps_inside(s, kernel_size) for s in spatial) * voxels
+        return "fft" if work >= _INFERENCE_RATIO_3D * circular else "direct"
     if needs_grad:
         return "fft" if voxels * taps >= _TRAINING_MIN_WORK_2D else "direct"
     return "fft" if kernel_size >= _INFERENCE_MIN_KERNEL_2D else "direct"

@@ -41,6 +41,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--sw-batch-size", type=int, default=2)
     predict.add_argument("--probabilities", action="store_true", help="also write softmax")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    predict.add_argument(
+        "--largest-component",
+        action="store_true",
+        help="keep each class's largest connected component only",
+    )
     predict.add_argument("--device", default="auto")
 
     evaluate = actions.add_parser("evaluate", help="Dice, HD95, surface Dice per case and class")
@@ -108,6 +113,7 @@ def _predict(args: argparse.Namespace) -> int:
         sw_batch_size=args.sw_batch_size,
         save_probabilities=args.probabilities,
         overwrite=args.overwrite,
+        largest_component=args.largest_component,
     )
     print(f"wrote {len(written)} file(s) to {args.output}")
     return 0

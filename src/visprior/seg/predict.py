@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
-from monai.transforms import Compose, Invertd
+from monai.transforms import Compose, Invertd, KeepLargestConnectedComponent
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -46,6 +46,7 @@ __all__ = [
     "case_name",
     "collect_cases",
     "find_checkpoint",
+    "keep_largest_components",
     "load_predictor",
     "predict_files",
     "save_nifti",
@@ -362,6 +363,7 @@ def predict_files(
     sw_batch_size: int = 2,
     save_probabilities: bool = False,
     overwrite: bool = False,
+    largest_component: bool = False,
 ) -> list[Path]:
     """Segment every case in ``inputs`` and write ``{case}.nii.gz`` to ``output_dir``.
 
@@ -376,6 +378,8 @@ def predict_files(
         sw_batch_size: windows per forward pass.
         save_probabilities: also write ``{case}_probabilities.nii.gz`` (float32, channels last).
         overwrite: replace existing outputs. An input file is never replaced.
+        largest_component: keep only the largest connected component of each class (for
+            structures known to be one piece); the probabilities are left as predicted.
 
     Returns:
         The label files written, one per case, in case order.
@@ -395,12 +399,22 @@ def predict_files(
         labels, probabilities, _, header = predictor.predict_case(
             paths, overlap=overlap, sw_batch_size=sw_batch_size, case=case
         )
+        if largest_component:
+            labels = keep_largest_components(labels, predictor.num_classes)
         label_path, *probability_path = outputs[case]
         save_nifti(labels, header, label_path)
         if probability_path:
             save_nifti(np.moveaxis(probabilities, 0, -1), header, probability_path[0])
         written.append(label_path)
     return written
+
+
+def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per foreground class, drop every voxel outside its largest connected component (to
+    background), with MONAI's ``KeepLargestConnectedComponent``."""
+    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)))
+    kept = keep(torch.from_numpy(labels.astype(np.int64))[None])
+    return np.asarray(kept[0]).astype(labels.dtype)
 
 
 def _output_paths(output_dir: Path, case: str, save_probabilities: bool) -> list[Path]:
