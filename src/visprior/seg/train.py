@@ -140,19 +140,19 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     if is_main_process():
         save_config(config, run_dir / "config.yaml")
 
-    train_data = CacheDataset(
-        dataset.data_dicts(train_cases),
-        train_transforms(config),
-        cache_rate=config.cache_rate,
-        num_workers=0,
-        progress=False,
-    )
-    val_data = CacheDataset(
-        dataset.data_dicts(val_cases),
-        validation_transforms(config),
-        cache_rate=config.cache_rate,
-        num_workers=0,
-        progress=False,
+    # The deterministic preprocessing is cached once; augmentation runs on every draw.
+    train_data, val_data = (
+        CacheDataset(
+            dataset.data_dicts(cases),
+            transforms,
+            cache_rate=config.cache_rate,
+            num_workers=0,
+            progress=False,
+        )
+        for cases, transforms in (
+            (train_cases, train_transforms(config)),
+            (val_cases, validation_transforms(config)),
+        )
     )
     sampler = training_sampler(train_data, config.seed)
     loader = DataLoader(
