@@ -146,6 +146,12 @@ def main() -> None:
         "--minutes", type=float, help="training budget per network in (d) (default 10)"
     )
     parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="(d) only these networks; their rows replace earlier ones of the same minutes",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(__file__).parent,
@@ -165,7 +171,8 @@ def main() -> None:
     if args.only in (None, "quality"):
         minutes = args.minutes or (0.05 if args.quick else 10.0)
         with tempfile.TemporaryDirectory(prefix="visprior-bench-") as workdir:
-            results["brain"] = brain.run(minutes, args.quick, Path(workdir), _log)
+            new = brain.run(minutes, args.quick, Path(workdir), _log, args.models)
+        results["brain"] = brain.merge(results.get("brain"), new)
     results_file.write_text(json.dumps(results, indent=1))
     if "large_kernel" in results:
         write_plot(results, args.out / "results.png")

@@ -60,11 +60,31 @@ def _training_figures(run_dir: Path) -> dict:
     }
 
 
-def run(minutes: float, quick: bool, workdir: Path, log) -> dict:
+def run(minutes: float, quick: bool, workdir: Path, log, names=None) -> dict:
+    """Every network (``names``: a subset of MODELS_FULL's registered names)."""
+    models = MODELS_QUICK if quick else MODELS_FULL
+    if names:
+        unknown = sorted(set(names) - {name for _, name in MODELS_FULL})
+        if unknown:
+            raise ValueError(f"--models: not in the comparison: {', '.join(unknown)}")
+        models = [(label, name) for label, name in MODELS_FULL if name in names]
     rows = []
-    for label, name in MODELS_QUICK if quick else MODELS_FULL:
+    for label, name in models:
         row = {"label": label, **run_network(name, minutes, workdir)}
         rows.append(row)
         dice = row.get("mean_foreground_dice")
         log(f"(d) {label}: " + (f"mean Dice {dice:.3f}" if dice is not None else "failed"))
     return {"minutes": minutes, "rows": rows}
+
+
+def merge(earlier: dict | None, new: dict) -> dict:
+    """``new``'s rows replace the same networks' rows of an earlier run with equal minutes."""
+    if not earlier or earlier.get("minutes") != new["minutes"]:
+        return new
+    rows = {row["name"]: row for row in earlier["rows"]}
+    rows.update({row["name"]: row for row in new["rows"]})
+    order = [name for _, name in MODELS_FULL]
+    ordered = sorted(
+        rows.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else 99
+    )
+    return {"minutes": new["minutes"], "rows": ordered}

@@ -56,3 +56,17 @@ def test_one_part_keeps_the_other(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["kept"] == 1 and results["brain"]["rows"][0]["name"] == "unet"
     assert "## (d)" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_quality_rows_merge_by_network():
+    from benchmarks.brain import merge
+
+    earlier = {"minutes": 10, "rows": [{"name": "unet", "v": 1}, {"name": "uxnet", "v": 1}]}
+    new = {"minutes": 10, "rows": [{"name": "repuxnet", "v": 2}, {"name": "unet", "v": 2}]}
+    merged = merge(earlier, new)
+    assert [(r["name"], r["v"]) for r in merged["rows"]] == [
+        ("repuxnet", 2),
+        ("uxnet", 1),
+        ("unet", 2),
+    ]  # the comparison's order, newest figures
+    assert merge({"minutes": 5, "rows": earlier["rows"]}, new) == new  # other budget: replaced
