@@ -163,7 +163,9 @@ def main() -> None:
     results: dict = {}
     if args.only and results_file.is_file():
         results = json.loads(results_file.read_text())
-    results.update(quick=args.quick, repeats=args.repeats, machine=machine_description())
+    results.update(quick=args.quick, machine=machine_description())
+    if args.only != "quality":  # (d) trains once per network: no repeats to record
+        results["repeats"] = args.repeats
     if args.only in (None, "speed"):
         results.update(run_speed(args.quick, args.repeats))
     if args.only == "bfr-overhead":

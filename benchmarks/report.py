@@ -252,9 +252,9 @@ def write_report(results: dict, path: Path) -> None:
         f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, "
         f"Python {machine['python']}, {machine['date']}."
         + (" **Quick mode (small sizes): not the real figures.**" if results["quick"] else ""),
-        f"Times are medians of {results['repeats']} runs after one warm-up run, each case in a "
-        "fresh process; peak MiB is the process's peak resident memory above its resident "
-        "memory before the warm-up (model and inputs already built). "
+        f"Times are medians of {results.get('repeats', '-')} runs after one warm-up run, each "
+        "case in a fresh process; peak MiB is the process's peak resident memory above its "
+        "resident memory before the warm-up (model and inputs already built). "
         "Regenerate with `python -m benchmarks` (`--quick` for a smoke test, `--only speed` or "
         "`--only quality` for one part).",
         "",
