@@ -1,14 +1,18 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint or export."""
+"""Atomic file writes (a reader never sees a half-written checkpoint, export or image) and
+NIfTI file names."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["NIFTI_SUFFIXES", "atomic_path", "nifti_stem", "save_nifti_atomic"]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 @contextlib.contextmanager
@@ -40,3 +44,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def save_nifti_atomic(image, path: str | os.PathLike) -> Path:
+    """Write a nibabel NIfTI image to ``path`` as gzipped NIfTI, atomically."""
+    with atomic_path(path) as tmp, gzip.open(tmp, "wb", compresslevel=1) as stream:
+        image.to_stream(stream)  # nibabel cannot infer the format from atomic_path's ".tmp"
+    return Path(path)
+
+
+def nifti_stem(name: str) -> str | None:
+    """``name`` without its ``.nii.gz`` / ``.nii`` ending; ``None`` if it is not NIfTI."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None

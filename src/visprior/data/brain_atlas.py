@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from visprior.fileio import atomic_path
+from visprior.fileio import atomic_path, save_nifti_atomic
 
 __all__ = [
     "SUBCORTICAL_CLASSES",
@@ -143,8 +143,4 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     image = nib.Nifti1Image(array, affine)
     image.set_qform(affine, code=4)  # MNI152 space
     image.set_sform(affine, code=4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # nibabel picks the compression from the file name, so the temporary name keeps it.
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.tmp.nii.gz")
-    nib.save(image, tmp)
-    tmp.replace(path)
+    save_nifti_atomic(image, path)

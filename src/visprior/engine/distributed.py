@@ -8,7 +8,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-__all__ = ["barrier", "get_rank", "get_world_size", "is_main_process", "training_sampler", "unwrap"]
+__all__ = [
+    "barrier",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "resolve_device",
+    "training_sampler",
+    "unwrap",
+]
 
 
 def get_rank() -> int:
@@ -22,6 +30,13 @@ def get_world_size() -> int:
 def is_main_process() -> bool:
     """True in the process that logs and writes checkpoints (rank 0)."""
     return get_rank() == 0
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA where there is a GPU, else the CPU; any other name as given."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def barrier() -> None:

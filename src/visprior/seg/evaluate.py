@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
-from visprior.fileio import atomic_path
+from visprior.fileio import atomic_path, nifti_stem
 
 __all__ = [
     "STATUSES",
@@ -48,7 +48,6 @@ STATUSES = ("present", "missed", "false-positive", "absent")
 METRICS = ("dice", "hd95", "nsd")
 CSV_COLUMNS = ("case", "class", "value", "dice", "hd95", "nsd", "status")
 HD_PERCENTILE = 95
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 @dataclass
@@ -160,20 +159,13 @@ def evaluate_case(
 # --------------------------------------------------------------------------------------------
 
 
-def _case_name(path: Path) -> str | None:
-    for suffix in _NIFTI_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return None
-
-
 def _nifti_files(folder: Path) -> dict[str, Path]:
     """Case name -> file for every ``*.nii.gz`` / ``*.nii`` in ``folder`` (not recursive)."""
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a directory")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        case = _case_name(path)
+        case = nifti_stem(path.name)
         if case is None or not path.is_file():
             continue
         if case in files:

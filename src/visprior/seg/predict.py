@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,8 @@ from tqdm.auto import tqdm
 
 from visprior.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
 from visprior.engine.config import config_from_dict
-from visprior.fileio import atomic_path
+from visprior.engine.distributed import resolve_device
+from visprior.fileio import NIFTI_SUFFIXES, nifti_stem, save_nifti_atomic
 from visprior.reparam import reparameterize_model
 from visprior.seg.config import Preprocessing
 from visprior.seg.transforms import inference_transforms, resolve_intensity
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 _REQUIRED_ENTRIES = ("model", "labels", "channel_names", "preprocessing", "roi_size")
 _AFFINE_TOLERANCE = 1e-4  # mm; MONAI keeps affines in float64, voxel data in float32
@@ -238,7 +237,7 @@ def load_predictor(
     path = find_checkpoint(run_or_checkpoint)
     state = _read_segmentation_checkpoint(path)
     channel_names = [str(name) for name in state["channel_names"]]
-    device = _resolve_device(device)
+    device = resolve_device(device)
     model = build_model_from_checkpoint(state, source=str(path))
     model = reparameterize_model(model).eval().to(device)
     pre = config_from_dict(Preprocessing, state["preprocessing"], source=f"{path}: preprocessing")
@@ -268,12 +267,6 @@ def _read_segmentation_checkpoint(path: Path) -> dict:
     return state
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def case_name(path: str | os.PathLike) -> str:
     """A case's name from a file name: extension and a ``_0000`` channel suffix removed."""
     name = _strip_nifti_suffix(Path(path).name)
@@ -281,10 +274,10 @@ def case_name(path: str | os.PathLike) -> str:
 
 
 def _strip_nifti_suffix(name: str) -> str:
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    raise ValueError(f"{name}: not a NIfTI file (.nii or .nii.gz)")
+    stem = nifti_stem(name)
+    if stem is None:
+        raise ValueError(f"{name}: not a NIfTI file (.nii or .nii.gz)")
+    return stem
 
 
 def collect_cases(
@@ -451,9 +444,7 @@ def save_nifti(data: np.ndarray, header: Any, path: str | os.PathLike) -> Path:
     img.header.set_xyzt_units(*header.get_xyzt_units())
     img.set_qform(header.get_qform(), code=int(header["qform_code"]))
     img.set_sform(header.get_sform(), code=int(header["sform_code"]))
-    with atomic_path(path) as tmp, gzip.open(tmp, "wb", compresslevel=1) as stream:
-        img.to_stream(stream)  # nibabel cannot infer the format from atomic_path's ".tmp"
-    return Path(path)
+    return save_nifti_atomic(img, path)
 
 
 def _load_nifti(path: str | os.PathLike) -> Any:

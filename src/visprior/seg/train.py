@@ -18,6 +18,7 @@ from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
+from monai.networks.utils import one_hot
 from monai.utils import set_determinism
 from torch import nn
 
@@ -34,7 +35,7 @@ from visprior.engine.checkpoint import (
     read_weights_only,
 )
 from visprior.engine.config import config_to_dict, save_config
-from visprior.engine.distributed import is_main_process, training_sampler
+from visprior.engine.distributed import is_main_process, resolve_device, training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult
 from visprior.registry import get_model
 from visprior.seg.config import SegTrainConfig
@@ -81,8 +82,8 @@ class SegmentationTask:
                 overlap=self.config.val_overlap,
                 mode="gaussian",
             )
-            prediction = _one_hot(logits.argmax(1, keepdim=True), num_classes)
-            label = _one_hot(item["label"].to(self.device).long(), num_classes)
+            prediction = one_hot(logits.argmax(1, keepdim=True), num_classes)
+            label = one_hot(item["label"].to(self.device).long(), num_classes)
             # NaN where a class is absent from the label: left out of its mean.
             scores.append(compute_dice(prediction, label, include_background=False)[0].cpu())
         per_class = torch.stack(scores).nanmean(0).tolist()
@@ -115,7 +116,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     set_determinism(seed=config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = _device(config.device)
+    device = resolve_device(config.device)
 
     dataset = load_dataset(config.dataset)
     config = dataclasses.replace(
@@ -261,14 +262,3 @@ def _check_roi(config: SegTrainConfig, model: nn.Module) -> None:
             f"roi_size {tuple(config.roi_size)} must be divisible by {divisor} for "
             f"model {config.model!r}"
         )
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    shape = (labels.shape[0], num_classes, *labels.shape[2:])
-    return torch.zeros(shape, device=labels.device).scatter_(1, labels.long(), 1.0)
