@@ -105,6 +105,7 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
         time_limit_minutes=config.minutes,
         roi_size=(roi,) * 3,
         flip_axes=(0,),  # left-right flips: the right hemisphere mirrors the left
+        crop_sampling="classes",  # the accumbens is 1/60 of the labelled voxels
         val_every=config.val_every,
         lr=1e-3,
         lr_schedule="poly",

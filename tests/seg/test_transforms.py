@@ -128,9 +128,9 @@ def test_empty_image_is_not_cropped_to_nothing(tmp_path):
     assert out.shape == (1, *SHAPE)
 
 
-def _train_case(tmp_path, label):
+def _train_case(tmp_path, label, shape=SHAPE):
     rng = np.random.default_rng(1)
-    image = rng.uniform(-200, 400, SHAPE).astype(np.float32)
+    image = rng.uniform(-200, 400, shape).astype(np.float32)
     return {
         "image": [_save(tmp_path / "case_0000.nii.gz", image)],
         "label": _save(tmp_path / "case.nii.gz", label.astype(np.uint8)),
@@ -194,3 +194,31 @@ def test_positive_crops_contain_foreground_and_are_not_cached(tmp_path):
     assert all(float(c["label"].sum()) > 0 for c in crops)
     cropper = next(t for t in transforms.transforms if isinstance(t, PosNegCropd))
     assert isinstance(cropper, RandomizableTrait)  # CacheDataset stops caching before it
+
+
+def _crops_holding(crops, value) -> int:
+    return sum(bool((c["label"] == value).any()) for c in crops)
+
+
+def test_class_balanced_crops_reach_a_small_class_as_often_as_a_large_one(tmp_path):
+    """A 1-voxel class far from a large one: centred on it in about a third of the crops."""
+    shape = (40, 40, 40)
+    label = np.zeros(shape, np.uint8)
+    label[:20] = 1
+    label[35, 35, 35] = 2
+    case = _train_case(tmp_path, label, shape)
+    counts = {}
+    for sampling in ("pos_neg", "classes"):
+        cfg = _cfg(_pre(), crop_sampling=sampling, crops_per_volume=60, affine_prob=0.0)
+        transforms = train_transforms(cfg, num_classes=3)
+        transforms.set_random_state(seed=0)
+        counts[sampling] = _crops_holding(transforms(case), 2)
+    # binomial(60, >= 1/3): at least 10 with probability > 0.99
+    assert counts["classes"] >= 10
+    # foreground-centred crops hit the lone voxel only by chance (one in ~8000 foreground)
+    assert counts["pos_neg"] < counts["classes"]
+
+
+def test_class_balanced_crops_need_the_class_count():
+    with pytest.raises(ValueError, match="num_classes=None"):
+        train_transforms(_cfg(_pre(), crop_sampling="classes"))

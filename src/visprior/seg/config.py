@@ -56,6 +56,10 @@ class SegTrainConfig:
     batch_size: int = 1
     crops_per_volume: int = 2
     roi_size: tuple[int, int, int] = (96, 96, 96)
+    # "pos_neg": crops centred on foreground / background voxels by positive_weight and
+    # negative_weight (the recipe); "classes": centred on each label class (background
+    # included) alike, so that small structures are seen as often as large ones.
+    crop_sampling: Literal["pos_neg", "classes"] = "pos_neg"
     positive_weight: float = 1.0
     negative_weight: float = 1.0
     lr: float = 1e-4

@@ -151,7 +151,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
             progress=False,
         )
         for cases, transforms in (
-            (train_cases, train_transforms(config)),
+            (train_cases, train_transforms(config, dataset.num_classes)),
             (val_cases, validation_transforms(config)),
         )
     )

@@ -31,6 +31,7 @@ from monai.transforms import (
     NormalizeIntensityd,
     Orientationd,
     RandAffined,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandShiftIntensityd,
@@ -176,21 +177,37 @@ def validation_transforms(cfg: SegTrainConfig) -> Compose:
     return Compose(preprocessing_transforms(cfg.preprocessing))
 
 
-def train_transforms(cfg: SegTrainConfig) -> Compose:
-    """Preprocessing, ``crops_per_volume`` positive/negative crops of ``roi_size``, augmentation.
+def train_transforms(cfg: SegTrainConfig, num_classes: int | None = None) -> Compose:
+    """Preprocessing, ``crops_per_volume`` crops of ``roi_size``, augmentation.
 
-    A volume smaller than the ROI is zero-padded first. A label without foreground is not an
-    error: a warning names the case and its crops are drawn at random.
+    Crops are centred as ``cfg.crop_sampling`` says: on foreground or background voxels
+    (``"pos_neg"``), or on each of the ``num_classes`` label values alike (``"classes"``; a
+    class missing from a case is skipped for that case). A volume smaller than the ROI is
+    zero-padded first. A label without foreground is not an error: a warning names the case
+    and its crops are drawn at random.
+
+    Args:
+        cfg: the training configuration.
+        num_classes: label values 0..num_classes-1, background included; needed for
+            ``"classes"`` sampling.
 
     Returns:
         A ``Compose`` whose output is a list of ``crops_per_volume`` dictionaries.
+
+    Raises:
+        ValueError: ``"classes"`` sampling without ``num_classes``, or an unknown sampling.
     """
     keys = [IMAGE_KEY, LABEL_KEY]
     roi = tuple(int(s) for s in cfg.roi_size)
     steps = preprocessing_transforms(cfg.preprocessing, keys)
-    steps += [
-        SpatialPadd(keys, spatial_size=roi),
-        PosNegCropd(
+    steps += [SpatialPadd(keys, spatial_size=roi), _cropper(cfg, keys, roi, num_classes)]
+    steps += _augmentations(cfg, keys, roi)
+    return Compose(steps)
+
+
+def _cropper(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...], num_classes: int | None):
+    if cfg.crop_sampling == "pos_neg":
+        return PosNegCropd(
             keys,
             label_key=LABEL_KEY,
             spatial_size=roi,
@@ -200,10 +217,26 @@ def train_transforms(cfg: SegTrainConfig) -> Compose:
             image_key=IMAGE_KEY,
             image_threshold=0.0,
             allow_smaller=False,
-        ),
-    ]
-    steps += _augmentations(cfg, keys, roi)
-    return Compose(steps)
+        )
+    if cfg.crop_sampling == "classes":
+        if num_classes is None or num_classes < 2:
+            raise ValueError(
+                f"crop_sampling='classes' needs the number of label classes (>= 2), "
+                f"got num_classes={num_classes!r}"
+            )
+        # No image mask: normalised MRI is negative inside structures too.
+        return RandCropByLabelClassesd(
+            keys,
+            label_key=LABEL_KEY,
+            spatial_size=roi,
+            num_classes=num_classes,
+            num_samples=cfg.crops_per_volume,
+            allow_smaller=False,
+            warn=False,
+        )
+    raise ValueError(
+        f"crop_sampling must be 'pos_neg' or 'classes', got {cfg.crop_sampling!r}"
+    )
 
 
 def _augmentations(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...]) -> list:
