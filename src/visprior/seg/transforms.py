@@ -234,9 +234,7 @@ def _cropper(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...], num_cla
             allow_smaller=False,
             warn=False,
         )
-    raise ValueError(
-        f"crop_sampling must be 'pos_neg' or 'classes', got {cfg.crop_sampling!r}"
-    )
+    raise ValueError(f"crop_sampling must be 'pos_neg' or 'classes', got {cfg.crop_sampling!r}")
 
 
 def _augmentations(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...]) -> list:
