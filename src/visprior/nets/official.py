@@ -23,7 +23,12 @@ from visprior.layers.frequency_prior import BFRDepthwiseConv
 from visprior.nets.repuxnet import RepUXNet
 from visprior.nets.uxnet import UXNet
 
-__all__ = ["convert_official_state_dict", "infer_official_config", "load_official_checkpoint"]
+__all__ = [
+    "convert_official_state_dict",
+    "extract_state_dict",
+    "infer_official_config",
+    "load_official_checkpoint",
+]
 
 _PREFIXES = {"repuxnet_3d.": "repuxnet", "uxnet_3d.": "uxnet"}
 _RENAMES = (
@@ -38,7 +43,7 @@ def _describe_keys(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _unwrap(checkpoint: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+def extract_state_dict(checkpoint: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
     """The state dict in a checkpoint: plain, under `state_dict`/`model`, or DDP-prefixed."""
     for wrapper in ("state_dict", "model", "model_state_dict"):
         inner = checkpoint.get(wrapper)
@@ -190,7 +195,7 @@ def load_official_checkpoint(
             raise ValueError(f"{source}: expected a state dict, got {type(loaded).__name__}.")
     else:
         source, loaded = "checkpoint", checkpoint
-    state = _unwrap(loaded, source)
+    state = extract_state_dict(loaded, source)
     if model is None:
         config = infer_official_config(state, source)
         family = config.pop("family")

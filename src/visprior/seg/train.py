@@ -214,10 +214,14 @@ def initialize_from(
 
 def _official_state(raw: Any, model_name: str, spec: dict[str, Any], source: str) -> dict:
     """An authors' checkpoint, converted through a donor network with its own head size."""
-    from visprior.nets.official import _unwrap, infer_official_config, load_official_checkpoint
+    from visprior.nets.official import (
+        extract_state_dict,
+        infer_official_config,
+        load_official_checkpoint,
+    )
 
     try:
-        official = infer_official_config(_unwrap(raw, source), source)
+        official = infer_official_config(extract_state_dict(raw, source), source)
     except (ValueError, AttributeError) as error:
         raise CheckpointError(
             f"{source}: neither a visprior nor an authors' checkpoint: {error}"
