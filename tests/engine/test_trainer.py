@@ -134,3 +134,60 @@ def test_learning_rate_schedules(tmp_path, schedule, warmup, expected):
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="lr_schedule must be one of constant, poly, cosine"):
         make_trainer("unused", iterations=2, lr_schedule="step")
+
+
+class ScriptedTask(RegressionTask):
+    """Validation returns the next value of a script, whatever the model does."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = list(script)
+
+    def validate(self, model):
+        return {"val_error": self.script.pop(0), "weight": float(model.weight)}
+
+
+def test_plateau_drops_lr_reloads_best_and_stops_early(tmp_path):
+    # one validation per iteration; best at the 2nd, then no gain
+    script = [1.0, 0.5, 0.9, 0.8, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6]
+    trainer, model = make_trainer(
+        tmp_path,
+        iterations=len(script),
+        val_every=1,
+        task=ScriptedTask(script),
+        lr_schedule="plateau",
+        plateau_patience=1,
+        plateau_factor=0.5,
+        reload_best_on_drop=True,
+        early_stop_patience=5,
+    )
+    saved_best, after_validation = [], {}
+    save, decide = trainer._save, trainer._after_validation
+
+    def save_and_remember(name):
+        if name == "best.pt":
+            saved_best.append(model.weight.detach().clone())
+        save(name)
+
+    def decide_and_remember(improved, progress):
+        decide(improved, progress)
+        after_validation[trainer.iteration] = model.weight.detach().clone()
+
+    trainer._save, trainer._after_validation = save_and_remember, decide_and_remember
+    result = trainer.fit()
+    # gains at validations 1 and 2; drops at 4 and 6 (2 stale each); stop at 7 (5 stale)
+    assert result.best_iteration == 2 and len(saved_best) == 2
+    assert trainer.stopped_early and result.iteration == 7
+    assert trainer.plateau_scale == pytest.approx(0.25)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.25)  # step 7
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["plateau_scale"] == 0.25
+    best = saved_best[-1]
+    for iteration in (4, 6):  # a drop puts the best weights back
+        torch.testing.assert_close(after_validation[iteration], best)
+    for iteration in (3, 5):  # training moved them in between
+        assert not torch.allclose(after_validation[iteration], best)
+
+
+def test_unknown_lr_schedule_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="plateau"):
+        make_trainer(tmp_path, iterations=2, lr_schedule="step")

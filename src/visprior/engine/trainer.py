@@ -26,7 +26,7 @@ from visprior.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from visprior.engine.distributed import barrier, is_main_process, unwrap
+from visprior.engine.distributed import barrier, get_world_size, is_main_process, unwrap
 from visprior.engine.metrics_log import MetricsLog
 
 __all__ = ["Trainer", "TrainerSettings", "TrainingResult", "TrainingTask", "TrainingDiverged"]
@@ -61,10 +61,16 @@ class TrainerSettings:
         summed over resumed sessions: equal budgets compare networks fairly.
     amp: mixed precision (bfloat16 autocast) where the device is CUDA.
     log_every: write the running training loss every this many iterations.
-    lr_schedule: ``"constant"``, ``"poly"`` (nnU-Net's ``(1 - progress) ** 0.9``) or
+    lr_schedule: ``"constant"``, ``"poly"`` (nnU-Net's ``(1 - progress) ** 0.9``),
         ``"cosine"``, where progress is the larger of the iteration and time fractions, so
-        a run cut by its time limit still ends at a small learning rate.
+        a run cut by its time limit still ends at a small learning rate; or ``"plateau"``:
+        the rate is multiplied by ``plateau_factor`` once ``metric`` has not improved for
+        more than ``plateau_patience`` validations (``ReduceLROnPlateau``'s rule).
     warmup_iterations: linear warm-up from 0 to the optimizer's learning rate.
+    plateau_patience: validations without improvement tolerated before a drop.
+    plateau_factor: what a drop multiplies the learning rate by.
+    reload_best_on_drop: at each drop, go back to the best weights seen so far.
+    early_stop_patience: stop after this many validations without improvement (0: never).
     """
 
     iterations: int
@@ -76,6 +82,10 @@ class TrainerSettings:
     log_every: int = 10
     lr_schedule: str = "constant"
     warmup_iterations: int = 0
+    plateau_patience: int = 10
+    plateau_factor: float = 0.1
+    reload_best_on_drop: bool = False
+    early_stop_patience: int = 0
 
 
 @dataclass
@@ -127,9 +137,10 @@ class Trainer:
             raise ValueError(f"mode must be 'max' or 'min', got {settings.mode!r}")
         if settings.iterations < 1 or settings.val_every < 1:
             raise ValueError("iterations and val_every must be >= 1")
-        if settings.lr_schedule not in _SCHEDULES:
+        if settings.lr_schedule not in (*_SCHEDULES, "plateau"):
             raise ValueError(
-                f"lr_schedule must be one of {', '.join(_SCHEDULES)}, got {settings.lr_schedule!r}"
+                f"lr_schedule must be one of {', '.join(_SCHEDULES)}, plateau; "
+                f"got {settings.lr_schedule!r}"
             )
         self.model, self.optimizer, self.task = model, optimizer, task
         self.batches, self.settings, self.device = batches, settings, device
@@ -141,6 +152,11 @@ class Trainer:
         self.training_seconds = 0.0
         self.best_metric = -math.inf if settings.mode == "max" else math.inf
         self.best_iteration = 0
+        # "plateau" state: the learning-rate multiplier, and validations since the last gain
+        self.plateau_scale = 1.0
+        self.stale_validations = 0
+        self.validations_since_best = 0
+        self.stopped_early = False
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
 
@@ -169,7 +185,9 @@ class Trainer:
         progress = self._progress_bar()
         window: list[float] = []
         with progress:
-            while self.iteration < s.iterations and not self._time_is_up():
+            while (
+                self.iteration < s.iterations and not self._time_is_up() and not self.stopped_early
+            ):
                 started = time.perf_counter()
                 loss = self._step(next(batches))
                 self.training_seconds += time.perf_counter() - started
@@ -209,9 +227,11 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 metrics = self.task.validate(unwrap(self.model))
             value = metrics[self.settings.metric]
-            if self._is_better(value):
+            improved = self._is_better(value)
+            if improved:
                 self.best_metric, self.best_iteration = value, self.iteration
                 self._save("best.pt")
+            self._after_validation(improved, progress)
             self._save("last.pt")
             if log is not None:
                 log.log(self.iteration, **metrics)
@@ -221,6 +241,48 @@ class Trainer:
                 f"(best {self.best_metric:.4f} at {self.best_iteration}); all in metrics.csv"
             )
         barrier()
+        self._share_decisions()
+
+    def _after_validation(self, improved: bool, progress: tqdm) -> None:
+        """The plateau rule and early stopping, decided on rank 0."""
+        s = self.settings
+        self.stale_validations = 0 if improved else self.stale_validations + 1
+        self.validations_since_best = 0 if improved else self.validations_since_best + 1
+        if s.lr_schedule == "plateau" and self.stale_validations > s.plateau_patience:
+            self.plateau_scale *= s.plateau_factor
+            self.stale_validations = 0
+            message = f"no gain in {s.plateau_patience + 1} validations: lr x {s.plateau_factor:g}"
+            best = self.checkpoint_dir / "best.pt"
+            if s.reload_best_on_drop and best.is_file():
+                state = load_checkpoint(best, map_location=self.device)
+                unwrap(self.model).load_state_dict(state["state_dict"])
+                message += f", back to the best weights (iteration {self.best_iteration})"
+            progress.write(message)
+        if s.early_stop_patience and self.validations_since_best >= s.early_stop_patience:
+            self.stopped_early = True
+            progress.write(f"early stop: no gain in {self.validations_since_best} validations")
+
+    def _share_decisions(self) -> None:
+        """Rank 0 decided on the learning rate, the weights and stopping: tell the others."""
+        if get_world_size() == 1:
+            return
+        decisions = torch.tensor(
+            [
+                self.plateau_scale,
+                float(self.stopped_early),
+                float(self.stale_validations),
+                float(self.validations_since_best),
+            ],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        torch.distributed.broadcast(decisions, src=0)
+        self.plateau_scale = float(decisions[0])
+        self.stopped_early = bool(decisions[1])
+        self.stale_validations = int(decisions[2])
+        self.validations_since_best = int(decisions[3])
+        for tensor in unwrap(self.model).state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _save(self, name: str) -> None:
@@ -234,6 +296,9 @@ class Trainer:
             "best_metric": self.best_metric,
             "best_iteration": self.best_iteration,
             "metric": self.settings.metric,
+            "plateau_scale": self.plateau_scale,
+            "stale_validations": self.stale_validations,
+            "validations_since_best": self.validations_since_best,
             "rng": capture_rng_state(),
             **self.task.checkpoint_extras(),
         }
@@ -252,6 +317,9 @@ class Trainer:
         self.training_seconds = float(state.get("training_seconds", 0.0))
         self.best_metric = float(state["best_metric"])
         self.best_iteration = int(state["best_iteration"])
+        self.plateau_scale = float(state.get("plateau_scale", 1.0))
+        self.stale_validations = int(state.get("stale_validations", 0))
+        self.validations_since_best = int(state.get("validations_since_best", 0))
         restore_rng_state(state["rng"])
 
     # -- helpers ----------------------------------------------------------------------------
@@ -267,7 +335,10 @@ class Trainer:
         progress = self.iteration / s.iterations
         if self._timed():
             progress = max(progress, self.training_seconds / (s.time_limit_minutes * 60))
-        factor = _SCHEDULES[s.lr_schedule](min(progress, 1.0))
+        if s.lr_schedule == "plateau":
+            factor = self.plateau_scale
+        else:
+            factor = _SCHEDULES[s.lr_schedule](min(progress, 1.0))
         if self.iteration < s.warmup_iterations:
             factor *= (self.iteration + 1) / s.warmup_iterations
         for group in self.optimizer.param_groups:

@@ -1,0 +1,1 @@
+"""Chest X-ray classification guided by radiologists' gaze: GG-CAM and its data."""
