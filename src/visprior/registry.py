@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["register_model", "list_models", "get_model"]
+__all__ = ["canonical_name", "get_model", "list_models", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
@@ -44,6 +44,7 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         >>> net = get_model("repuxnet", in_channels=1, out_channels=3, feature_size=8)
     """
     _import_builtin_models()
+    name = canonical_name(name)
     if name not in _MODELS:
         raise ValueError(
             f"unknown model name {name!r}; registered models: {', '.join(list_models())}."
@@ -57,6 +58,12 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(f"model {name!r} got a bad argument: {error}") from error
 
 
+def canonical_name(name: str) -> str:
+    """Hyphens and underscores are the same in model names: ``ggcam-resnet50`` works too."""
+    return name.replace("-", "_")
+
+
 def _import_builtin_models() -> None:
-    # Importing the nets package runs its @register_model decorators.
+    # Importing these modules runs their @register_model decorators.
+    import visprior.cxr.models  # noqa: F401
     import visprior.nets  # noqa: F401
