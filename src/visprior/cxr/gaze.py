@@ -42,6 +42,7 @@ def gaze_heatmap(
     grid: tuple[int, int] | None = None,
     durations: Sequence[float] | np.ndarray | None = None,
     source: str = "fixations",
+    lines: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """The heatmap of ``points`` on an image of ``image_size`` (rows, columns), on ``grid``.
 
@@ -52,6 +53,7 @@ def gaze_heatmap(
         grid: the output (rows, columns), e.g. the CAM grid; default: ``image_size``.
         durations: per-fixation weights (seconds); default: every fixation counts once.
         source: what the points came from, for error messages (file name).
+        lines: each point's line in ``source``, for error messages (default: its index).
 
     Returns:
         float32 array of shape ``grid`` with maximum 1 (all zeros if there are no points).
@@ -65,8 +67,9 @@ def gaze_heatmap(
         raise GazeError(f"{source}: image size must be positive, got {image_size}")
     grid = (rows, cols) if grid is None else (int(grid[0]), int(grid[1]))
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    weights = _weights(points, durations, source)
-    _check_inside(points, rows, cols, source)
+    lines = np.arange(len(points)) if lines is None else np.asarray(lines).reshape(-1)
+    weights = _weights(points, durations, source, lines)
+    _check_inside(points, rows, cols, source, lines)
     if sigma <= 0:
         raise GazeError(f"{source}: sigma must be positive, got {sigma}")
 
@@ -87,7 +90,7 @@ def gaze_heatmap(
     return (resampled / peak if peak > 0 else resampled).astype(np.float32)
 
 
-def _weights(points: np.ndarray, durations, source: str) -> np.ndarray:
+def _weights(points: np.ndarray, durations, source: str, lines: np.ndarray) -> np.ndarray:
     if durations is None:
         return np.ones(len(points))
     weights = np.asarray(durations, dtype=np.float64).reshape(-1)
@@ -96,12 +99,13 @@ def _weights(points: np.ndarray, durations, source: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
     if len(bad):
         raise GazeError(
-            f"{source}: row {bad[0]}: duration {weights[bad[0]]} is not a non-negative number"
+            f"{source}: row {lines[bad[0]]}: duration {weights[bad[0]]} is not a "
+            "non-negative number"
         )
     return weights
 
 
-def _check_inside(points: np.ndarray, rows: int, cols: int, source: str) -> None:
+def _check_inside(points: np.ndarray, rows: int, cols: int, source: str, lines) -> None:
     outside = np.flatnonzero(
         ~np.isfinite(points).all(1)
         | (points[:, 0] < 0)
@@ -112,7 +116,7 @@ def _check_inside(points: np.ndarray, rows: int, cols: int, source: str) -> None
     if len(outside):
         x, y = points[outside[0]]
         raise GazeError(
-            f"{source}: row {outside[0]}: fixation (x={x:g}, y={y:g}) lies outside the "
+            f"{source}: row {lines[outside[0]]}: fixation (x={x:g}, y={y:g}) lies outside the "
             f"{cols} x {rows} image ({len(outside)} such rows)"
         )
 
@@ -135,13 +139,13 @@ class GazeCache:
         grid: tuple[int, int],
         durations: np.ndarray | None = None,
         source: str = "fixations",
+        lines: np.ndarray | None = None,
     ) -> np.ndarray:
         key = _cache_key(points, image_size, sigma, grid, durations)
         path = self.folder / f"{key}.npy"
         if path.is_file():
             return np.load(path, allow_pickle=False)
-        heatmap = gaze_heatmap(points, image_size, sigma, grid, durations, source)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        heatmap = gaze_heatmap(points, image_size, sigma, grid, durations, source, lines)
         with atomic_path(path) as temporary, open(temporary, "wb") as stream:
             np.save(stream, heatmap, allow_pickle=False)
         return heatmap
