@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "build_model_from_checkpoint",
     "capture_rng_state",
+    "find_checkpoint",
     "is_visprior_checkpoint",
     "load_checkpoint",
     "read_weights_only",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "visprior-checkpoint-1"
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run folder offers, in order of preference
 
 
 class CheckpointError(ValueError):
@@ -126,3 +128,23 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
+    """The checkpoint file itself, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``).
+
+    Raises:
+        FileNotFoundError: nothing usable there; the message names the path.
+    """
+    path = Path(run_or_checkpoint)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no run folder or checkpoint file at {path}")
+    for folder in (path / "checkpoints", path):
+        for name in CHECKPOINT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    raise FileNotFoundError(
+        f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this run folder"
+    )

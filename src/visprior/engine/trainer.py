@@ -29,7 +29,14 @@ from visprior.engine.checkpoint import (
 from visprior.engine.distributed import barrier, get_world_size, is_main_process, unwrap
 from visprior.engine.metrics_log import MetricsLog
 
-__all__ = ["Trainer", "TrainerSettings", "TrainingResult", "TrainingTask", "TrainingDiverged"]
+__all__ = [
+    "Trainer",
+    "TrainerSettings",
+    "TrainingDiverged",
+    "TrainingResult",
+    "TrainingTask",
+    "check_run_folder",
+]
 
 
 _SCHEDULES: dict[str, Callable[[float], float]] = {
@@ -382,3 +389,15 @@ class Trainer:
         from visprior.viz.curves import save_curves_png
 
         save_curves_png(log.as_rows(), self.run_dir / "curves.png")
+
+
+def check_run_folder(run_dir: Path, resume: bool) -> None:
+    """Refuse to start a run over an earlier one, or to resume one that has no checkpoint."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and not last.is_file():
+        raise ValueError(f"cannot resume: {last} does not exist")
+    if not resume and (run_dir / "checkpoints").exists():
+        raise ValueError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+            "output folder (nothing was overwritten)"
+        )

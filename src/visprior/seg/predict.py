@@ -33,7 +33,12 @@ from monai.transforms import Compose, Invertd, KeepLargestConnectedComponent
 from torch import nn
 from tqdm.auto import tqdm
 
-from visprior.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from visprior.engine.checkpoint import (
+    CheckpointError,
+    build_model_from_checkpoint,
+    find_checkpoint,
+    load_checkpoint,
+)
 from visprior.engine.config import config_from_dict
 from visprior.engine.distributed import resolve_device
 from visprior.fileio import NIFTI_SUFFIXES, nifti_stem, save_nifti_atomic
@@ -45,14 +50,12 @@ __all__ = [
     "SegmentationPredictor",
     "case_name",
     "collect_cases",
-    "find_checkpoint",
     "keep_largest_components",
     "load_predictor",
     "predict_files",
     "save_nifti",
 ]
 
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 _REQUIRED_ENTRIES = ("model", "labels", "channel_names", "preprocessing", "roi_size")
 _AFFINE_TOLERANCE = 1e-4  # mm; MONAI keeps affines in float64, voxel data in float32
@@ -199,26 +202,6 @@ class SegmentationPredictor:
         result = inverted.detach().cpu().as_tensor().numpy().astype(np.float32)
         result[0] += 1.0
         return np.clip(result, 0.0, 1.0, out=result)
-
-
-def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
-    """The checkpoint file itself, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``).
-
-    Raises:
-        FileNotFoundError: nothing usable there; the message names the path.
-    """
-    path = Path(run_or_checkpoint)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"no run folder or checkpoint file at {path}")
-    for folder in (path / "checkpoints", path):
-        for name in CHECKPOINT_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    raise FileNotFoundError(
-        f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this run folder"
-    )
 
 
 def load_predictor(

@@ -36,7 +36,7 @@ from visprior.engine.checkpoint import (
 )
 from visprior.engine.config import config_to_dict, save_config
 from visprior.engine.distributed import is_main_process, resolve_device, training_sampler
-from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult
+from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, check_run_folder
 from visprior.registry import get_model
 from visprior.seg.config import SegTrainConfig
 from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
@@ -112,7 +112,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     and ``last.pt``, ``metrics.csv``, ``tensorboard/`` and ``curves.png``.
     """
     run_dir = Path(config.output)
-    _check_run_folder(run_dir, resume)
+    check_run_folder(run_dir, resume)
     set_determinism(seed=config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -246,17 +246,6 @@ def _fold_cases(config: SegTrainConfig, dataset: SegmentationDataset, run_dir: P
     if not 0 <= config.fold < len(splits):
         raise ValueError(f"fold {config.fold} does not exist: folds are 0..{len(splits) - 1} or -1")
     return splits[config.fold]["train"], splits[config.fold]["val"]
-
-
-def _check_run_folder(run_dir: Path, resume: bool) -> None:
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume and not last.is_file():
-        raise ValueError(f"cannot resume: {last} does not exist")
-    if not resume and (run_dir / "checkpoints").exists():
-        raise ValueError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another "
-            "output folder (nothing was overwritten)"
-        )
 
 
 def _check_roi(config: SegTrainConfig, model: nn.Module) -> None:
