@@ -38,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--val-every", type=_positive_int, default=defaults.val_every)
     demo.add_argument("--seed", type=int, default=defaults.seed)
 
-    from visprior.seg.cli import add_commands
+    from visprior.cxr.cli import add_commands as add_cxr_commands
+    from visprior.seg.cli import add_commands as add_seg_commands
 
-    add_commands(commands)
+    add_seg_commands(commands)
+    add_cxr_commands(commands)
     return parser
 
 
@@ -53,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "seg":
         from visprior.seg.cli import run
+
+        return run(args)
+    if args.command == "cxr":
+        from visprior.cxr.cli import run
 
         return run(args)
     from visprior.demo import DemoConfig, run_demo

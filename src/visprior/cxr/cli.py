@@ -1,0 +1,140 @@
+"""``visprior cxr synth | train | evaluate | predict``: gaze-guided chest X-ray classification."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_commands", "run"]
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    cxr = commands.add_parser("cxr", help="chest X-ray classification guided by gaze (GG-CAM)")
+    actions = cxr.add_subparsers(dest="cxr_command", required=True)
+
+    synth = actions.add_parser(
+        "synth", help="write a SYNTHETIC EGD-CXR-layout set (for trying things out only)"
+    )
+    synth.add_argument("output", type=Path, help="an empty folder")
+    synth.add_argument("--cases-per-class", type=int, default=40)
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+
+    train = actions.add_parser(
+        "train",
+        help="train a CAM classifier (GG-CAM recipe defaults; see cxr/config.py)",
+        description="Options apply in this order: defaults, --config, flags, --set.",
+    )
+    train.add_argument("dataset", nargs="?", help="EGD-CXR (or REFLACX) folder")
+    train.add_argument("--format", choices=("egd", "reflacx"))
+    train.add_argument("--images-root", help="folder of the images (MIMIC-CXR)")
+    train.add_argument("--model", help="ggcam_resnet50, ggcam_efficientnet_v2_s, ...")
+    train.add_argument("--weights", help="torchvision ImageNet weights file for the backbone")
+    train.add_argument("--output", "-o", help="run folder (default runs/cxr)")
+    train.add_argument("--config", type=Path, help="YAML file with options")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--time-limit", type=float, dest="time_limit_minutes", metavar="MIN")
+    train.add_argument(
+        "--no-gaze",
+        dest="use_gaze",
+        action="store_false",
+        default=None,
+        help="train the plain CAM classifier (no gaze term)",
+    )
+    train.add_argument("--seeds", type=int, default=1, help="repeat with N seeds, seed_<n>/")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    evaluate = actions.add_parser("evaluate", help="AUC, accuracy, localisation on a split part")
+    evaluate.add_argument("run", type=Path, help="run folder, or a folder of seed_<n> runs")
+    evaluate.add_argument("--part", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--overlays", type=int, default=8, help="CAM overlay PNGs to draw")
+    evaluate.add_argument("--dataset", help="where the dataset is now, if it moved")
+    evaluate.add_argument("--images-root", help="where the images are now, if they moved")
+    evaluate.add_argument("--device", default="cpu")
+
+    predict = actions.add_parser("predict", help="classify radiographs, write CSV + CAM PNGs")
+    predict.add_argument("checkpoint", help="run folder or checkpoint file")
+    predict.add_argument("inputs", nargs="+", type=Path, help="DICOM/PNG/JPEG files or folders")
+    predict.add_argument("--output", "-o", type=Path, required=True)
+    predict.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    predict.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"synth": _synth, "train": _train, "evaluate": _evaluate, "predict": _predict}
+    try:
+        return handlers[args.cxr_command](args)
+    except (ValueError, OSError) as error:  # OSError: missing, existing or unwritable files
+        print(f"visprior cxr {args.cxr_command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from visprior.cxr.synthetic import write_synthetic_egd
+
+    folder = write_synthetic_egd(args.output, args.cases_per_class, args.size, args.seed)
+    print(f"wrote a SYNTHETIC set of {3 * args.cases_per_class} images to {folder}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from visprior.cxr.config import CXRTrainConfig
+    from visprior.cxr.train import train_cxr, train_seeds
+    from visprior.engine.config import load_config
+
+    names = ("format", "images_root", "model", "weights", "output", "epochs")
+    flags = {name: getattr(args, name) for name in (*names, "time_limit_minutes", "use_gaze")}
+    if args.resume:
+        config_file = Path(args.resume) / "config.yaml"
+        flags["output"] = args.resume
+    else:
+        if not args.dataset:
+            raise ValueError("give a dataset folder (or --resume RUN)")
+        config_file = args.config
+        flags["dataset"] = args.dataset
+    config = load_config(CXRTrainConfig, config_file, args.set, **flags)
+    if args.seeds > 1 and not args.resume:
+        results = train_seeds(config, args.seeds)
+        print(f"trained {len(results)} runs in {config.output}/seed_<n>")
+        return 0
+    result = train_cxr(config, resume=bool(args.resume))
+    print(
+        f"trained {result.iteration} iterations in {result.training_seconds / 60:.1f} min; "
+        f"best {config.metric} {result.best_metric:.4f} at iteration {result.best_iteration}; "
+        f"checkpoints in {result.run_dir / 'checkpoints'}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from visprior.cxr.evaluate import evaluate_run, evaluate_seeds, format_report
+
+    options = {
+        "overlays": args.overlays,
+        "dataset": args.dataset,
+        "images_root": args.images_root,
+        "device": args.device,
+    }
+    if not (args.run / "split.json").is_file() and any(args.run.glob("seed_*")):
+        summary = evaluate_seeds(args.run, args.part, **options)
+        for name, auc in summary["auc"].items():
+            print(f"{name}: macro AUC {auc:.4f}")
+        print(
+            f"median over {summary['runs']} runs: AUC {summary['median_auc']:.4f}, accuracy "
+            f"{summary['median_accuracy']:.4f}, hit rate {summary['median_hit_rate']:.4f}"
+        )
+        return 0
+    metrics = evaluate_run(args.run, args.part, **options)
+    print(format_report(metrics))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from visprior.cxr.evaluate import load_classifier, predict_images
+
+    classifier = load_classifier(args.checkpoint, device=args.device)
+    table = predict_images(classifier, args.inputs, args.output, overwrite=args.overwrite)
+    print(f"wrote {table} and CAM overlays to {args.output}")
+    return 0
