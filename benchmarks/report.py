@@ -6,6 +6,8 @@ import math
 import statistics
 from pathlib import Path
 
+from benchmarks.ggcam import ggcam_section
+
 ANALYSIS = Path(__file__).parent / "analysis.md"
 
 
@@ -275,6 +277,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += _speed_sections(results, sizes)
     if brain:
         lines += [*brain_section(brain), ""]
+    if results.get("ggcam"):
+        lines += [*ggcam_section(results["ggcam"]), ""]
     errors = _errors(results)
     if errors:
         lines += ["## Failed cases", "", *errors, ""]

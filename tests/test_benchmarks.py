@@ -22,12 +22,14 @@ def test_quick_benchmarks_write_results(tmp_path):
         timeout=900,
     )
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Targets", "## (a)", "## (b)", "## (c)", "## Crossover", "## (d)"):
+    headings = ("## Targets", "## (a)", "## (b)", "## (c)", "## Crossover", "## (d)", "## (e)")
+    for heading in headings:
         assert heading in report
     assert "## Failed cases" not in report
     assert "Quick mode" in report
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
+    assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
 
 
 @pytest.mark.slow
