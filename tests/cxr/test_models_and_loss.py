@@ -132,3 +132,14 @@ def test_gaze_on_another_grid_is_refused():
         gaze_guided_loss(
             (logits, cams), torch.tensor([0, 1]), GazeLossWeights(), torch.rand(2, 7, 7)
         )
+
+
+@pytest.mark.parametrize("name", ["ggcam_resnet18", "ggcam_resnet50"])
+def test_output_stride_16_doubles_the_cam_grid_with_the_same_weights(name):
+    coarse = get_model(name, num_classes=3)
+    fine = get_model(name, num_classes=3, output_stride=16)
+    fine.load_state_dict(coarse.state_dict())  # same parameter shapes
+    with torch.no_grad():
+        assert fine.eval()(torch.rand(1, 1, 64, 64)).cams.shape[-2:] == (4, 4)
+    with pytest.raises(ValueError, match="output_stride must be 32 or 16"):
+        get_model(name, output_stride=8)

@@ -121,8 +121,22 @@ def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
-def _resnet_backbone(depth: int, in_channels: int) -> tuple[nn.Module, int]:
-    net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+def _resnet_backbone(depth: int, in_channels: int, output_stride: int) -> tuple[nn.Module, int]:
+    """torchvision's ResNet body. ``output_stride=16`` gives CAMs twice as fine from the same
+    weights: the last stage is dilated (ResNet50) or keeps its input's stride (ResNet18, whose
+    blocks cannot dilate), at more compute."""
+    if output_stride not in (16, 32):
+        raise ValueError(f"output_stride must be 32 or 16, got {output_stride}")
+    builder = getattr(torchvision.models, f"resnet{depth}")
+    if output_stride == 32:
+        net = builder(weights=None)
+    elif depth >= 50:
+        net = builder(weights=None, replace_stride_with_dilation=[False, False, True])
+    else:
+        net = builder(weights=None)
+        first = net.layer4[0]
+        first.conv1.stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
     net.conv1 = _first_conv_for(net.conv1, in_channels)
     body = nn.Sequential(
         net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
@@ -195,18 +209,28 @@ def _build(backbone: tuple[nn.Module, int], num_classes: int, weights, **kwargs)
 
 @register_model("ggcam_resnet18")
 def ggcam_resnet18(
-    num_classes: int = 3, in_channels: int = 1, weights: str | None = None, **kwargs
+    num_classes: int = 3,
+    in_channels: int = 1,
+    weights: str | None = None,
+    output_stride: int = 32,
+    **kwargs,
 ) -> CAMClassifier:
     """ResNet18 + CAM head (512-channel maps): the small backbone for CPU experiments."""
-    return _build(_resnet_backbone(18, in_channels), num_classes, weights, **kwargs)
+    backbone = _resnet_backbone(18, in_channels, output_stride)
+    return _build(backbone, num_classes, weights, **kwargs)
 
 
 @register_model("ggcam_resnet50")
 def ggcam_resnet50(
-    num_classes: int = 3, in_channels: int = 1, weights: str | None = None, **kwargs
+    num_classes: int = 3,
+    in_channels: int = 1,
+    weights: str | None = None,
+    output_stride: int = 32,
+    **kwargs,
 ) -> CAMClassifier:
     """ResNet50 + CAM head (2048-channel maps), GG-CAM's main network."""
-    return _build(_resnet_backbone(50, in_channels), num_classes, weights, **kwargs)
+    backbone = _resnet_backbone(50, in_channels, output_stride)
+    return _build(backbone, num_classes, weights, **kwargs)
 
 
 @register_model("ggcam_efficientnet_v2_s")
