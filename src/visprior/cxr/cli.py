@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["add_commands", "run"]
@@ -63,12 +62,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from visprior.engine.commands import dispatch
+
     handlers = {"synth": _synth, "train": _train, "evaluate": _evaluate, "predict": _predict}
-    try:
-        return handlers[args.cxr_command](args)
-    except (ValueError, OSError) as error:  # OSError: missing, existing or unwritable files
-        print(f"visprior cxr {args.cxr_command}: error: {error}", file=sys.stderr)
-        return 2
+    return dispatch("cxr", args.cxr_command, handlers, args)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -82,19 +79,12 @@ def _synth(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from visprior.cxr.config import CXRTrainConfig
     from visprior.cxr.train import train_cxr, train_seeds
-    from visprior.engine.config import load_config
+    from visprior.engine.commands import train_config_from_args
 
     names = ("format", "images_root", "model", "weights", "output", "epochs")
-    flags = {name: getattr(args, name) for name in (*names, "time_limit_minutes", "use_gaze")}
-    if args.resume:
-        config_file = Path(args.resume) / "config.yaml"
-        flags["output"] = args.resume
-    else:
-        if not args.dataset:
-            raise ValueError("give a dataset folder (or --resume RUN)")
-        config_file = args.config
-        flags["dataset"] = args.dataset
-    config = load_config(CXRTrainConfig, config_file, args.set, **flags)
+    config = train_config_from_args(
+        CXRTrainConfig, args, (*names, "time_limit_minutes", "use_gaze")
+    )
     if args.seeds > 1 and not args.resume:
         results = train_seeds(config, args.seeds)
         print(f"trained {len(results)} runs in {config.output}/seed_<n>")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["add_commands", "run"]
@@ -57,12 +56,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = {"check": _check, "train": _train, "predict": _predict, "evaluate": _evaluate}
-    try:
-        return handler[args.seg_command](args)
-    except (ValueError, OSError) as error:  # OSError: missing, existing or unwritable files
-        print(f"visprior seg {args.seg_command}: error: {error}", file=sys.stderr)
-        return 2
+    from visprior.engine.commands import dispatch
+
+    handlers = {"check": _check, "train": _train, "predict": _predict, "evaluate": _evaluate}
+    return dispatch("seg", args.seg_command, handlers, args)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -74,24 +71,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from visprior.engine.config import load_config
+    from visprior.engine.commands import train_config_from_args
     from visprior.seg.config import SegTrainConfig
     from visprior.seg.train import train_segmentation
 
-    flags = {
-        name: getattr(args, name)
-        for name in ("model", "output", "fold", "iterations", "time_limit_minutes")
-        + ("roi_size", "init_checkpoint")
-    }
-    if args.resume:
-        config_file = Path(args.resume) / "config.yaml"
-        flags["output"] = args.resume
-    else:
-        if not args.dataset:
-            raise ValueError("give a dataset folder (or --resume RUN)")
-        config_file = args.config
-        flags["dataset"] = args.dataset
-    config = load_config(SegTrainConfig, config_file, args.set, **flags)
+    names = ("model", "output", "fold", "iterations", "time_limit_minutes")
+    config = train_config_from_args(SegTrainConfig, args, (*names, "roi_size", "init_checkpoint"))
     result = train_segmentation(config, resume=bool(args.resume))
     print(
         f"trained {result.iteration} iterations in {result.training_seconds / 60:.1f} min; "
