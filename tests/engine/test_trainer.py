@@ -191,3 +191,25 @@ def test_plateau_drops_lr_reloads_best_and_stops_early(tmp_path):
 def test_unknown_lr_schedule_is_refused(tmp_path):
     with pytest.raises(ValueError, match="plateau"):
         make_trainer(tmp_path, iterations=2, lr_schedule="step")
+
+
+def test_the_loader_sampler_learns_each_epoch(tmp_path):
+    """A DistributedSampler is told the epoch, so every pass is shuffled anew."""
+    data = torch.linspace(-1, 1, 4)[:, None]
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, seed=0)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, sampler=sampler)
+    seen = []
+    original = sampler.set_epoch
+    sampler.set_epoch = lambda epoch: (seen.append(epoch), original(epoch))
+    model = nn.Linear(1, 1)
+    settings = TrainerSettings(iterations=6, val_every=6, metric="val_error", mode="min")
+    Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        RegressionTask(),
+        loader,
+        tmp_path,
+        settings,
+        torch.device("cpu"),
+    ).fit()
+    assert seen == [0, 1, 2]  # two batches a pass, six iterations

@@ -307,16 +307,7 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
         reload_best_on_drop=True,
         early_stop_patience=config.early_stop_patience,
     )
-    trainer = Trainer(
-        model,
-        optimizer,
-        task,
-        loader,
-        run_dir,
-        settings,
-        device,
-        on_epoch=getattr(sampler, "set_epoch", None),
-    )
+    trainer = Trainer(model, optimizer, task, loader, run_dir, settings, device)
     return trainer.fit(resume=resume)
 
 

@@ -124,8 +124,8 @@ class Trainer:
         settings: a ``TrainerSettings``.
         device: where the batches go (the task moves them).
         scheduler: optional learning-rate scheduler stepped once per iteration.
-        on_epoch: called with the epoch number before each pass over ``batches`` (sets a
-            ``DistributedSampler``'s epoch).
+        on_epoch: called with the epoch number before each pass over ``batches``; by default
+            the epoch goes to the DataLoader's sampler when it has ``set_epoch``.
     """
 
     def __init__(
@@ -334,6 +334,10 @@ class Trainer:
         while True:
             if self.on_epoch is not None:
                 self.on_epoch(self.epoch)
+            else:  # a DistributedSampler reshuffles by epoch: tell it which one this is
+                set_epoch = getattr(getattr(self.batches, "sampler", None), "set_epoch", None)
+                if set_epoch is not None:
+                    set_epoch(self.epoch)
             yield from self.batches
             self.epoch += 1
 

@@ -177,16 +177,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         lr_schedule=config.lr_schedule,
         warmup_iterations=config.warmup_iterations,
     )
-    trainer = Trainer(
-        model,
-        optimizer,
-        task,
-        loader,
-        run_dir,
-        settings,
-        device,
-        on_epoch=getattr(sampler, "set_epoch", None),
-    )
+    trainer = Trainer(model, optimizer, task, loader, run_dir, settings, device)
     return trainer.fit(resume=resume)
 
 
