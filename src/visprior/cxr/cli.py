@@ -90,11 +90,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"trained {len(results)} runs in {config.output}/seed_<n>")
         return 0
     result = train_cxr(config, resume=bool(args.resume))
-    print(
-        f"trained {result.iteration} iterations in {result.training_seconds / 60:.1f} min; "
-        f"best {config.metric} {result.best_metric:.4f} at iteration {result.best_iteration}; "
-        f"checkpoints in {result.run_dir / 'checkpoints'}"
-    )
+    print(result.summary(config.metric))
     return 0
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.utils import set_determinism
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -41,11 +40,10 @@ from visprior.cxr.metrics import classification_metrics
 from visprior.engine.config import config_to_dict, save_config
 from visprior.engine.distributed import (
     is_main_process,
-    resolve_device,
     training_sampler,
     unwrap,
 )
-from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, check_run_folder
+from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, start_run
 from visprior.fileio import atomic_path
 from visprior.registry import canonical_name, get_model
 
@@ -242,11 +240,7 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
     (default ``<output>/cache``).
     """
     run_dir = Path(config.output)
-    check_run_folder(run_dir, resume)
-    set_determinism(seed=config.seed)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(config.device)
+    device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
 
     dataset = load_cxr_dataset(config)
     model_spec = {

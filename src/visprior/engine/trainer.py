@@ -36,6 +36,7 @@ __all__ = [
     "TrainingResult",
     "TrainingTask",
     "check_run_folder",
+    "start_run",
 ]
 
 
@@ -110,6 +111,14 @@ class TrainingResult:
     @property
     def last_checkpoint(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
+
+    def summary(self, metric: str) -> str:
+        """One line for the command line: steps, time, best ``metric`` and where it is."""
+        return (
+            f"trained {self.iteration} iterations in {self.training_seconds / 60:.1f} min; "
+            f"best {metric} {self.best_metric:.4f} at iteration {self.best_iteration}; "
+            f"checkpoints in {self.run_dir / 'checkpoints'}"
+        )
 
 
 class Trainer:
@@ -393,6 +402,21 @@ class Trainer:
         from visprior.viz.curves import save_curves_png
 
         save_curves_png(log.as_rows(), self.run_dir / "curves.png")
+
+
+def start_run(
+    run_dir: Path, resume: bool, seed: int, deterministic: bool, device: str
+) -> torch.device:
+    """Check the run folder, seed every generator, set determinism; return the device."""
+    from monai.utils import set_determinism
+
+    from visprior.engine.distributed import resolve_device
+
+    check_run_folder(run_dir, resume)
+    set_determinism(seed=seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return resolve_device(device)
 
 
 def check_run_folder(run_dir: Path, resume: bool) -> None:

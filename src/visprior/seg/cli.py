@@ -78,11 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     names = ("model", "output", "fold", "iterations", "time_limit_minutes")
     config = train_config_from_args(SegTrainConfig, args, (*names, "roi_size", "init_checkpoint"))
     result = train_segmentation(config, resume=bool(args.resume))
-    print(
-        f"trained {result.iteration} iterations in {result.training_seconds / 60:.1f} min; "
-        f"best val_mean_dice {result.best_metric:.4f} at iteration {result.best_iteration}; "
-        f"checkpoints in {result.run_dir / 'checkpoints'}"
-    )
+    print(result.summary("val_mean_dice"))
     return 0
 
 

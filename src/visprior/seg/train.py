@@ -19,7 +19,6 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
-from monai.utils import set_determinism
 from torch import nn
 
 from visprior.data.segmentation import (
@@ -35,8 +34,8 @@ from visprior.engine.checkpoint import (
     read_weights_only,
 )
 from visprior.engine.config import config_to_dict, save_config
-from visprior.engine.distributed import is_main_process, resolve_device, training_sampler
-from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, check_run_folder
+from visprior.engine.distributed import is_main_process, training_sampler
+from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, start_run
 from visprior.registry import get_model
 from visprior.seg.config import SegTrainConfig
 from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
@@ -112,11 +111,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     and ``last.pt``, ``metrics.csv``, ``tensorboard/`` and ``curves.png``.
     """
     run_dir = Path(config.output)
-    check_run_folder(run_dir, resume)
-    set_determinism(seed=config.seed)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(config.device)
+    device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
 
     dataset = load_dataset(config.dataset)
     config = dataclasses.replace(
