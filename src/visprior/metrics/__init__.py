@@ -1,0 +1,1 @@
+"""Scores shared by the tasks: saliency maps (``saliency``)."""
