@@ -30,8 +30,8 @@ def test_list_models():
     assert visprior.list_models("nothing*") == []
 
 
-# the 2D CAM classifiers, tested in tests/cxr/test_models_and_loss.py
-CXR_MODELS = {"ggcam_resnet18", "ggcam_resnet50", "ggcam_efficientnet_v2_s"}
+# the 2D CXR networks, tested in tests/cxr/
+CXR_MODELS = {"ggcam_resnet18", "ggcam_resnet50", "ggcam_efficientnet_v2_s", "mtunet"}
 
 
 def test_every_registered_model_has_a_test_configuration():

@@ -66,4 +66,5 @@ def canonical_name(name: str) -> str:
 def _import_builtin_models() -> None:
     # Importing these modules runs their @register_model decorators.
     import visprior.cxr.models  # noqa: F401
+    import visprior.cxr.mtunet  # noqa: F401
     import visprior.nets  # noqa: F401
