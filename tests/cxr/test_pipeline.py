@@ -50,7 +50,7 @@ def test_train_resume_evaluate_predict(synthetic, tmp_path):
     assert [len(split[p]) for p in ("train", "val", "test")] == [21, 3, 6]
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["task"] == "cxr" and last["classes"] == ["Normal", "CHF", "pneumonia"]
-    assert last["cam_grid"] == [2, 2]
+    assert last["map_grid"] == [2, 2]
     assert len(list((run / "cache").glob("*.npy"))) == 24  # train + val gaze maps
     with open(run / "metrics.csv") as handle:
         rows = [r for r in csv.DictReader(handle) if r["val_loss"]]
@@ -179,3 +179,24 @@ def test_localisation_hit_uses_the_3x3_neighbourhood():
     region[:] = False
     region[6, 6] = True
     assert not localisation_hit(cam, region)
+
+
+@pytest.mark.parametrize("tasks", ["both", "saliency", "classification"])
+def test_mtunet_trains_on_the_shared_engine(synthetic, tmp_path, tasks):
+    config = _config(
+        synthetic,
+        tmp_path / tasks,
+        model="mtunet",
+        model_kwargs={"feature_size": 4},
+        tasks=tasks,
+        epochs=1,
+    )
+    result = train_cxr(config)
+    state = load_checkpoint(result.last_checkpoint)
+    assert state["map_grid"] == [64, 64]  # saliency at the input's resolution
+    with open(tmp_path / tasks / "metrics.csv") as handle:
+        (row,) = [r for r in csv.DictReader(handle) if r["val_loss"]]
+    assert float(row["val_kl"]) > 0
+    sigmas = [float(state["state_dict"][f"loss_weights.{n}"]) for n in ("lg_s_c", "lg_s_s")]
+    # the uncertainty weights move only when both tasks are in the loss
+    assert (sigmas != [0.0, 0.0]) == (tasks == "both")

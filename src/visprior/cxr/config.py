@@ -38,8 +38,12 @@ class CXRTrainConfig:
     model: str = "ggcam_resnet50"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str = ""  # a torchvision ImageNet weights file for the backbone
-    use_gaze: bool = True  # False: a plain CAM classifier (no gaze term)
-    loss_init: tuple[float, float, float] = (0.0, 0.0, 0.0)  # lg_s_c, lg_s_d, lg_k
+    use_gaze: bool = True  # GG-CAM; False: a plain CAM classifier (no gaze term)
+    # MT-UNet: train both heads, or one of them alone (the single-task baselines)
+    tasks: Literal["both", "classification", "saliency"] = "both"
+    # initial log loss weights: GG-CAM (lg_s_c, lg_s_d, lg_k), MT-UNet (lg_s_c, lg_s_s);
+    # empty: the network's defaults (all 0: s = k = 1)
+    loss_init: tuple[float, ...] = ()
     # Training
     epochs: int = 100
     time_limit_minutes: float = math.inf
@@ -49,7 +53,7 @@ class CXRTrainConfig:
     plateau_patience: int = 40  # epochs
     plateau_factor: float = 0.1
     early_stop_patience: int = 0  # epochs without gain before stopping; 0: never
-    metric: Literal["val_loss", "val_auc"] = "val_loss"
+    metric: Literal["val_loss", "val_auc", "val_kl"] = "val_loss"  # val_kl: MT-UNet only
     # Runtime
     seed: int = 0
     deterministic: bool = False

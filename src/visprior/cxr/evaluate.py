@@ -55,7 +55,7 @@ class CXRClassifier:
     model: nn.Module
     classes: list[str]
     image_size: int
-    cam_grid: tuple[int, int]
+    map_grid: tuple[int, int]
     config: CXRTrainConfig
     device: torch.device
     source: str
@@ -83,7 +83,7 @@ def load_classifier(
     device = resolve_device(device)
     model = build_model_from_checkpoint(state, source=str(path)).eval().to(device)
     config = config_from_dict(CXRTrainConfig, state["config"], source=f"{path}: config")
-    grid = tuple(int(v) for v in state["cam_grid"])
+    grid = tuple(int(v) for v in state["map_grid"])
     return CXRClassifier(
         model, list(state["classes"]), int(state["image_size"]), grid, config, device, str(path)
     )
@@ -135,7 +135,7 @@ def evaluate_run(
         cases,
         classifier.classes,
         classifier.image_size,
-        classifier.cam_grid,
+        classifier.map_grid,
         config.gaze_sigma_px,
         config.cache_dir or run_dir / "cache",
     )

@@ -139,8 +139,12 @@ def multitask_loss(
     target: torch.Tensor,
     gaze: torch.Tensor,
     weights: MultiTaskWeights,
+    tasks: str = "both",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """L = CE / s_c^2 + log(s_c + 1) + KL(G || P) / (2 s_s^2) + log(s_s + 1).
+
+    ``tasks="classification"`` gives CE alone, ``"saliency"`` KL alone: the single-task
+    baselines MT-UNet is compared with.
 
     Args:
         output: the network's logits and log saliency map (N, 1, H, W).
@@ -149,12 +153,17 @@ def multitask_loss(
         weights: the network's ``loss_weights`` (s = exp(lg_s)).
 
     Returns:
-        (total, cross-entropy, KL), the last two detached.
+        (total, cross-entropy, KL), the last two detached (KL is NaN for classification).
 
     Raises:
         ValueError: a gaze map of another size, or one that sums to 0 (no gaze to learn).
     """
     logits, log_saliency = output
+    ce = F.cross_entropy(logits.float(), target)
+    if tasks == "classification":  # no gaze needed
+        return ce, ce.detach(), torch.tensor(float("nan"))
+    if tasks not in ("both", "saliency"):
+        raise ValueError(f"tasks must be 'both', 'classification' or 'saliency', got {tasks!r}")
     if gaze.numel() != log_saliency.numel():
         raise ValueError(
             f"gaze maps of shape {tuple(gaze.shape)} do not match the saliency map of shape "
@@ -168,7 +177,8 @@ def multitask_loss(
     # KL(G || P) = sum G (log G - log P), with 0 log 0 = 0
     kl = torch.sum(torch.special.xlogy(target_distribution, target_distribution), dim=(1, 2, 3))
     kl = (kl - torch.sum(target_distribution * log_saliency, dim=(1, 2, 3))).mean()
-    ce = F.cross_entropy(logits.float(), target)
+    if tasks == "saliency":
+        return kl, ce.detach(), kl.detach()
     s_c, s_s = weights.lg_s_c.exp(), weights.lg_s_s.exp()
     total = ce / s_c**2 + torch.log1p(s_c) + kl / (2 * s_s**2) + torch.log1p(s_s)
     return total, ce.detach(), kl.detach()

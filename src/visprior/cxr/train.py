@@ -37,6 +37,7 @@ from visprior.cxr.gaze import GazeCache, gaze_heatmap
 from visprior.cxr.io import read_cxr
 from visprior.cxr.loss import gaze_guided_loss
 from visprior.cxr.metrics import classification_metrics
+from visprior.cxr.mtunet import MTUNetOutput, multitask_loss
 from visprior.engine.config import config_to_dict, save_config
 from visprior.engine.distributed import (
     is_main_process,
@@ -50,7 +51,7 @@ from visprior.registry import canonical_name, get_model
 __all__ = [
     "CXRTask",
     "GazeImageDataset",
-    "cam_grid",
+    "output_grid",
     "load_cxr_dataset",
     "load_image",
     "train_cxr",
@@ -79,14 +80,15 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return F.interpolate(image, size=(size, size), mode="area")[0]
 
 
-def cam_grid(model: nn.Module, image_size: int, in_channels: int = 1) -> tuple[int, int]:
-    """The (rows, columns) of the CAMs ``model`` gives for a square ``image_size`` input."""
+def output_grid(model: nn.Module, image_size: int, in_channels: int = 1) -> tuple[int, int]:
+    """The (rows, columns) of the maps ``model`` gives for a square ``image_size`` input: the
+    CAMs of a CAM classifier, the saliency map of MT-UNet (the second output of either)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
         probe = torch.zeros(1, in_channels, image_size, image_size)
         probe = probe.to(next(model.parameters()).device)
-        grid = tuple(model(probe).cams.shape[-2:])
+        grid = tuple(model(probe)[1].shape[-2:])
     model.train(was_training)
     return int(grid[0]), int(grid[1])
 
@@ -196,29 +198,39 @@ class CXRTask:
     def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         image = batch["image"].to(self.device)
         label = batch["label"].to(self.device)
+        output = model(image)
+        weights = unwrap(model).loss_weights
+        if isinstance(output, MTUNetOutput):
+            gaze = batch["gaze"].to(self.device)
+            return multitask_loss(output, label, gaze, weights, self.config.tasks)[0]
         gaze = batch["gaze"].to(self.device) if self.config.use_gaze else None
-        return gaze_guided_loss(model(image), label, unwrap(model).loss_weights, gaze).total
+        return gaze_guided_loss(output, label, weights, gaze).total
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        probabilities, labels, losses = [], [], []
+        probabilities, labels, losses, divergences = [], [], [], []
         for batch in self.validation:
-            logits = model(batch["image"].to(self.device)).logits.float()
+            output = model(batch["image"].to(self.device))
+            logits = output[0].float()
             label = batch["label"].to(self.device)
             losses.append(F.cross_entropy(logits, label, reduction="sum").item())
             probabilities.append(logits.softmax(1).cpu().numpy())
             labels.append(label.cpu().numpy())
+            if isinstance(output, MTUNetOutput):
+                divergences += _saliency_divergences(output.log_saliency, batch)
         scores = classification_metrics(
             np.concatenate(probabilities), np.concatenate(labels), self.classes
         )
-        weights = unwrap(model).loss_weights
-        return {
+        metrics = {
             "val_loss": sum(losses) / max(scores["n"], 1),
             "val_auc": scores["auc"],
             "val_accuracy": scores["accuracy"],
-            "s_c": float(weights.lg_s_c.exp()),
-            "s_d": float(weights.lg_s_d.exp()),
-            "k": float(weights.lg_k.exp()),
         }
+        if divergences:
+            metrics["val_kl"] = float(np.mean(divergences))
+        # the loss weights as the scales they stand for: s = exp(lg_s), k = exp(lg_k)
+        for name, value in unwrap(model).loss_weights.named_parameters():
+            metrics[name.removeprefix("lg_")] = float(value.exp())
+        return metrics
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {
@@ -226,9 +238,23 @@ class CXRTask:
             "model": self.model_spec,
             "classes": self.classes,
             "image_size": self.config.image_size,
-            "cam_grid": list(self.grid),
+            "map_grid": list(self.grid),
             "config": config_to_dict(self.config),
         }
+
+
+def _saliency_divergences(log_saliency: torch.Tensor, batch: dict) -> list[float]:
+    """KL(G || P) of each validation image that has a gaze map."""
+    from visprior.metrics.saliency import kl_divergence
+
+    maps = log_saliency.float().exp()[:, 0].cpu().numpy()
+    return [
+        kl_divergence(predicted, gaze)
+        for predicted, gaze, has_gaze in zip(
+            maps, batch["gaze"].numpy(), batch["has_gaze"].tolist(), strict=True
+        )
+        if has_gaze
+    ]
 
 
 def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
@@ -247,7 +273,7 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
         "name": canonical_name(config.model),
         "kwargs": {
             "num_classes": len(dataset.classes),
-            "loss_init": tuple(config.loss_init),
+            **({"loss_init": tuple(config.loss_init)} if config.loss_init else {}),
             **config.model_kwargs,
         },
     }
@@ -257,7 +283,7 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
 
         load_backbone_weights(model, config.weights)
     model.to(device)
-    grid = cam_grid(model, config.image_size, model_spec["kwargs"].get("in_channels", 1))
+    grid = output_grid(model, config.image_size, model_spec["kwargs"].get("in_channels", 1))
     if is_main_process():
         save_config(config, run_dir / "config.yaml")
 
@@ -271,7 +297,7 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
             grid,
             config.gaze_sigma_px,
             cache,
-            need_gaze=config.use_gaze and name == "train",
+            need_gaze=name == "train" and _needs_gaze(config),
         )
         for name in ("train", "val")
     )
@@ -291,7 +317,7 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
         iterations=config.epochs * steps_per_epoch,
         val_every=steps_per_epoch,
         metric=config.metric,
-        mode="min" if config.metric == "val_loss" else "max",
+        mode="max" if config.metric == "val_auc" else "min",
         time_limit_minutes=config.time_limit_minutes,
         amp=config.amp,
         log_every=max(1, min(10, steps_per_epoch)),
@@ -303,6 +329,12 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
     )
     trainer = Trainer(model, optimizer, task, loader, run_dir, settings, device)
     return trainer.fit(resume=resume)
+
+
+def _needs_gaze(config: CXRTrainConfig) -> bool:
+    if canonical_name(config.model) == "mtunet":
+        return config.tasks != "classification"
+    return config.use_gaze
 
 
 def _split(config: CXRTrainConfig, dataset: GazeDataset, run_dir: Path) -> dict[str, list]:
