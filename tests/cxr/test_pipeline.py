@@ -200,3 +200,16 @@ def test_mtunet_trains_on_the_shared_engine(synthetic, tmp_path, tasks):
     sigmas = [float(state["state_dict"][f"loss_weights.{n}"]) for n in ("lg_s_c", "lg_s_s")]
     # the uncertainty weights move only when both tasks are in the loss
     assert (sigmas != [0.0, 0.0]) == (tasks == "both")
+    if tasks != "both":
+        return
+    metrics = evaluate_run(tmp_path / tasks, "test", overlays=1)
+    saliency = metrics["saliency"]
+    assert saliency["images"] == 6
+    assert 0 < saliency["sim"]["mean"] <= 1 and 0 <= saliency["auc_judd"]["median"] <= 1
+    with open(tmp_path / tasks / "evaluation" / "test" / "saliency_per_image.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    from pydicom.data import get_testdata_file
+
+    classifier = load_classifier(tmp_path / tasks)
+    predict_images(classifier, [get_testdata_file("RG1_UNCR.dcm")], tmp_path / "out")
+    assert (tmp_path / "out" / "RG1_UNCR_saliency.png").stat().st_size > 0

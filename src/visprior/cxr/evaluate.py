@@ -60,11 +60,25 @@ class CXRClassifier:
     device: torch.device
     source: str
 
+    @property
+    def predicts_saliency(self) -> bool:
+        """MT-UNet: the maps are gaze saliency (N, 1, S, S), not class activation maps."""
+        from visprior.cxr.mtunet import MTUNet
+
+        return isinstance(self.model, MTUNet)
+
+    @property
+    def map_name(self) -> str:
+        return "predicted gaze saliency" if self.predicts_saliency else "class activation map"
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N, K) and CAMs (N, K, h, w) of a batch of (N, 1, S, S) images."""
-        logits, cams = self.model(images.to(self.device))
-        return logits.float().softmax(1).cpu().numpy(), cams.float().cpu().numpy()
+        """Probabilities (N, K) and maps of a batch of (N, 1, S, S) images: the CAMs
+        (N, K, h, w) of a CAM classifier, or MT-UNet's saliency probabilities (N, 1, S, S)."""
+        logits, maps = self.model(images.to(self.device))
+        if self.predicts_saliency:
+            maps = maps.float().exp()
+        return logits.float().softmax(1).cpu().numpy(), maps.float().cpu().numpy()
 
 
 def load_classifier(
@@ -147,15 +161,20 @@ def evaluate_run(
     probabilities, cams = np.concatenate(probabilities), np.concatenate(cams)
     labels = np.array([case.label for case in cases])
     metrics = classification_metrics(probabilities, labels, classifier.classes)
-    metrics.update(_localisation(tensors, cams, labels, classifier.classes))
+    out_dir = Path(out_dir) if out_dir else run_dir / "evaluation" / part
+    if classifier.predicts_saliency:
+        per_image, summary = saliency_scores(tensors, cases, cams[:, 0])
+        metrics["saliency"] = summary
+        _write_rows(out_dir / "saliency_per_image.csv", per_image)
+    else:
+        metrics.update(_localisation(tensors, cams, labels, classifier.classes))
     metrics.update({"part": part, "checkpoint": classifier.source})
 
-    out_dir = Path(out_dir) if out_dir else run_dir / "evaluation" / part
     _write_json(out_dir / "metrics.json", metrics)
     _write_predictions(out_dir / "predictions.csv", cases, labels, probabilities, classifier)
     for index in range(min(overlays, len(cases))):
         item = tensors[index]
-        true_cam = cams[index, labels[index]]
+        true_cam = cams[index, 0 if classifier.predicts_saliency else labels[index]]
         save_cam_overlay(
             item["image"][0].numpy(),
             true_cam,
@@ -163,8 +182,66 @@ def evaluate_run(
             gaze=item["gaze"].numpy() if item["has_gaze"] else None,
             title=f"{cases[index].case_id}: true {classifier.classes[labels[index]]}, "
             f"predicted {classifier.classes[int(probabilities[index].argmax())]}",
+            map_name=classifier.map_name,
         )
     return metrics
+
+
+SALIENCY_METRICS = ("kl", "cc", "sim", "nss", "auc_judd")
+
+
+def saliency_scores(tensors, cases, maps: np.ndarray) -> tuple[list[dict], dict[str, Any]]:
+    """Per image KL, CC, SIM (against the gaze map) and NSS, AUC-Judd (against the fixations
+    on the map's grid); with the mean and median of each over the images that have gaze."""
+    from visprior.metrics.saliency import (
+        auc_judd,
+        correlation_coefficient,
+        kl_divergence,
+        normalized_scanpath_saliency,
+        similarity,
+    )
+
+    rows = []
+    for item, case, predicted in zip(tensors, cases, maps, strict=True):
+        if not item["has_gaze"]:
+            continue
+        gaze = item["gaze"].numpy()
+        fixated = _fixations_on_grid(case, item["original_size"].tolist(), predicted.shape)
+        rows.append(
+            {
+                "case": case.case_id,
+                "kl": kl_divergence(predicted, gaze),
+                "cc": correlation_coefficient(predicted, gaze),
+                "sim": similarity(predicted, gaze),
+                "nss": normalized_scanpath_saliency(predicted, fixated),
+                "auc_judd": auc_judd(predicted, fixated),
+            }
+        )
+    summary: dict[str, Any] = {"images": len(rows)}
+    for name in SALIENCY_METRICS:
+        values = [row[name] for row in rows]
+        summary[name] = {"mean": _mean(values), "median": _median(values)}
+    return rows, summary
+
+
+def _fixations_on_grid(case, original_size, grid) -> np.ndarray:
+    """The case's fixations as (row, column) cells of ``grid``."""
+    rows, cols = original_size
+    x, y = case.fixations[:, 0], case.fixations[:, 1]
+    r = np.minimum((y * grid[0] / rows).astype(int), grid[0] - 1)
+    c = np.minimum((x * grid[1] / cols).astype(int), grid[1] - 1)
+    return np.stack([r, c], axis=1)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["case", *SALIENCY_METRICS])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _localisation(tensors, cams, labels, classes) -> dict[str, Any]:
@@ -190,7 +267,7 @@ def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> 
         "runs": len(results),
         "median_auc": _median([r["auc"] for r in results.values()]),
         "median_accuracy": _median([r["accuracy"] for r in results.values()]),
-        "median_hit_rate": _median([r["hit_rate"] for r in results.values()]),
+        "median_hit_rate": _median([r.get("hit_rate", math.nan) for r in results.values()]),
         "auc": {name: r["auc"] for name, r in results.items()},
     }
     _write_json(Path(parent) / f"seeds_{part}.json", summary)
@@ -207,12 +284,19 @@ def format_report(metrics: dict[str, Any], classes: Sequence[str] | None = None)
     lines = [f"{'class':<24} {'AUC':>7}"]
     for name, auc in metrics["auc_per_class"].items():
         lines.append(f"{name:<24} {auc:>7.4f}")
-    lines += [
-        f"{'macro':<24} {metrics['auc']:>7.4f}",
-        f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images; "
-        f"localisation hit rate {metrics['hit_rate']:.4f}",
-        "confusion matrix (rows: true, columns: predicted):",
-    ]
+    lines.append(f"{'macro':<24} {metrics['auc']:>7.4f}")
+    accuracy = f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images"
+    if "hit_rate" in metrics:
+        accuracy += f"; localisation hit rate {metrics['hit_rate']:.4f}"
+    lines.append(accuracy)
+    saliency = metrics.get("saliency")
+    if saliency:
+        lines.append(f"saliency on {saliency['images']} images with gaze (mean / median):")
+        for name in SALIENCY_METRICS:
+            lines.append(
+                f"  {name:<9} {saliency[name]['mean']:.4f} / {saliency[name]['median']:.4f}"
+            )
+    lines.append("confusion matrix (rows: true, columns: predicted):")
     names = list(classes or metrics["auc_per_class"])
     width = max(len(n) for n in names) + 2
     lines.append(" " * width + "".join(f"{n:>{width}}" for n in names))
@@ -227,7 +311,8 @@ def predict_images(
     out_dir: str | os.PathLike,
     overwrite: bool = False,
 ) -> Path:
-    """Classify image files (or every image in given folders); write CSV and CAM overlays.
+    """Classify image files (or every image in given folders); write CSV and map overlays
+    (``<name>_cam.png``, or ``<name>_saliency.png`` for MT-UNet).
 
     Raises:
         FileExistsError: an output exists (without ``overwrite``), or an output path is one
@@ -238,7 +323,8 @@ def predict_images(
     files = _collect_images(inputs)
     out_dir = Path(out_dir)
     table = out_dir / "predictions.csv"
-    overlays = [out_dir / f"{path.stem}_cam.png" for path in files]
+    suffix = "_saliency" if classifier.predicts_saliency else "_cam"
+    overlays = [out_dir / f"{path.stem}{suffix}.png" for path in files]
     resolved_inputs = {p.resolve() for p in files}
     for target in [table, *overlays]:
         if target.resolve() in resolved_inputs:
@@ -264,8 +350,9 @@ def predict_images(
         )
         save_cam_overlay(
             image[0].numpy(),
-            cams[0, predicted],
+            cams[0, 0 if classifier.predicts_saliency else predicted],
             overlay,
+            map_name=classifier.map_name,
             title=f"{path.name}: {classifier.classes[predicted]} "
             f"(p = {probabilities[0, predicted]:.2f})",
         )
@@ -297,8 +384,10 @@ def save_cam_overlay(
     path: str | os.PathLike,
     gaze: np.ndarray | None = None,
     title: str = "",
+    map_name: str = "class activation map",
 ) -> Path:
-    """The image with the CAM over it, and the gaze map beside it when given (PNG, atomic)."""
+    """The image with a map (CAM or saliency) over it, and the gaze map beside it when given
+    (PNG, written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,7 +403,7 @@ def save_cam_overlay(
     axes[0].set_title("image")
     axes[1].imshow(image, cmap="gray", vmin=0, vmax=1)
     axes[1].imshow(upsample(cam), cmap="jet", alpha=0.45)
-    axes[1].set_title("class activation map")
+    axes[1].set_title(map_name)
     if gaze is not None:
         axes[2].imshow(image, cmap="gray", vmin=0, vmax=1)
         axes[2].imshow(upsample(gaze), cmap="jet", alpha=0.45, vmin=0, vmax=1)

@@ -151,6 +151,7 @@ class GazeImageDataset(Dataset):
                     "region": torch.from_numpy(region if has_region else np.zeros(grid, bool)),
                     "has_region": has_region,
                     "index": len(self.items),
+                    "original_size": torch.tensor(original.shape),
                 }
             )
 
