@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.ggcam import ggcam_section
+from benchmarks.mtunet import mtunet_section
 
 ANALYSIS = Path(__file__).parent / "analysis.md"
 
@@ -279,6 +280,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += [*brain_section(brain), ""]
     if results.get("ggcam"):
         lines += [*ggcam_section(results["ggcam"]), ""]
+    if results.get("mtunet"):
+        lines += [*mtunet_section(results["mtunet"]), ""]
     errors = _errors(results)
     if errors:
         lines += ["## Failed cases", "", *errors, ""]

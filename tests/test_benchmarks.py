@@ -22,7 +22,16 @@ def test_quick_benchmarks_write_results(tmp_path):
         timeout=900,
     )
     report = (tmp_path / "RESULTS.md").read_text()
-    headings = ("## Targets", "## (a)", "## (b)", "## (c)", "## Crossover", "## (d)", "## (e)")
+    headings = (
+        "## Targets",
+        "## (a)",
+        "## (b)",
+        "## (c)",
+        "## Crossover",
+        "## (d)",
+        "## (e)",
+        "## (f)",
+    )
     for heading in headings:
         assert heading in report
     assert "## Failed cases" not in report
@@ -30,6 +39,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
+    assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
 
 
 @pytest.mark.slow
