@@ -213,3 +213,18 @@ def test_mtunet_trains_on_the_shared_engine(synthetic, tmp_path, tasks):
     classifier = load_classifier(tmp_path / tasks)
     predict_images(classifier, [get_testdata_file("RG1_UNCR.dcm")], tmp_path / "out")
     assert (tmp_path / "out" / "RG1_UNCR_saliency.png").stat().st_size > 0
+
+
+def test_cli_evaluates_mtunet_seeds_with_saliency_medians(synthetic, tmp_path, capsys):
+    from visprior.cxr.train import train_seeds
+
+    config = _config(
+        synthetic, tmp_path / "seeds", model="mtunet", model_kwargs={"feature_size": 4}, epochs=1
+    )
+    train_seeds(config, 2)
+    assert main(["cxr", "evaluate", str(tmp_path / "seeds"), "--overlays", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed_0: macro AUC" in printed and "seed_1: macro AUC" in printed
+    assert "median kl:" in printed and "median auc_judd:" in printed
+    summary = json.loads((tmp_path / "seeds" / "seeds_test.json").read_text())
+    assert set(summary["median_saliency"]) == {"kl", "cc", "sim", "nss", "auc_judd"}

@@ -111,6 +111,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"median over {summary['runs']} runs: AUC {summary['median_auc']:.4f}, accuracy "
             f"{summary['median_accuracy']:.4f}, hit rate {summary['median_hit_rate']:.4f}"
         )
+        for score, value in summary.get("median_saliency", {}).items():
+            print(f"median {score}: {value:.4f}")
         return 0
     metrics = evaluate_run(args.run, args.part, **options)
     print(format_report(metrics))

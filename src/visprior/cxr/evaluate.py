@@ -270,6 +270,11 @@ def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> 
         "median_hit_rate": _median([r.get("hit_rate", math.nan) for r in results.values()]),
         "auc": {name: r["auc"] for name, r in results.items()},
     }
+    if all("saliency" in r for r in results.values()):  # MT-UNet runs
+        summary["median_saliency"] = {
+            score: _median([r["saliency"][score]["mean"] for r in results.values()])
+            for score in SALIENCY_METRICS
+        }
     _write_json(Path(parent) / f"seeds_{part}.json", summary)
     return summary
 
