@@ -34,29 +34,12 @@ VARIANTS = (("CAM classifier (no gaze)", False), ("GG-CAM", True))
 
 def run_ggcam(quick: bool, workdir: Path) -> dict:
     """Train and evaluate both variants over the seeds; return the figures."""
-    from visprior.cxr.config import CXRTrainConfig
     from visprior.cxr.evaluate import evaluate_seeds
-    from visprior.cxr.synthetic import write_synthetic_egd
     from visprior.cxr.train import train_seeds
 
     settings = SETTINGS_QUICK if quick else SETTINGS_FULL
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the loud "synthetic" notice
-        data = write_synthetic_egd(
-            workdir / "synthetic", settings["cases_per_class"], settings["size"], seed=0
-        )
-    base = CXRTrainConfig(
-        dataset=str(data),
-        model=settings["model"],
-        model_kwargs={"output_stride": 16},  # an 8 x 8 CAM grid at 128 px
-        image_size=settings["size"],
-        gaze_sigma_px=settings["size"] / 25,
-        epochs=settings["epochs"],
-        batch_size=16,
-        lr=1e-3,
-        plateau_patience=3,
-        cache_dir=str(workdir / "cache"),
-    )
+    # output stride 16: an 8 x 8 CAM grid at 128 px
+    base = synthetic_config(settings, workdir, settings["model"], {"output_stride": 16})
     rows = []
     for label, use_gaze in VARIANTS:
         output = workdir / ("ggcam" if use_gaze else "cam")
@@ -80,7 +63,32 @@ def run_ggcam(quick: bool, workdir: Path) -> dict:
     return {"settings": settings, "rows": rows}
 
 
-def _fmt(value: float) -> str:
+def synthetic_config(settings: dict, workdir: Path, model: str, model_kwargs: dict):
+    """Write the synthetic set of ``settings`` into ``workdir``; the training config both CXR
+    benchmarks share (Adam 1e-3, plateau patience 3, batch 16, one gaze cache)."""
+    from visprior.cxr.config import CXRTrainConfig
+    from visprior.cxr.synthetic import write_synthetic_egd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the loud "synthetic" notice
+        data = write_synthetic_egd(
+            workdir / "synthetic", settings["cases_per_class"], settings["size"], seed=0
+        )
+    return CXRTrainConfig(
+        dataset=str(data),
+        model=model,
+        model_kwargs=model_kwargs,
+        image_size=settings["size"],
+        gaze_sigma_px=settings["size"] / 25,
+        epochs=settings["epochs"],
+        batch_size=16,
+        lr=1e-3,
+        plateau_patience=3,
+        cache_dir=str(workdir / "cache"),
+    )
+
+
+def fmt_score(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
@@ -102,10 +110,10 @@ def ggcam_section(results: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        per_seed = ", ".join(_fmt(v) for v in row["auc"])
+        per_seed = ", ".join(fmt_score(v) for v in row["auc"])
         lines.append(
-            f"| {row['label']} | **{_fmt(row['median_auc'])}** | {per_seed} | "
-            f"{_fmt(row['median_accuracy'])} | {_fmt(row['median_hit_rate'])} | "
+            f"| {row['label']} | **{fmt_score(row['median_auc'])}** | {per_seed} | "
+            f"{fmt_score(row['median_accuracy'])} | {fmt_score(row['median_hit_rate'])} | "
             f"{row['minutes']:.1f} |"
         )
     plain, gaze = results["rows"]

@@ -12,8 +12,9 @@ import dataclasses
 import math
 import statistics
 import time
-import warnings
 from pathlib import Path
+
+from benchmarks.ggcam import fmt_score, synthetic_config
 
 SETTINGS_FULL = {"cases_per_class": 50, "size": 128, "epochs": 12, "seeds": 3, "width": 16}
 SETTINGS_QUICK = {"cases_per_class": 8, "size": 64, "epochs": 1, "seeds": 1, "width": 4}
@@ -27,29 +28,11 @@ SCORES = ("kl", "cc", "sim", "nss", "auc_judd")
 
 def run_mtunet(quick: bool, workdir: Path) -> dict:
     """Train and evaluate the three variants over the seeds; return the figures."""
-    from visprior.cxr.config import CXRTrainConfig
     from visprior.cxr.evaluate import evaluate_run
-    from visprior.cxr.synthetic import write_synthetic_egd
     from visprior.cxr.train import train_seeds
 
     settings = SETTINGS_QUICK if quick else SETTINGS_FULL
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the loud "synthetic" notice
-        data = write_synthetic_egd(
-            workdir / "synthetic", settings["cases_per_class"], settings["size"], seed=0
-        )
-    base = CXRTrainConfig(
-        dataset=str(data),
-        model="mtunet",
-        model_kwargs={"feature_size": settings["width"]},
-        image_size=settings["size"],
-        gaze_sigma_px=settings["size"] / 25,
-        epochs=settings["epochs"],
-        batch_size=16,
-        lr=1e-3,
-        plateau_patience=3,
-        cache_dir=str(workdir / "cache"),
-    )
+    base = synthetic_config(settings, workdir, "mtunet", {"feature_size": settings["width"]})
     rows = []
     for label, tasks in VARIANTS:
         output = workdir / tasks
@@ -77,10 +60,6 @@ def _median(values: list[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
 def mtunet_section(results: dict) -> list[str]:
     """The Markdown section for RESULTS.md."""
     s = results["settings"]
@@ -98,8 +77,6 @@ def mtunet_section(results: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        scores = " | ".join(_fmt(_median(row[name])) for name in SCORES)
-        lines.append(
-            f"| {row['label']} | {_fmt(_median(row['auc']))} | {scores} | {row['minutes']:.1f} |"
-        )
+        scores = " | ".join(fmt_score(_median(row[name])) for name in ("auc", *SCORES))
+        lines.append(f"| {row['label']} | {scores} | {row['minutes']:.1f} |")
     return lines

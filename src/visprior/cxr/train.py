@@ -76,8 +76,12 @@ def load_cxr_dataset(config: CXRTrainConfig) -> GazeDataset:
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """A radiograph as a (1, size, size) float tensor in [0, 1] (area-averaged resize)."""
-    image = torch.from_numpy(read_cxr(path))[None, None]
-    return F.interpolate(image, size=(size, size), mode="area")[0]
+    return square_image(read_cxr(path), size)
+
+
+def square_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """A (rows, columns) image as a (1, size, size) tensor, area-averaged."""
+    return F.interpolate(torch.from_numpy(image)[None, None], size=(size, size), mode="area")[0]
 
 
 def output_grid(model: nn.Module, image_size: int, in_channels: int = 1) -> tuple[int, int]:
@@ -120,9 +124,7 @@ class GazeImageDataset(Dataset):
         self.items = []
         for case in self.cases:
             original = read_cxr(case.image)
-            image = F.interpolate(
-                torch.from_numpy(original)[None, None], size=(image_size,) * 2, mode="area"
-            )[0]
+            image = square_image(original, image_size)
             gaze, has_gaze = np.zeros(grid, np.float32), False
             if case.fixations is not None and len(case.fixations):
                 gaze = build(
