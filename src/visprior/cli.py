@@ -40,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from visprior.cxr.cli import add_commands as add_cxr_commands
     from visprior.seg.cli import add_commands as add_seg_commands
+    from visprior.simplify.cli import add_commands as add_simplify_commands
 
     add_seg_commands(commands)
     add_cxr_commands(commands)
+    add_simplify_commands(commands)
     return parser
 
 
@@ -59,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "cxr":
         from visprior.cxr.cli import run
+
+        return run(args)
+    if args.command == "simplify":
+        from visprior.simplify.cli import run
 
         return run(args)
     from visprior.demo import DemoConfig, run_demo

@@ -325,7 +325,7 @@ def predict_images(
     """
     from visprior.cxr.train import load_image
 
-    files = _collect_images(inputs)
+    files = collect_images(inputs)
     out_dir = Path(out_dir)
     table = out_dir / "predictions.csv"
     suffix = "_saliency" if classifier.predicts_saliency else "_cam"
@@ -368,7 +368,7 @@ def predict_images(
     return table
 
 
-def _collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     files = []
     for item in map(Path, inputs):
         if item.is_dir():

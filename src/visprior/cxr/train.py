@@ -38,6 +38,7 @@ from visprior.cxr.io import read_cxr
 from visprior.cxr.loss import gaze_guided_loss
 from visprior.cxr.metrics import classification_metrics
 from visprior.cxr.mtunet import MTUNetOutput, multitask_loss
+from visprior.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from visprior.engine.config import config_to_dict, save_config
 from visprior.engine.distributed import (
     is_main_process,
@@ -260,8 +261,14 @@ def _saliency_divergences(log_saliency: torch.Tensor, batch: dict) -> list[float
     ]
 
 
-def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
+def train_cxr(
+    config: CXRTrainConfig, resume: bool = False, model: nn.Module | None = None
+) -> TrainingResult:
     """Train as ``config`` says; ``resume`` continues the run in ``config.output``.
+
+    ``model``: start from this network instead of a new one of ``config.model`` (a network
+    shrunk by ``visprior simplify``: ``config.model`` names its architecture, and its layer
+    widths are read back from the checkpoint's tensors).
 
     Writes into ``config.output``: ``config.yaml``, ``split.json`` (case ids of the training,
     validation and test parts), ``checkpoints/best.pt`` and ``last.pt``, ``metrics.csv``,
@@ -280,8 +287,16 @@ def train_cxr(config: CXRTrainConfig, resume: bool = False) -> TrainingResult:
             **config.model_kwargs,
         },
     }
-    model = get_model(model_spec["name"], **model_spec["kwargs"])
-    if config.weights and not resume:
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and model is None and last.is_file():
+        saved = load_checkpoint(last)
+        if saved["model"].get("pruned"):
+            model = build_model_from_checkpoint(saved, str(last))
+    if model is not None:
+        model_spec["pruned"] = True
+    else:
+        model = get_model(model_spec["name"], **model_spec["kwargs"])
+    if config.weights and not resume and not model_spec.get("pruned"):
         from visprior.cxr.models import load_backbone_weights
 
         load_backbone_weights(model, config.weights)

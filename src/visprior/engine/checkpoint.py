@@ -90,7 +90,12 @@ def build_model_from_checkpoint(state: dict, source: str = "checkpoint") -> nn.M
     try:
         spec = state["model"]
         model = get_model(spec["name"], **spec["kwargs"])
-        model.load_state_dict(state["state_dict"])
+        if spec.get("pruned"):  # shrunk by `visprior simplify`: widths from the tensors
+            from visprior.simplify.prune import fit_to_state_dict
+
+            fit_to_state_dict(model, state["state_dict"])
+        else:
+            model.load_state_dict(state["state_dict"])
     except KeyError as error:
         raise CheckpointError(f"{source}: missing entry {error}") from None
     except RuntimeError as error:

@@ -1,0 +1,100 @@
+"""``visprior simplify measure | shrink``: kernel redundancy, and networks cut down by it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_commands", "run"]
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    from visprior.simplify.shrink import ShrinkSettings
+
+    defaults = ShrinkSettings()
+    simplify = commands.add_parser(
+        "simplify", help="kernel redundancy of a trained CNN, and a smaller network from it"
+    )
+    actions = simplify.add_subparsers(dest="simplify_command", required=True)
+
+    measure = actions.add_parser(
+        "measure", help="per-layer kernel redundancy: table, JSON/CSV and a PNG"
+    )
+    measure.add_argument("checkpoint", help="run folder or checkpoint file of a 2-D CNN")
+    measure.add_argument(
+        "data", type=Path, help="probe images: an EGD-CXR-layout folder, image files or folders"
+    )
+    measure.add_argument("--probes", type=int, default=defaults.probes, help="images to use")
+    measure.add_argument("--threshold", type=float, default=defaults.threshold, help="SSIM")
+    measure.add_argument(
+        "--output", "-o", type=Path, help="folder for the report (default <run>/redundancy)"
+    )
+    measure.add_argument("--overwrite", action="store_true", help="replace an earlier report")
+
+    shrink = actions.add_parser(
+        "shrink",
+        help="cut redundant blocks and kernels, fine-tune, repeat while the AUC holds",
+    )
+    shrink.add_argument("run", type=Path, help="a `visprior cxr train` run folder")
+    shrink.add_argument("--output", "-o", type=Path, required=True, help="an unused folder")
+    shrink.add_argument("--threshold", type=float, default=defaults.threshold, help="SSIM")
+    shrink.add_argument("--probes", type=int, default=defaults.probes)
+    shrink.add_argument("--rounds", type=int, default=defaults.max_rounds, dest="max_rounds")
+    shrink.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="fine-tuning epochs per round"
+    )
+    shrink.add_argument("--lr", type=float, default=defaults.lr, help="0: the run's own")
+    shrink.add_argument(
+        "--auc-tolerance",
+        type=float,
+        default=defaults.auc_tolerance,
+        help="largest validation AUC loss a kept round may have",
+    )
+    shrink.add_argument(
+        "--target-params",
+        type=int,
+        default=defaults.target_parameters,
+        dest="target_parameters",
+        help="stop once the network has at most this many parameters",
+    )
+    shrink.add_argument("--min-channels", type=int, default=defaults.min_channels)
+    shrink.add_argument("--device", default=defaults.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from visprior.engine.commands import dispatch
+
+    return dispatch(
+        "simplify", args.simplify_command, {"measure": _measure, "shrink": _shrink}, args
+    )
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from visprior.simplify.redundancy import measure_redundancy
+    from visprior.simplify.shrink import data_images, load_network, probe_images, write_report
+
+    model, state, path = load_network(args.checkpoint)
+    if "image_size" not in state:
+        raise ValueError(f"{path}: no image_size in this checkpoint; train it with visprior cxr")
+    output = args.output or path.parent.parent / "redundancy"
+    if output.exists() and any(output.iterdir()) and not args.overwrite:
+        raise FileExistsError(
+            f"{output} already holds a report; pass --overwrite or another --output "
+            "(nothing was overwritten)"
+        )
+    probes = probe_images(data_images(args.data), args.probes, int(state["image_size"]))
+    report = measure_redundancy(model, probes, args.threshold)
+    print(report.table())
+    figure = write_report(report, output)
+    print(f"wrote {output}/redundancy.json, redundancy.csv and {figure.name}")
+    return 0
+
+
+def _shrink(args: argparse.Namespace) -> int:
+    from visprior.simplify.shrink import ShrinkSettings, format_rounds, shrink_run
+
+    names = [field for field in vars(ShrinkSettings()) if hasattr(args, field)]
+    settings = ShrinkSettings(**{name: getattr(args, name) for name in names})
+    rounds = shrink_run(args.run, args.output, settings)
+    print(format_rounds(rounds))
+    return 0

@@ -1,0 +1,215 @@
+"""Make a network smaller by what the redundancy measure found, and rebuild such a network.
+
+Two cuts, both from a :class:`~visprior.simplify.redundancy.RedundancyReport`:
+
+* **blocks**: a residual block whose output is indistinguishable from its input becomes an
+  ``nn.Identity`` (only blocks with an identity shortcut: the others change the shape);
+* **kernels**: the redundant output channels of each convolution go, with everything that
+  reads them. Channels that several convolutions write together (a ResNet stage's residual
+  stream: every block's last convolution and the shortcut) go when most of those convolutions
+  find them redundant. torch-pruning's dependency graph finds the coupled layers and cuts the
+  tensors; the CAM head's channel weights are cut with them and rescaled so that the network's
+  output is unchanged by the cut itself.
+
+A pruned network is saved as the original architecture's name and keyword arguments plus a
+``pruned`` mark; :func:`fit_to_state_dict` rebuilds it from the saved tensors' shapes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from visprior.simplify.redundancy import RedundancyReport, check_supported, residual_blocks
+
+__all__ = ["ModelCost", "fit_to_state_dict", "model_cost", "prune_redundant"]
+
+
+@dataclass
+class ModelCost:
+    parameters: int
+    flops: int  # multiply-adds count as two, for one image
+    milliseconds: float  # median CPU time of one image's forward pass
+
+    def as_dict(self) -> dict[str, float]:
+        return {"parameters": self.parameters, "flops": self.flops, "ms": self.milliseconds}
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def prune_redundant(
+    model: nn.Module,
+    report: RedundancyReport,
+    example: torch.Tensor,
+    min_channels: int = 4,
+    remove_blocks: bool = True,
+) -> dict[str, int]:
+    """Cut ``model`` in place by ``report``; return how many blocks and channels went.
+
+    Args:
+        example: one input batch, for tracing the network.
+        min_channels: every coupled group of channels keeps at least this many (its least
+            redundant ones), so no layer disappears by channel cuts.
+    """
+    import torch_pruning as tp
+
+    check_supported(model)
+    removed_blocks = 0
+    if remove_blocks:
+        for block in report.blocks:
+            if block.redundant and block.removable:
+                _set_module(model, block.name, nn.Identity())
+                removed_blocks += 1
+
+    measured = {
+        id(module): report.layer(name)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and any(layer.name == name for layer in report.layers)
+    }
+    view, head = _pruning_view(model)
+    graph = tp.DependencyGraph().build_dependency(view, example_inputs=example)
+    ignored = [head] if head is not None else []
+    cut = 0
+    for group in list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d])):
+        chosen = _channels_to_cut(graph, group, measured, min_channels)
+        if chosen:
+            root = group[0].dep
+            pruning = graph.get_pruning_group(root.target.module, root.handler, chosen)
+            if graph.check_pruning_group(pruning):
+                pruning.prune()
+                cut += len(chosen)
+    if head is not None:
+        _restore_cam_head(model, head)
+    return {"blocks_removed": removed_blocks, "channels_removed": cut}
+
+
+def _channels_to_cut(graph, group, measured, min_channels: int) -> list[int]:
+    """Root channel positions that most of the group's measured convolutions find redundant."""
+    size = len(group[0].idxs)
+    votes = torch.zeros(size)
+    scores = torch.zeros(size)
+    voters = 0
+    for item in group:
+        layer = measured.get(id(item.dep.target.module))
+        if layer is None or not graph.is_out_channel_pruning_fn(item.dep.handler):
+            continue
+        if len(item.idxs) != size:
+            continue
+        index = torch.as_tensor(item.idxs, dtype=torch.long)
+        votes += torch.as_tensor(layer.redundant, dtype=torch.float32)[index]
+        scores += torch.as_tensor(layer.scores, dtype=torch.float32)[index]
+        voters += 1
+    if voters == 0:
+        return []
+    majority = votes > voters / 2
+    keep_at_least = min(min_channels, size)
+    if size - int(majority.sum()) < keep_at_least:
+        # keep the least redundant of the flagged ones too
+        order = sorted(torch.nonzero(majority).flatten().tolist(), key=lambda k: float(scores[k]))
+        for k in order[: keep_at_least - (size - int(majority.sum()))]:
+            majority[k] = False
+    return torch.nonzero(majority).flatten().tolist()
+
+
+def _pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
+    """What torch-pruning traces: the model itself, or for a CAM classifier its backbone with
+    the CAM head as a 1x1 convolution (the head's einsum is not a layer torch-pruning knows)."""
+    from visprior.cxr.models import CAMClassifier
+
+    if not isinstance(model, CAMClassifier):
+        return model, None
+    weight = model.head.weight.detach()
+    proxy = nn.Conv2d(weight.shape[1], weight.shape[0], 1, bias=False)
+    proxy.weight.data.copy_(weight[:, :, None, None])
+    return nn.Sequential(model.backbone, proxy), proxy
+
+
+def _restore_cam_head(model: nn.Module, proxy: nn.Conv2d) -> None:
+    """The cut proxy's weights back into the CAM head. The head divides by its channel count;
+    scaling the weights by new/old count keeps every CAM exactly what it was."""
+    head = model.head
+    channels = proxy.weight.shape[1]
+    weight = proxy.weight.detach()[:, :, 0, 0] * (channels / head.in_channels)
+    head.weight = nn.Parameter(weight.clone())
+    head.in_channels = channels
+
+
+def fit_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Reshape ``model``'s layers (built at its original widths) to ``state_dict``'s tensors, and
+    turn the residual blocks that ``state_dict`` lacks into ``nn.Identity``; then load it.
+
+    Raises:
+        RuntimeError: the tensors still do not fit (load_state_dict's message).
+    """
+    from visprior.cxr.models import CAMHead
+
+    for name, _ in residual_blocks(model):
+        if not any(key.startswith(f"{name}.") for key in state_dict):
+            _set_module(model, name, nn.Identity())
+    for name, module in list(model.named_modules()):
+        weight = state_dict.get(f"{name}.weight" if name else "weight")
+        if weight is None:
+            continue
+        if isinstance(module, nn.Conv2d) and weight.shape != module.weight.shape:
+            depthwise = module.groups == module.in_channels == module.out_channels > 1
+            groups = weight.shape[0] if depthwise else module.groups
+            replacement = nn.Conv2d(
+                weight.shape[1] * groups,
+                weight.shape[0],
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                groups,
+                module.bias is not None,
+                module.padding_mode,
+            )
+            _set_module(model, name, replacement)
+        elif isinstance(module, nn.BatchNorm2d) and weight.shape != module.weight.shape:
+            replacement = nn.BatchNorm2d(
+                weight.shape[0],
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+            )
+            _set_module(model, name, replacement)
+        elif isinstance(module, nn.Linear) and weight.shape != module.weight.shape:
+            replacement = nn.Linear(weight.shape[1], weight.shape[0], module.bias is not None)
+            _set_module(model, name, replacement)
+        elif isinstance(module, CAMHead) and weight.shape != module.weight.shape:
+            module.weight = nn.Parameter(torch.empty_like(weight))
+            module.in_channels = weight.shape[1]
+    model.load_state_dict(state_dict)
+    return model
+
+
+@torch.no_grad()
+def model_cost(model: nn.Module, example: torch.Tensor, repeats: int = 10) -> ModelCost:
+    """Parameters, FLOPs of one image (torch's FLOP counter) and the median CPU time of one
+    image's forward pass over ``repeats`` runs after a warm-up."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    one = example[:1]
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(one)
+    times = []
+    model(one)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(one)
+        times.append(time.perf_counter() - start)
+    model.train(was_training)
+    parameters = sum(p.numel() for p in model.parameters())
+    return ModelCost(parameters, int(counter.get_total_flops()), 1000 * statistics.median(times))

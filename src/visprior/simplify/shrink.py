@@ -1,0 +1,303 @@
+"""``visprior simplify measure`` and ``visprior simplify shrink``.
+
+``measure`` runs the redundancy measure on a trained network over probe images and writes the
+table (``redundancy.json``, ``redundancy.csv``) and the figure (``redundancy.png``).
+
+``shrink`` takes a trained CXR classifier run and repeats, round by round: measure on probes
+from the run's training part, cut the redundant blocks and kernels, fine-tune the cut network
+on the same training part (the run's own recipe, fewer epochs), score it. A round is kept when
+its validation AUC stays within ``auc_tolerance`` of the original network's; the first round
+that falls further is discarded and the loop stops, as it does when the measure finds nothing
+left to cut, the parameter target is met, or the rounds run out. Each round is a full run
+folder (``round_<n>/``: checkpoints, curves, the round's redundancy report) that ``cxr
+evaluate`` and ``cxr predict`` take like any other; ``shrink.json`` / ``shrink.csv`` give
+parameters, FLOPs, CPU time per image and validation / test AUC of every round.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from visprior.fileio import atomic_path
+from visprior.simplify.plot import save_redundancy_png
+from visprior.simplify.prune import ModelCost, model_cost, prune_redundant
+from visprior.simplify.redundancy import (
+    DEFAULT_THRESHOLD,
+    RedundancyReport,
+    UnsupportedNetworkError,
+    check_supported,
+    measure_redundancy,
+)
+
+__all__ = [
+    "RoundResult",
+    "ShrinkSettings",
+    "data_images",
+    "format_rounds",
+    "load_network",
+    "probe_images",
+    "shrink_run",
+    "write_report",
+]
+
+
+@dataclass
+class ShrinkSettings:
+    threshold: float = DEFAULT_THRESHOLD
+    probes: int = 64
+    min_channels: int = 4
+    max_rounds: int = 5
+    epochs: int = 12  # fine-tuning epochs per round
+    lr: float = 0.0  # 0: the run's own learning rate
+    auc_tolerance: float = 0.01
+    target_parameters: int = 0  # stop once at or under this; 0: no target
+    device: str = "auto"
+
+
+@dataclass
+class RoundResult:
+    round: int
+    parameters: int
+    flops: int
+    ms_per_image: float
+    val_auc: float
+    test_auc: float
+    blocks_removed: int
+    channels_removed: int
+    redundant_share: float  # of the convolution parameters, measured before the round's cut
+    kept: bool
+    checkpoint: str
+
+
+def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Path]:
+    """A visprior checkpoint's network on the CPU (eval mode), its checkpoint dict and path.
+
+    Raises:
+        UnsupportedNetworkError: a network outside 2-D CNNs; the message names the layer types.
+    """
+    from visprior.engine.checkpoint import (
+        build_model_from_checkpoint,
+        find_checkpoint,
+        load_checkpoint,
+    )
+
+    path = find_checkpoint(checkpoint)
+    state = load_checkpoint(path)
+    model = build_model_from_checkpoint(state, source=str(path)).eval()
+    name = state.get("model", {}).get("name", "network")
+    check_supported(model, source=f"{path} ({name})")
+    return model, state, path
+
+
+def probe_images(paths: Sequence[str | os.PathLike], count: int, size: int) -> torch.Tensor:
+    """``count`` images spread evenly over ``paths`` (in their order), as (N, 1, size, size)."""
+    from visprior.cxr.train import load_image
+
+    if not paths:
+        raise ValueError("no probe images")
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int))
+    return torch.stack([load_image(paths[i], size) for i in picks])
+
+
+def data_images(data: str | os.PathLike) -> list[Path]:
+    """The images of ``data``: an EGD-CXR-layout folder (its cases' images), or image files and
+    folders of them."""
+    from visprior.cxr.data import read_egd_cxr
+    from visprior.cxr.evaluate import collect_images
+
+    folder = Path(data)
+    if (folder / "master_sheet.csv").is_file():
+        return [case.image for case in read_egd_cxr(folder).cases]
+    return collect_images([folder])
+
+
+def write_report(report: RedundancyReport, out_dir: str | os.PathLike) -> Path:
+    """``redundancy.json`` (per kernel), ``redundancy.csv`` (per layer), ``redundancy.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "redundancy.json") as temporary:
+        temporary.write_text(json.dumps(report.to_dict(), indent=1))
+    rows = [
+        {
+            "layer": layer.name,
+            "kernels": layer.kernels,
+            "redundant": int(layer.redundant.sum()),
+            "share": round(layer.share, 4),
+            "median_score": round(float(np.median(layer.scores)), 4),
+            "parameters": layer.parameters,
+        }
+        for layer in report.layers
+    ]
+    _write_csv(out_dir / "redundancy.csv", rows)
+    return save_redundancy_png(report, out_dir / "redundancy.png")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _refuse_used_folder(folder: Path, what: str) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{folder} already holds files; choose another {what} (nothing was overwritten)"
+        )
+
+
+@torch.no_grad()
+def _macro_auc(model: nn.Module, images: torch.Tensor, labels: np.ndarray, classes) -> float:
+    from visprior.cxr.metrics import classification_metrics
+
+    model.eval()
+    probabilities = [model(batch)[0].float().softmax(1).numpy() for batch in images.split(16)]
+    return float(classification_metrics(np.concatenate(probabilities), labels, classes)["auc"])
+
+
+def shrink_run(
+    run_dir: str | os.PathLike, output: str | os.PathLike, settings: ShrinkSettings
+) -> list[RoundResult]:
+    """Shrink the CXR classifier trained in ``run_dir``; rounds go to ``output/round_<n>``.
+
+    Returns one :class:`RoundResult` per round, round 0 being the original network.
+
+    Raises:
+        FileExistsError: ``output`` already holds files.
+        UnsupportedNetworkError: the run's network is not a 2-D CNN classifier.
+    """
+    from visprior.cxr.evaluate import load_classifier
+    from visprior.cxr.train import load_cxr_dataset, train_cxr
+
+    run_dir, output = Path(run_dir), Path(output)
+    _refuse_used_folder(output, "output folder")
+    classifier = load_classifier(run_dir)
+    if classifier.predicts_saliency:
+        raise UnsupportedNetworkError(
+            f"{classifier.source}: shrink takes CAM classifiers; MT-UNet is not supported"
+        )
+    model = classifier.model.cpu()
+    check_supported(model, source=classifier.source)
+    config = classifier.config
+    split = json.loads((run_dir / "split.json").read_text())
+    by_id = {case.case_id: case for case in load_cxr_dataset(config).cases}
+    missing = [i for ids in split.values() for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"{config.dataset}: case(s) of {run_dir}'s split not found: {missing[:5]}")
+    size = classifier.image_size
+    parts = {
+        name: [by_id[i] for i in split[name]] for name in ("train", "val", "test") if split[name]
+    }
+    probes = probe_images([c.image for c in parts["train"]], settings.probes, size)
+    scored = {
+        name: (
+            probe_images([c.image for c in cases], len(cases), size),
+            np.array([c.label for c in cases]),
+        )
+        for name, cases in parts.items()
+        if name != "train"
+    }
+    example = probes[:1]
+
+    def result(net, number, cut, share, kept, checkpoint) -> RoundResult:
+        cost: ModelCost = model_cost(net, example)
+        aucs = {name: _macro_auc(net, *scored[name], classifier.classes) for name in scored}
+        return RoundResult(
+            number,
+            cost.parameters,
+            cost.flops,
+            round(cost.milliseconds, 3),
+            aucs.get("val", float("nan")),
+            aucs.get("test", float("nan")),
+            cut["blocks_removed"],
+            cut["channels_removed"],
+            share,
+            kept,
+            checkpoint,
+        )
+
+    output.mkdir(parents=True, exist_ok=True)
+    rounds = [
+        result(model, 0, {"blocks_removed": 0, "channels_removed": 0}, 0.0, True, classifier.source)
+    ]
+    baseline = rounds[0].val_auc
+    cache = config.cache_dir or str(run_dir / "cache")
+    for number in range(1, settings.max_rounds + 1):
+        folder = output / f"round_{number}"
+        report = measure_redundancy(model, probes, settings.threshold)
+        write_report(report, folder / "redundancy")
+        candidate = copy.deepcopy(model)
+        cut = prune_redundant(candidate, report, example, settings.min_channels)
+        if not cut["blocks_removed"] and not cut["channels_removed"]:
+            shutil.rmtree(folder)
+            break
+        shutil.copy(run_dir / "split.json", folder / "split.json")
+        round_config = dataclasses.replace(
+            config,
+            output=str(folder),
+            epochs=settings.epochs,
+            lr=settings.lr or config.lr,
+            cache_dir=cache,
+            device=settings.device,
+            weights="",
+        )
+        train_cxr(round_config, model=candidate)
+        trained = load_classifier(folder).model.cpu()
+        checkpoint = str(folder / "checkpoints" / "best.pt")
+        outcome = result(trained, number, cut, report.redundant_parameters, False, checkpoint)
+        outcome.kept = outcome.val_auc >= baseline - settings.auc_tolerance
+        rounds.append(outcome)
+        _save_rounds(rounds, output)
+        if not outcome.kept:
+            break
+        model = trained
+        if settings.target_parameters and outcome.parameters <= settings.target_parameters:
+            break
+    _save_rounds(rounds, output)
+    return rounds
+
+
+def _save_rounds(rounds: list[RoundResult], output: Path) -> None:
+    kept = [r for r in rounds if r.kept]
+    summary = {
+        "rounds": [dataclasses.asdict(r) for r in rounds],
+        "final": dataclasses.asdict(kept[-1]),
+        "parameters_removed": 1 - kept[-1].parameters / rounds[0].parameters,
+        "speedup": rounds[0].ms_per_image / kept[-1].ms_per_image,
+    }
+    with atomic_path(output / "shrink.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=1))
+    _write_csv(output / "shrink.csv", [dataclasses.asdict(r) for r in rounds])
+
+
+def format_rounds(rounds: Sequence[RoundResult]) -> str:
+    lines = [
+        "round  parameters        MFLOPs  ms/image  val AUC  test AUC  blocks cut  kernels cut"
+        "  kept",
+    ]
+    for r in rounds:
+        lines.append(
+            f"{r.round:5d}  {r.parameters:10d}  {r.flops / 1e6:12.1f}  {r.ms_per_image:8.2f}  "
+            f"{r.val_auc:7.3f}  {r.test_auc:8.3f}  {r.blocks_removed:10d}  "
+            f"{r.channels_removed:11d}  {'yes' if r.kept else 'no'}"
+        )
+    kept = [r for r in rounds if r.kept][-1]
+    lines.append(
+        f"final: round {kept.round}, {1 - kept.parameters / rounds[0].parameters:.2%} of the "
+        f"parameters removed, {rounds[0].ms_per_image / kept.ms_per_image:.1f}x faster on this "
+        f"CPU; test AUC {rounds[0].test_auc:.3f} -> {kept.test_auc:.3f} ({kept.checkpoint})"
+    )
+    return "\n".join(lines)
