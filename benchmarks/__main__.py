@@ -5,6 +5,7 @@ python -m benchmarks --only speed     # (a)-(c) and the crossover (about 45 minu
 python -m benchmarks --only quality   # (d) equal training time on the brain task (about 55)
 python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic set (about 15)
 python -m benchmarks --only mtunet    # (f) MT-UNet vs single-task UNets, synthetic (about 10)
+python -m benchmarks --only simplify  # (g) ResNet50 shrunk by kernel redundancy (about 30)
 python -m benchmarks --quick          # small sizes, a smoke test (CI runs it)
 
 ``--only`` keeps the other part's figures from an earlier run's results.json.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import brain, crossover, ggcam, large_kernel, mtunet, networks
+from benchmarks import brain, crossover, ggcam, large_kernel, mtunet, networks, simplify
 from benchmarks.report import write_plot, write_report
 from benchmarks.timing import measure_in_subprocess
 
@@ -145,7 +146,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up")
     parser.add_argument(
         "--only",
-        choices=("speed", "quality", "bfr-overhead", "ggcam", "mtunet"),
+        choices=("speed", "quality", "bfr-overhead", "ggcam", "mtunet", "simplify"),
         help="run one part",
     )
     parser.add_argument(
@@ -170,7 +171,12 @@ def main() -> None:
     if args.only and results_file.is_file():
         results = json.loads(results_file.read_text())
     results.update(quick=args.quick, machine=machine_description())
-    if args.only not in ("quality", "ggcam", "mtunet"):  # these train: no repeats to record
+    if args.only not in (
+        "quality",
+        "ggcam",
+        "mtunet",
+        "simplify",
+    ):  # these train: no repeats to record
         results["repeats"] = args.repeats
     if args.only in (None, "speed"):
         results.update(run_speed(args.quick, args.repeats))
@@ -189,6 +195,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="visprior-mtunet-") as workdir:
             results["mtunet"] = mtunet.run_mtunet(args.quick, Path(workdir))
         _log("(f) MT-UNet done")
+    if args.only in (None, "simplify"):
+        with tempfile.TemporaryDirectory(prefix="visprior-simplify-") as workdir:
+            results["simplify"] = simplify.run_simplify(args.quick, Path(workdir))
+        _log("(g) simplify done")
     results_file.write_text(json.dumps(results, indent=1))
     if "large_kernel" in results:
         write_plot(results, args.out / "results.png")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks.ggcam import ggcam_section
 from benchmarks.mtunet import mtunet_section
+from benchmarks.simplify import simplify_section
 
 ANALYSIS = Path(__file__).parent / "analysis.md"
 
@@ -282,6 +283,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += [*ggcam_section(results["ggcam"]), ""]
     if results.get("mtunet"):
         lines += [*mtunet_section(results["mtunet"]), ""]
+    if results.get("simplify"):
+        lines += [*simplify_section(results["simplify"]), ""]
     errors = _errors(results)
     if errors:
         lines += ["## Failed cases", "", *errors, ""]

@@ -31,6 +31,7 @@ def test_quick_benchmarks_write_results(tmp_path):
         "## (d)",
         "## (e)",
         "## (f)",
+        "## (g)",
     )
     for heading in headings:
         assert heading in report
@@ -40,6 +41,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
     assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
+    assert "| 0 | 23,507,910 | " in report  # (g): the full ResNet50 CAM classifier
 
 
 @pytest.mark.slow

@@ -172,17 +172,23 @@ def test_cli_measure_then_shrink(trained_run, capsys):
     assert (out / "shrink.json").read_bytes() == before
 
 
-def test_shrink_stops_at_the_first_round_that_loses_auc(trained_run, tmp_path, monkeypatch):
-    """A round whose validation AUC drops more than the tolerance is reported and dropped."""
+def test_a_round_that_loses_auc_is_dropped_and_retried_with_half_the_cut(
+    trained_run, tmp_path, monkeypatch
+):
     from visprior.simplify import shrink
 
-    scores = iter([0.9, 0.9, 0.5, 0.5])  # round 0 (val, test), round 1 (val, test)
+    # validation and test AUC of round 0, then of rounds 1, 2 and 3
+    scores = iter([0.9, 0.9, 0.5, 0.5, 0.9, 0.9, 0.5, 0.5])
     monkeypatch.setattr(shrink, "_macro_auc", lambda *args: next(scores))
     settings = shrink.ShrinkSettings(probes=8, max_rounds=3, epochs=1, auc_tolerance=0.01)
     rounds = shrink.shrink_run(trained_run / "run", tmp_path / "out", settings)
-    assert [r.kept for r in rounds] == [True, False]
+    assert [r.kept for r in rounds] == [True, False, True, False]
+    assert [r.max_cut for r in rounds[1:]] == [0.5, 0.25, 0.25]
+    # round 2 starts again from the original network, with a gentler cut than round 1
+    assert rounds[2].channels_removed < rounds[1].channels_removed
+    assert rounds[1].parameters < rounds[2].parameters < rounds[0].parameters
     summary = json.loads((tmp_path / "out" / "shrink.json").read_text())
-    assert summary["final"]["round"] == 0 and summary["parameters_removed"] == 0
+    assert summary["final"]["round"] == 2 and 0 < summary["parameters_removed"] < 1
 
 
 def test_fit_to_state_dict_reports_tensors_that_do_not_fit():

@@ -57,6 +57,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         dest="target_parameters",
         help="stop once the network has at most this many parameters",
     )
+    shrink.add_argument(
+        "--max-cut",
+        type=float,
+        default=defaults.max_cut,
+        help="largest share of a layer's kernels cut in one round",
+    )
+    shrink.add_argument(
+        "--min-cut",
+        type=float,
+        default=defaults.min_cut,
+        help="a round that loses AUC is retried with half the cut, down to this share",
+    )
     shrink.add_argument("--min-channels", type=int, default=defaults.min_channels)
     shrink.add_argument("--device", default=defaults.device)
 

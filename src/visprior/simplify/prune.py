@@ -26,7 +26,13 @@ from torch import nn
 
 from visprior.simplify.redundancy import RedundancyReport, check_supported, residual_blocks
 
-__all__ = ["ModelCost", "fit_to_state_dict", "model_cost", "prune_redundant"]
+__all__ = [
+    "ModelCost",
+    "fit_to_state_dict",
+    "model_cost",
+    "paired_milliseconds",
+    "prune_redundant",
+]
 
 
 @dataclass
@@ -51,6 +57,7 @@ def prune_redundant(
     example: torch.Tensor,
     min_channels: int = 4,
     remove_blocks: bool = True,
+    max_cut: float = 1.0,
 ) -> dict[str, int]:
     """Cut ``model`` in place by ``report``; return how many blocks and channels went.
 
@@ -58,7 +65,11 @@ def prune_redundant(
         example: one input batch, for tracing the network.
         min_channels: every coupled group of channels keeps at least this many (its least
             redundant ones), so no layer disappears by channel cuts.
+        max_cut: the largest share of a group's channels to cut at once (its most redundant
+            ones): gentler steps for rounds of cutting and fine-tuning.
     """
+    if not 0 < max_cut <= 1:
+        raise ValueError(f"max_cut must be in (0, 1], got {max_cut}")
     import torch_pruning as tp
 
     check_supported(model)
@@ -79,7 +90,7 @@ def prune_redundant(
     ignored = [head] if head is not None else []
     cut = 0
     for group in list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d])):
-        chosen = _channels_to_cut(graph, group, measured, min_channels)
+        chosen = _channels_to_cut(graph, group, measured, min_channels, max_cut)
         if chosen:
             root = group[0].dep
             pruning = graph.get_pruning_group(root.target.module, root.handler, chosen)
@@ -91,8 +102,9 @@ def prune_redundant(
     return {"blocks_removed": removed_blocks, "channels_removed": cut}
 
 
-def _channels_to_cut(graph, group, measured, min_channels: int) -> list[int]:
-    """Root channel positions that most of the group's measured convolutions find redundant."""
+def _channels_to_cut(graph, group, measured, min_channels: int, max_cut: float) -> list[int]:
+    """Root channel positions that most of the group's measured convolutions find redundant,
+    the most redundant first, within ``max_cut`` of the group and leaving ``min_channels``."""
     size = len(group[0].idxs)
     votes = torch.zeros(size)
     scores = torch.zeros(size)
@@ -109,14 +121,10 @@ def _channels_to_cut(graph, group, measured, min_channels: int) -> list[int]:
         voters += 1
     if voters == 0:
         return []
-    majority = votes > voters / 2
-    keep_at_least = min(min_channels, size)
-    if size - int(majority.sum()) < keep_at_least:
-        # keep the least redundant of the flagged ones too
-        order = sorted(torch.nonzero(majority).flatten().tolist(), key=lambda k: float(scores[k]))
-        for k in order[: keep_at_least - (size - int(majority.sum()))]:
-            majority[k] = False
-    return torch.nonzero(majority).flatten().tolist()
+    flagged = torch.nonzero(votes > voters / 2).flatten().tolist()
+    flagged.sort(key=lambda k: -float(scores[k]))
+    allowed = min(int(max_cut * size), size - min(min_channels, size))
+    return sorted(flagged[: max(allowed, 0)])
 
 
 def _pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
@@ -200,16 +208,30 @@ def model_cost(model: nn.Module, example: torch.Tensor, repeats: int = 10) -> Mo
 
     was_training = model.training
     model.eval()
-    one = example[:1]
     counter = FlopCounterMode(display=False)
     with counter:
-        model(one)
-    times = []
-    model(one)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(one)
-        times.append(time.perf_counter() - start)
+        model(example[:1])
     model.train(was_training)
     parameters = sum(p.numel() for p in model.parameters())
-    return ModelCost(parameters, int(counter.get_total_flops()), 1000 * statistics.median(times))
+    milliseconds = paired_milliseconds([model], example, repeats)[0]
+    return ModelCost(parameters, int(counter.get_total_flops()), milliseconds)
+
+
+@torch.no_grad()
+def paired_milliseconds(
+    models: list[nn.Module], example: torch.Tensor, repeats: int = 10
+) -> list[float]:
+    """Median milliseconds of one image's forward pass for each model, the models taking turns
+    (so that a machine that slows down or speeds up meanwhile affects them alike)."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()(example[:1])  # warm-up
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(repeats):
+        for model, record in zip(models, times, strict=True):
+            start = time.perf_counter()
+            model(example[:1])
+            record.append(time.perf_counter() - start)
+    for model, mode in zip(models, modes, strict=True):
+        model.train(mode)
+    return [1000 * statistics.median(record) for record in times]

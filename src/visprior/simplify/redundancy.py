@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +56,6 @@ __all__ = [
 DEFAULT_THRESHOLD = 0.95
 RIDGE = 1e-2  # relative to unit-variance responses: keeps the repainting from memorising
 SSIM_WINDOW, SSIM_SIGMA = 7, 1.5
-# a greedy pick is accepted when within this of the best stale score (see _redundant_set)
-_GREEDY_SLACK = 0.002
 
 
 class UnsupportedNetworkError(ValueError):
@@ -376,9 +373,9 @@ class _Repainter:
 
     Responses are standardised per kernel on the fitting probes (even positions); the ridge
     regression of kernel i on the kept others has coefficients -P[i, j] / P[i, i], with P the
-    inverse of the regularised correlation matrix of the kept kernels. Removing a kernel from
-    the kept set is a rank-one update of P (its Schur complement), so the greedy pass costs one
-    matrix inverse plus a rank-one update per removal.
+    inverse of the regularised correlation matrix of the kept kernels. Removing kernels from
+    the kept set is a low-rank update of P (its Schur complement), so the greedy pass costs one
+    matrix inverse plus an update per batch of removals.
     """
 
     def __init__(self, responses: torch.Tensor, threshold: float):
@@ -402,12 +399,13 @@ class _Repainter:
         self.judging_standard = self.judging_all
         self.initial_scores = self.scores(np.arange(channels))
 
-    def repaint(self, kernels: np.ndarray) -> torch.Tensor:
+    def repaint(self, kernels: np.ndarray, columns: torch.Tensor | None = None) -> torch.Tensor:
         """Repaintings of ``kernels`` from the kept others on the judging probes, (k, n, H, W)
-        in [0, 1]."""
+        in [0, 1]. ``columns``: the kernels' precision columns, if not the current ones."""
         index = torch.as_tensor(kernels, dtype=torch.long)
         at = self.position[index]
-        columns = self.precision[:, at]
+        if columns is None:
+            columns = self.precision[:, at]
         own = torch.arange(len(index))
         coefficients = -columns / columns[at, own]
         coefficients[at, own] = 0.0
@@ -416,53 +414,58 @@ class _Repainter:
         maps = raw.T.reshape(len(index), self.judging_count, *self.shape)
         return _unit_range(maps)
 
-    def scores(self, kernels: np.ndarray, chunk: int = 128) -> np.ndarray:
+    def scores(
+        self, kernels: np.ndarray, columns: torch.Tensor | None = None, chunk: int = 128
+    ) -> np.ndarray:
         result = []
         for start in range(0, len(kernels), chunk):
             part = kernels[start : start + chunk]
-            painted = self.repaint(part)
+            part_columns = None if columns is None else columns[:, start : start + chunk]
+            painted = self.repaint(part, part_columns)
             original = self.judging_maps[torch.as_tensor(part, dtype=torch.long)]
             ssim = map_ssim(painted.flatten(0, 1), original.flatten(0, 1))
             result.append(ssim.reshape(len(part), -1).mean(1).double().numpy())
         return np.concatenate(result) if result else np.zeros(0)
 
-    def remove(self, kernel: int) -> None:
-        at = int(self.position[kernel])
-        column = self.precision[:, at].clone()
-        self.precision -= torch.outer(column, column) / column[at]
+    def redundant_set(self, batch: int = 32) -> np.ndarray:
+        """Greedy removal, most redundant first: each candidate (initial score at or above the
+        threshold, best first) is judged again against the kernels still kept, and goes if it
+        still reaches the threshold. Candidates are taken a batch at a time: within a batch
+        only the batch's rows of P are updated after each removal, and the whole matrix once
+        at the end (one matrix product instead of a rank-one pass per kernel)."""
+        order = np.argsort(-self.initial_scores, kind="stable")
+        candidates = [int(k) for k in order if self.initial_scores[k] >= self.threshold]
+        removed: list[int] = []
+        for start in range(0, len(candidates), batch):
+            group = candidates[start : start + batch]
+            at = self.position[torch.as_tensor(group)]
+            rows = self.precision[at].clone()  # P is symmetric: these are also its columns
+            accepted = []
+            for i, kernel in enumerate(group):
+                score = self.scores(np.array([kernel]), rows[i][:, None])[0]
+                if score >= self.threshold:
+                    accepted.append(i)
+                    pivot = rows[:, at[i]].clone()
+                    rows -= torch.outer(pivot, rows[i]) / rows[i, at[i]]
+            if accepted:
+                self.remove(at[accepted])
+                removed += [group[i] for i in accepted]
+        return np.array(sorted(removed), dtype=np.int64)
+
+    def remove(self, at: torch.Tensor) -> None:
+        """Drop the kernels at precision positions ``at``: P <- its Schur complement."""
+        block = self.precision[at][:, at]
+        across = self.precision[:, at]
+        self.precision -= across @ torch.linalg.solve(block, across.T)
         self.precision[at, :] = 0.0
         self.precision[:, at] = 0.0
-        self.position[kernel] = -1
+        self.position[self.members[at]] = -1
         kept = self.position[self.members] >= 0
         if kept.sum() < 0.75 * len(self.members):
             self.precision = self.precision[kept][:, kept].contiguous()
             self.members = self.members[kept]
             self.position[self.members] = torch.arange(len(self.members))
             self.judging_standard = self.judging_all[:, self.members].contiguous()
-
-    def redundant_set(self, batch: int = 8) -> np.ndarray:
-        """Lazy greedy removal, most redundant first. With fewer kernels to repaint from,
-        scores fall, so a stale score is taken as a bound on the current one: re-score the top
-        few, take the best if it still beats every stale score (within a small slack), else
-        re-score the next few."""
-        heap = [(-score, int(k)) for k, score in enumerate(self.initial_scores)]
-        heapq.heapify(heap)
-        removed = []
-        while heap and -heap[0][0] >= self.threshold:
-            top = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
-            kernels = np.array([k for _, k in top])
-            fresh = self.scores(kernels)
-            best = int(np.argmax(fresh))
-            bound = -heap[0][0] if heap else -np.inf
-            if fresh[best] >= bound - _GREEDY_SLACK and fresh[best] >= self.threshold:
-                self.remove(int(kernels[best]))
-                removed.append(int(kernels[best]))
-                rest = [i for i in range(len(kernels)) if i != best]
-            else:
-                rest = range(len(kernels))
-            for i in rest:
-                heapq.heappush(heap, (-float(fresh[i]), int(kernels[i])))
-        return np.array(sorted(removed), dtype=np.int64)
 
     def examples(self, live: np.ndarray) -> dict[str, Any]:
         """The first judging probe's map and full repainting of the most and least redundant

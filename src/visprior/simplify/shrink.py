@@ -6,12 +6,18 @@ table (``redundancy.json``, ``redundancy.csv``) and the figure (``redundancy.png
 ``shrink`` takes a trained CXR classifier run and repeats, round by round: measure on probes
 from the run's training part, cut the redundant blocks and kernels, fine-tune the cut network
 on the same training part (the run's own recipe, fewer epochs), score it. A round is kept when
-its validation AUC stays within ``auc_tolerance`` of the original network's; the first round
-that falls further is discarded and the loop stops, as it does when the measure finds nothing
-left to cut, the parameter target is met, or the rounds run out. Each round is a full run
-folder (``round_<n>/``: checkpoints, curves, the round's redundancy report) that ``cxr
-evaluate`` and ``cxr predict`` take like any other; ``shrink.json`` / ``shrink.csv`` give
-parameters, FLOPs, CPU time per image and validation / test AUC of every round.
+its validation AUC stays within ``auc_tolerance`` of the original network's. A round cuts at
+most ``max_cut`` of any layer's kernels (the most redundant), so the network shrinks in steps
+it can recover from; a round that loses too much AUC is discarded and tried again from the
+last kept network with half the cut, down to ``min_cut``. The loop stops there, when the
+measure finds nothing left to cut, when the parameter target is met, or when the rounds run
+out. The original and the final network are timed again at the end, taking turns, for the
+speed-up.
+
+Each round is a full run folder (``round_<n>/``: checkpoints, curves, the round's redundancy
+report) that ``cxr evaluate`` and ``cxr predict`` take like any other; ``shrink.json`` /
+``shrink.csv`` give parameters, FLOPs, CPU time per image and validation / test AUC of every
+round.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from torch import nn
 
 from visprior.fileio import atomic_path
 from visprior.simplify.plot import save_redundancy_png
-from visprior.simplify.prune import ModelCost, model_cost, prune_redundant
+from visprior.simplify.prune import ModelCost, model_cost, paired_milliseconds, prune_redundant
 from visprior.simplify.redundancy import (
     DEFAULT_THRESHOLD,
     RedundancyReport,
@@ -59,7 +65,9 @@ class ShrinkSettings:
     threshold: float = DEFAULT_THRESHOLD
     probes: int = 64
     min_channels: int = 4
-    max_rounds: int = 5
+    max_cut: float = 0.5  # largest share of a layer's kernels cut in one round
+    min_cut: float = 0.125  # a round that loses AUC is retried with half the cut, down to this
+    max_rounds: int = 8
     epochs: int = 12  # fine-tuning epochs per round
     lr: float = 0.0  # 0: the run's own learning rate
     auc_tolerance: float = 0.01
@@ -78,6 +86,7 @@ class RoundResult:
     blocks_removed: int
     channels_removed: int
     redundant_share: float  # of the convolution parameters, measured before the round's cut
+    max_cut: float
     kept: bool
     checkpoint: str
 
@@ -212,7 +221,7 @@ def shrink_run(
     }
     example = probes[:1]
 
-    def result(net, number, cut, share, kept, checkpoint) -> RoundResult:
+    def result(net, number, cut, share, max_cut, kept, checkpoint) -> RoundResult:
         cost: ModelCost = model_cost(net, example)
         aucs = {name: _macro_auc(net, *scored[name], classifier.classes) for name in scored}
         return RoundResult(
@@ -225,22 +234,23 @@ def shrink_run(
             cut["blocks_removed"],
             cut["channels_removed"],
             share,
+            max_cut,
             kept,
             checkpoint,
         )
 
     output.mkdir(parents=True, exist_ok=True)
-    rounds = [
-        result(model, 0, {"blocks_removed": 0, "channels_removed": 0}, 0.0, True, classifier.source)
-    ]
-    baseline = rounds[0].val_auc
+    nothing = {"blocks_removed": 0, "channels_removed": 0}
+    rounds = [result(model, 0, nothing, 0.0, 0.0, True, classifier.source)]
+    original, baseline = model, rounds[0].val_auc
     cache = config.cache_dir or str(run_dir / "cache")
+    max_cut = settings.max_cut
     for number in range(1, settings.max_rounds + 1):
         folder = output / f"round_{number}"
         report = measure_redundancy(model, probes, settings.threshold)
         write_report(report, folder / "redundancy")
         candidate = copy.deepcopy(model)
-        cut = prune_redundant(candidate, report, example, settings.min_channels)
+        cut = prune_redundant(candidate, report, example, settings.min_channels, max_cut=max_cut)
         if not cut["blocks_removed"] and not cut["channels_removed"]:
             shutil.rmtree(folder)
             break
@@ -257,15 +267,24 @@ def shrink_run(
         train_cxr(round_config, model=candidate)
         trained = load_classifier(folder).model.cpu()
         checkpoint = str(folder / "checkpoints" / "best.pt")
-        outcome = result(trained, number, cut, report.redundant_parameters, False, checkpoint)
+        share = report.redundant_parameters
+        outcome = result(trained, number, cut, share, max_cut, False, checkpoint)
         outcome.kept = outcome.val_auc >= baseline - settings.auc_tolerance
         rounds.append(outcome)
         _save_rounds(rounds, output)
-        if not outcome.kept:
-            break
-        model = trained
-        if settings.target_parameters and outcome.parameters <= settings.target_parameters:
-            break
+        if outcome.kept:
+            model = trained
+            if settings.target_parameters and outcome.parameters <= settings.target_parameters:
+                break
+        else:
+            max_cut /= 2  # too much at once: retry from the last kept network, more gently
+            if max_cut < settings.min_cut:
+                break
+    final = [r for r in rounds if r.kept][-1]
+    if final.round:  # the original and the final network timed again, taking turns
+        rounds[0].ms_per_image, final.ms_per_image = (
+            round(ms, 3) for ms in paired_milliseconds([original, model], example, repeats=30)
+        )
     _save_rounds(rounds, output)
     return rounds
 
