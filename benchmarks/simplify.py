@@ -57,13 +57,29 @@ def run_simplify(quick: bool, workdir: Path) -> dict:
     )
     started = time.perf_counter()
     rounds = shrink_run(workdir / "full", workdir / "shrunk", shrink)
+    shrink_minutes = (time.perf_counter() - started) / 60
+    final = [r for r in rounds if r.kept][-1]
     return {
         "settings": settings,
         "threads": torch.get_num_threads(),
         "full_minutes": full_minutes,
-        "shrink_minutes": (time.perf_counter() - started) / 60,
+        "shrink_minutes": shrink_minutes,
         "rounds": [dataclasses.asdict(r) for r in rounds],
+        "scratch": _train_final_widths_from_scratch(config, final.checkpoint, workdir),
     }
+
+
+def _train_final_widths_from_scratch(config, checkpoint: str, workdir: Path) -> dict:
+    """The control: the kept network's architecture, fresh weights, the full recipe."""
+    from visprior.cxr.evaluate import evaluate_run, load_classifier
+    from visprior.cxr.train import train_cxr
+    from visprior.simplify.prune import reinitialise
+
+    model = reinitialise(load_classifier(checkpoint).model, seed=config.seed)
+    output = workdir / "scratch"
+    train_cxr(dataclasses.replace(config, output=str(output)), model=model)
+    scores = {part: evaluate_run(output, part, overlays=0)["auc"] for part in ("val", "test")}
+    return {"parameters": sum(p.numel() for p in model.parameters()), **scores}
 
 
 def simplify_section(results: dict) -> list[str]:
@@ -94,6 +110,13 @@ def simplify_section(results: dict) -> list[str]:
             f"| {r['round']} | {r['parameters']:,} | {r['flops'] / 1e6:,.1f} | "
             f"{r['ms_per_image']:.2f} | {fmt_score(r['val_auc'])} | {fmt_score(r['test_auc'])} "
             f"| {r['blocks_removed']} | {r['channels_removed']} | {'yes' if r['kept'] else 'no'} |"
+        )
+    scratch = results.get("scratch")
+    if scratch:
+        lines.append(
+            f"| control: round {final['round']}'s widths, fresh weights, {s['epochs']} epochs | "
+            f"{scratch['parameters']:,} | | | {fmt_score(scratch['val'])} | "
+            f"{fmt_score(scratch['test'])} | | | |"
         )
     removed = 1 - final["parameters"] / full["parameters"]
     lines += [

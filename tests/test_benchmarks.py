@@ -42,6 +42,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
     assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
     assert "| 0 | 23,507,910 | " in report  # (g): the full ResNet50 CAM classifier
+    assert "| control: round " in report
 
 
 @pytest.mark.slow

@@ -197,3 +197,18 @@ def test_fit_to_state_dict_reports_tensors_that_do_not_fit():
     state["head.bias"] = torch.zeros(5)
     with pytest.raises(RuntimeError, match="head.bias"):
         fit_to_state_dict(model, state)
+
+
+def test_reinitialise_gives_fresh_seeded_weights_at_the_cut_widths():
+    from visprior.simplify.prune import reinitialise
+
+    model = get_model("ggcam_resnet18", num_classes=3)
+    report = RedundancyReport([_flags("backbone.4.0.conv1", 64, list(range(40)))], [], 0.95, 4)
+    prune_redundant(model, report, torch.rand(1, 1, 64, 64))
+    before = copy.deepcopy(model.state_dict())
+    first = copy.deepcopy(reinitialise(model, seed=3).state_dict())
+    second = reinitialise(model, seed=3).state_dict()
+    assert first["backbone.4.0.conv1.weight"].shape == (24, 64, 3, 3)
+    assert not torch.equal(first["backbone.4.0.conv1.weight"], before["backbone.4.0.conv1.weight"])
+    for key in first:
+        torch.testing.assert_close(first[key], second[key])

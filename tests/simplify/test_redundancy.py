@@ -121,3 +121,12 @@ def test_bad_arguments_are_named():
         measure_redundancy(conv, torch.rand(4, 1, 8, 8), threshold=1.5)
     with pytest.raises(ValueError, match="not Conv2d layers of this network: fc"):
         measure_redundancy(conv, torch.rand(4, 1, 8, 8), layers=["fc"])
+
+
+def test_a_lone_live_kernel_is_not_redundant():
+    conv = nn.Conv2d(1, 2, 5, padding=2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.stack([_delta(OFFSETS[0]), torch.zeros(5, 5)])[:, None])
+    layer = measure_redundancy(conv, _noise()).layers[0]
+    assert layer.redundant.tolist() == [False, True]
+    assert layer.scores.tolist() == [0.0, 1.0]

@@ -43,6 +43,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     shrink.add_argument(
         "--epochs", type=int, default=defaults.epochs, help="fine-tuning epochs per round"
     )
+    shrink.add_argument(
+        "--reinit",
+        action="store_true",
+        help="train each cut network from fresh weights (default: fine-tune the kept ones)",
+    )
     shrink.add_argument("--lr", type=float, default=defaults.lr, help="0: the run's own")
     shrink.add_argument(
         "--auc-tolerance",

@@ -32,6 +32,7 @@ __all__ = [
     "model_cost",
     "paired_milliseconds",
     "prune_redundant",
+    "reinitialise",
 ]
 
 
@@ -148,6 +149,29 @@ def _restore_cam_head(model: nn.Module, proxy: nn.Conv2d) -> None:
     weight = proxy.weight.detach()[:, :, 0, 0] * (channels / head.in_channels)
     head.weight = nn.Parameter(weight.clone())
     head.in_channels = channels
+
+
+def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fresh weights for every layer of ``model`` (in place), at its current widths: each
+    layer's own default initialisation, torchvision's for the ResNet blocks."""
+    from visprior.cxr.models import CAMHead
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for module in model.modules():
+            if isinstance(module, CAMHead):
+                nn.init.normal_(module.weight, std=module.in_channels**-0.5)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model
 
 
 def fit_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:

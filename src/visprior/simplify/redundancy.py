@@ -359,7 +359,9 @@ def _measure_layer(
     redundant = constant.copy()
     live = np.flatnonzero(~constant)
     examples: dict[str, Any] = {}
-    if len(live) >= 2:
+    if len(live) == 1:
+        scores[live] = 0.0  # nothing else to repaint it from
+    elif len(live) >= 2:
         judged = _Repainter(responses[:, live], threshold)
         scores[live] = judged.initial_scores
         examples = judged.examples(live)

@@ -39,7 +39,13 @@ from torch import nn
 
 from visprior.fileio import atomic_path
 from visprior.simplify.plot import save_redundancy_png
-from visprior.simplify.prune import ModelCost, model_cost, paired_milliseconds, prune_redundant
+from visprior.simplify.prune import (
+    ModelCost,
+    model_cost,
+    paired_milliseconds,
+    prune_redundant,
+    reinitialise,
+)
 from visprior.simplify.redundancy import (
     DEFAULT_THRESHOLD,
     RedundancyReport,
@@ -69,6 +75,7 @@ class ShrinkSettings:
     min_cut: float = 0.125  # a round that loses AUC is retried with half the cut, down to this
     max_rounds: int = 8
     epochs: int = 12  # fine-tuning epochs per round
+    reinit: bool = False  # train each cut network from fresh weights instead of the kept ones
     lr: float = 0.0  # 0: the run's own learning rate
     auc_tolerance: float = 0.01
     target_parameters: int = 0  # stop once at or under this; 0: no target
@@ -254,6 +261,8 @@ def shrink_run(
         if not cut["blocks_removed"] and not cut["channels_removed"]:
             shutil.rmtree(folder)
             break
+        if settings.reinit:
+            reinitialise(candidate, seed=config.seed)
         shutil.copy(run_dir / "split.json", folder / "split.json")
         round_config = dataclasses.replace(
             config,
