@@ -98,7 +98,8 @@ def simplify_section(results: dict) -> list[str]:
         f"{s['rounds']} rounds of measure ({s['probes']} probes, SSIM 0.95) / cut / "
         f"{s['round_epochs']} fine-tuning epochs, each kept while the validation AUC stays "
         f"within 0.01 of the full network's ({results['shrink_minutes']:.1f} min in all). "
-        f"CPU time: median of 10 forward passes of one image, {results['threads']} threads. "
+        "CPU time: median of 10 forward passes of one image (the full and the kept network: "
+        f"30, timed taking turns at the end), {results['threads']} threads. "
         "One seed.",
         "",
         "| round | parameters | MFLOPs / image | ms / image | val AUC | test AUC | blocks cut "
