@@ -164,10 +164,10 @@ def test_plateau_drops_lr_reloads_best_and_stops_early(tmp_path):
     saved_best, after_validation = [], {}
     save, decide = trainer._save, trainer._after_validation
 
-    def save_and_remember(name):
+    def save_and_remember(name, rng):
         if name == "best.pt":
             saved_best.append(model.weight.detach().clone())
-        save(name)
+        save(name, rng)
 
     def decide_and_remember(improved, progress):
         decide(improved, progress)

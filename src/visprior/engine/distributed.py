@@ -1,22 +1,39 @@
-"""Rank awareness for ``torch.distributed``: one process writes logs and checkpoints, every
-process reads its own share of the data. Works unchanged in a single process.
+"""``torch.distributed`` for every training command: started by ``torchrun``, one process per
+device, one process writes logs and checkpoints, every process reads its own share of the
+data. Works unchanged in a single process.
+
+``torchrun`` describes the job in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``); :func:`init_distributed` joins it, with NCCL on GPUs and
+gloo on the CPU.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 __all__ = [
+    "all_gather_objects",
+    "all_reduce_mean",
     "barrier",
     "get_rank",
     "get_world_size",
+    "init_distributed",
     "is_main_process",
     "resolve_device",
     "training_sampler",
     "unwrap",
+    "wrap_distributed",
 ]
+
+# how long a process waits for the others in one collective (rank 0 validates alone meanwhile)
+TIMEOUT_MINUTES = float(os.environ.get("VISPRIOR_DIST_TIMEOUT_MINUTES", "60"))
 
 
 def get_rank() -> int:
@@ -37,6 +54,57 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def init_distributed(device: str | torch.device = "auto") -> torch.device:
+    """Join the process group ``torchrun`` describes (once) and return this process's device:
+    ``cuda:LOCAL_RANK`` on GPUs, else the CPU. Without ``torchrun`` (``WORLD_SIZE`` unset or
+    1) nothing is joined and the device is ``resolve_device(device)``."""
+    device = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(minutes=TIMEOUT_MINUTES),
+        )
+    return device
+
+
+def wrap_distributed(model: nn.Module, device: torch.device, sync_batchnorm: bool = False):
+    """``model`` in ``DistributedDataParallel`` when there are several processes (with its
+    BatchNorm layers made ``SyncBatchNorm`` if asked: statistics over the global batch, CUDA
+    only); ``model`` itself otherwise. Parameters stay the same objects, so an optimizer
+    made before still drives them."""
+    if get_world_size() == 1:
+        return model
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA devices; on the CPU leave it off")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over the processes (``values`` itself in one process)."""
+    if get_world_size() == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / get_world_size()
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order (``[value]`` in one process)."""
+    if get_world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def barrier() -> None:

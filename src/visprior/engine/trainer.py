@@ -26,10 +26,20 @@ from visprior.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from visprior.engine.distributed import barrier, get_world_size, is_main_process, unwrap
+from visprior.engine.distributed import (
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    unwrap,
+    wrap_distributed,
+)
 from visprior.engine.metrics_log import MetricsLog
 
 __all__ = [
+    "DistributedFailure",
     "Trainer",
     "TrainerSettings",
     "TrainingDiverged",
@@ -79,6 +89,7 @@ class TrainerSettings:
     plateau_factor: what a drop multiplies the learning rate by.
     reload_best_on_drop: at each drop, go back to the best weights seen so far.
     early_stop_patience: stop after this many validations without improvement (0: never).
+    sync_batchnorm: under ``torchrun`` on GPUs, BatchNorm statistics over the global batch.
     """
 
     iterations: int
@@ -94,6 +105,11 @@ class TrainerSettings:
     plateau_factor: float = 0.1
     reload_best_on_drop: bool = False
     early_stop_patience: int = 0
+    sync_batchnorm: bool = False
+
+
+class DistributedFailure(RuntimeError):
+    """Another process of a ``torchrun`` job failed or vanished; the last checkpoint stands."""
 
 
 @dataclass
@@ -125,7 +141,8 @@ class Trainer:
     """Drive ``task`` over ``batches`` until the iteration count or the time limit is reached.
 
     Args:
-        model: the network (possibly wrapped in ``DistributedDataParallel``).
+        model: the network; under ``torchrun`` it is wrapped in ``DistributedDataParallel``
+            here (the task's ``training_loss`` gets the wrapper, ``validate`` the network).
         optimizer: its optimizer.
         task: a ``TrainingTask``.
         batches: an iterable re-iterated for as long as training lasts (a DataLoader).
@@ -158,7 +175,8 @@ class Trainer:
                 f"lr_schedule must be one of {', '.join(_SCHEDULES)}, plateau; "
                 f"got {settings.lr_schedule!r}"
             )
-        self.model, self.optimizer, self.task = model, optimizer, task
+        self.model = wrap_distributed(model, device, settings.sync_batchnorm)
+        self.optimizer, self.task = optimizer, task
         self.batches, self.settings, self.device = batches, settings, device
         self.scheduler, self.on_epoch = scheduler, on_epoch
         self.run_dir = Path(run_dir)
@@ -183,6 +201,15 @@ class Trainer:
         log = MetricsLog(self.run_dir, resume_from=self.iteration) if is_main_process() else None
         try:
             self._loop(log)
+        except RuntimeError as error:
+            if get_world_size() == 1 or not _lost_another_process(error):
+                raise
+            raise DistributedFailure(
+                f"rank {get_rank()}: lost the other processes at iteration {self.iteration} "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); the last "
+                f"checkpoint is {self.checkpoint_dir / 'last.pt'}: start the job again with "
+                "--resume"
+            ) from error
         finally:
             if log is not None:
                 log.close()
@@ -206,7 +233,10 @@ class Trainer:
             ):
                 started = time.perf_counter()
                 loss = self._step(next(batches))
-                self.training_seconds += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                if self._timed():  # every process must agree on when the time is up
+                    elapsed = float(all_reduce_mean(torch.tensor([elapsed], dtype=torch.float64)))
+                self.training_seconds += elapsed
                 self.iteration += 1
                 window.append(loss)
                 step = time.perf_counter() - started if self._timed() else 1
@@ -225,19 +255,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.task.training_loss(self.model, batch)
-        if not torch.isfinite(loss):
+        # the mean over the processes: one NaN stops them all, before it reaches the weights
+        reported = float(all_reduce_mean(loss.detach().float().reshape(1)))
+        if not math.isfinite(reported):
             raise TrainingDiverged(
-                f"loss is {loss.item()} at iteration {self.iteration + 1}; the last good "
+                f"loss is {reported} at iteration {self.iteration + 1}; the last good "
                 f"checkpoint is {self.checkpoint_dir / 'last.pt'}. Lower the learning rate."
             )
         loss.backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return float(loss.detach())
+        return reported
 
     def _validate_and_save(self, log: MetricsLog | None, progress: tqdm) -> None:
         metrics = {}
+        rng = all_gather_objects(capture_rng_state())  # every process's, for an exact resume
         if is_main_process():
             unwrap(self.model).eval()
             with torch.no_grad(), self._autocast():
@@ -246,9 +279,9 @@ class Trainer:
             improved = self._is_better(value)
             if improved:
                 self.best_metric, self.best_iteration = value, self.iteration
-                self._save("best.pt")
+                self._save("best.pt", rng)
             self._after_validation(improved, progress)
-            self._save("last.pt")
+            self._save("last.pt", rng)
             if log is not None:
                 log.log(self.iteration, **metrics)
                 self._plot(log)
@@ -301,7 +334,7 @@ class Trainer:
             torch.distributed.broadcast(tensor, src=0)
 
     # -- checkpoints ------------------------------------------------------------------------
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, rng: list[dict[str, Any]]) -> None:
         state = {
             "state_dict": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -315,7 +348,8 @@ class Trainer:
             "plateau_scale": self.plateau_scale,
             "stale_validations": self.stale_validations,
             "validations_since_best": self.validations_since_best,
-            "rng": capture_rng_state(),
+            "rng": rng[0],
+            "rng_per_rank": rng,
             **self.task.checkpoint_extras(),
         }
         save_checkpoint(self.checkpoint_dir / name, state)
@@ -336,7 +370,9 @@ class Trainer:
         self.plateau_scale = float(state.get("plateau_scale", 1.0))
         self.stale_validations = int(state.get("stale_validations", 0))
         self.validations_since_best = int(state.get("validations_since_best", 0))
-        restore_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or []
+        same_job_size = len(per_rank) == get_world_size()
+        restore_rng_state(per_rank[get_rank()] if same_job_size else state["rng"])
 
     # -- helpers ----------------------------------------------------------------------------
     def _endless_batches(self) -> Iterator:
@@ -404,19 +440,30 @@ class Trainer:
         save_curves_png(log.as_rows(), self.run_dir / "curves.png")
 
 
+def _lost_another_process(error: RuntimeError) -> bool:
+    """A collective that failed because a peer process died or stopped answering."""
+    if isinstance(error, torch.distributed.DistError):
+        return True
+    signs = ("Connection closed", "Connection reset", "Broken pipe", "gloo", "NCCL", "timed out")
+    return any(sign in str(error) for sign in signs)
+
+
 def start_run(
     run_dir: Path, resume: bool, seed: int, deterministic: bool, device: str
 ) -> torch.device:
-    """Check the run folder, seed every generator, set determinism; return the device."""
+    """Join the ``torchrun`` job if there is one, check the run folder, seed every generator
+    (process r with ``seed + r``: its own random augmentations), set determinism; return the
+    device."""
     from monai.utils import set_determinism
 
-    from visprior.engine.distributed import resolve_device
+    from visprior.engine.distributed import init_distributed
 
+    device = init_distributed(device)
     check_run_folder(run_dir, resume)
-    set_determinism(seed=seed)
+    set_determinism(seed=seed + get_rank())
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return resolve_device(device)
+    return device
 
 
 def check_run_folder(run_dir: Path, resume: bool) -> None:
