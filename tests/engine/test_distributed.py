@@ -107,3 +107,38 @@ def test_a_killed_process_fails_the_job_cleanly_and_the_checkpoint_resumes(tmp_p
     resumed = _run(1, str(run), "--iterations", str(stopped_at + 4), "--val-every", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(last)["iteration"] == stopped_at + 4
+
+
+def test_cxr_train_and_shrink_run_under_torchrun(tmp_path):
+    """The real commands, two processes: GG-CAM without gaze (its loss scalars unused) trains,
+    and `simplify shrink` retrains a cut network; one process writes each file."""
+    from visprior.cxr.synthetic import write_synthetic_egd
+
+    with pytest.warns(UserWarning, match="SYNTHETIC"):
+        data = write_synthetic_egd(tmp_path / "egd", cases_per_class=8, size=64, seed=0)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*torchrun, "--nproc_per_node", "2", "-m", "visprior.cli"]
+    run = tmp_path / "run"
+    train = [
+        *("cxr", "train", str(data), "--model", "ggcam_resnet18", "-o", str(run)),
+        *("--epochs", "2", "--no-gaze", "--set", "image_size=64", "--set", "batch_size=8"),
+    ]
+    result = subprocess.run(
+        [*command, *train], capture_output=True, text=True, timeout=300, env=_environment()
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained 2 iterations") == 1  # 20 cases / (2 x 8): 1 step/epoch
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len([r for r in rows if r.split(",")[0] == "2"]) == 1  # one writer
+    shrink = [*("simplify", "shrink", str(run), "-o", str(tmp_path / "small")), "--rounds", "1"]
+    result = subprocess.run(
+        [*command, *shrink, "--epochs", "1", "--probes", "8", "--auc-tolerance", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_environment(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = (tmp_path / "small" / "shrink.json").read_text()
+    assert '"round": 1' in summary
+    assert result.stdout.count("final: round") == 1

@@ -80,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
     from visprior.cxr.config import CXRTrainConfig
     from visprior.cxr.train import train_cxr, train_seeds
     from visprior.engine.commands import train_config_from_args
+    from visprior.engine.distributed import is_main_process
 
     names = ("format", "images_root", "model", "weights", "output", "epochs")
     config = train_config_from_args(
@@ -87,10 +88,12 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.seeds > 1 and not args.resume:
         results = train_seeds(config, args.seeds)
-        print(f"trained {len(results)} runs in {config.output}/seed_<n>")
+        if is_main_process():  # under torchrun: one summary, not one per process
+            print(f"trained {len(results)} runs in {config.output}/seed_<n>")
         return 0
     result = train_cxr(config, resume=bool(args.resume))
-    print(result.summary(config.metric))
+    if is_main_process():
+        print(result.summary(config.metric))
     return 0
 
 

@@ -58,5 +58,6 @@ class CXRTrainConfig:
     seed: int = 0
     deterministic: bool = False
     amp: bool = True
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm over the global batch
     device: str = "auto"
     num_workers: int = 0

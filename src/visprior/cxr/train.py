@@ -338,6 +338,8 @@ def train_cxr(
         mode="max" if config.metric == "val_auc" else "min",
         time_limit_minutes=config.time_limit_minutes,
         amp=config.amp,
+        sync_batchnorm=config.sync_batchnorm,
+        unused_parameters=_leaves_parameters_out(config),
         log_every=max(1, min(10, steps_per_epoch)),
         lr_schedule="plateau",
         plateau_patience=config.plateau_patience,
@@ -347,6 +349,14 @@ def train_cxr(
     )
     trainer = Trainer(model, optimizer, task, loader, run_dir, settings, device)
     return trainer.fit(resume=resume)
+
+
+def _leaves_parameters_out(config: CXRTrainConfig) -> bool:
+    """A single-task MT-UNet leaves a head and its loss weights out of the loss; a CAM
+    classifier without gaze leaves its three loss scalars out."""
+    if canonical_name(config.model) == "mtunet":
+        return config.tasks != "both"
+    return not config.use_gaze
 
 
 def _needs_gaze(config: CXRTrainConfig) -> bool:

@@ -74,11 +74,17 @@ def init_distributed(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def wrap_distributed(model: nn.Module, device: torch.device, sync_batchnorm: bool = False):
+def wrap_distributed(
+    model: nn.Module,
+    device: torch.device,
+    sync_batchnorm: bool = False,
+    find_unused_parameters: bool = False,
+):
     """``model`` in ``DistributedDataParallel`` when there are several processes (with its
     BatchNorm layers made ``SyncBatchNorm`` if asked: statistics over the global batch, CUDA
     only); ``model`` itself otherwise. Parameters stay the same objects, so an optimizer
-    made before still drives them."""
+    made before still drives them. ``find_unused_parameters``: the loss leaves some
+    parameters out (a head or loss weight a configuration does not train)."""
     if get_world_size() == 1:
         return model
     if sync_batchnorm:
@@ -86,7 +92,9 @@ def wrap_distributed(model: nn.Module, device: torch.device, sync_batchnorm: boo
             raise ValueError("sync_batchnorm needs CUDA devices; on the CPU leave it off")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:

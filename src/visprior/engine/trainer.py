@@ -90,6 +90,7 @@ class TrainerSettings:
     reload_best_on_drop: at each drop, go back to the best weights seen so far.
     early_stop_patience: stop after this many validations without improvement (0: never).
     sync_batchnorm: under ``torchrun`` on GPUs, BatchNorm statistics over the global batch.
+    unused_parameters: the task's loss leaves some parameters out (``torchrun`` must know).
     """
 
     iterations: int
@@ -106,6 +107,7 @@ class TrainerSettings:
     reload_best_on_drop: bool = False
     early_stop_patience: int = 0
     sync_batchnorm: bool = False
+    unused_parameters: bool = False
 
 
 class DistributedFailure(RuntimeError):
@@ -175,7 +177,9 @@ class Trainer:
                 f"lr_schedule must be one of {', '.join(_SCHEDULES)}, plateau; "
                 f"got {settings.lr_schedule!r}"
             )
-        self.model = wrap_distributed(model, device, settings.sync_batchnorm)
+        self.model = wrap_distributed(
+            model, device, settings.sync_batchnorm, settings.unused_parameters
+        )
         self.optimizer, self.task = optimizer, task
         self.batches, self.settings, self.device = batches, settings, device
         self.scheduler, self.on_epoch = scheduler, on_epoch

@@ -72,13 +72,15 @@ def _check(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from visprior.engine.commands import train_config_from_args
+    from visprior.engine.distributed import is_main_process
     from visprior.seg.config import SegTrainConfig
     from visprior.seg.train import train_segmentation
 
     names = ("model", "output", "fold", "iterations", "time_limit_minutes")
     config = train_config_from_args(SegTrainConfig, args, (*names, "roi_size", "init_checkpoint"))
     result = train_segmentation(config, resume=bool(args.resume))
-    print(result.summary("val_mean_dice"))
+    if is_main_process():  # under torchrun: one summary, not one per process
+        print(result.summary("val_mean_dice"))
     return 0
 
 

@@ -82,6 +82,7 @@ class SegTrainConfig:
     seed: int = 0
     deterministic: bool = False
     amp: bool = True
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm over the global batch
     num_workers: int = 2
     cache_rate: float = 1.0
     device: str = "auto"

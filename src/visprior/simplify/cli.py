@@ -108,10 +108,12 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _shrink(args: argparse.Namespace) -> int:
+    from visprior.engine.distributed import is_main_process
     from visprior.simplify.shrink import ShrinkSettings, format_rounds, shrink_run
 
     names = [field for field in vars(ShrinkSettings()) if hasattr(args, field)]
     settings = ShrinkSettings(**{name: getattr(args, name) for name in names})
     rounds = shrink_run(args.run, args.output, settings)
-    print(format_rounds(rounds))
+    if is_main_process():  # under torchrun: one table, not one per process
+        print(format_rounds(rounds))
     return 0

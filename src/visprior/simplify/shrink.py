@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visprior.engine.distributed import barrier, init_distributed, is_main_process
 from visprior.fileio import atomic_path
 from visprior.simplify.plot import save_redundancy_png
 from visprior.simplify.prune import (
@@ -199,7 +200,9 @@ def shrink_run(
     from visprior.cxr.train import load_cxr_dataset, train_cxr
 
     run_dir, output = Path(run_dir), Path(output)
+    init_distributed(settings.device)  # under torchrun: join the job before anything else
     _refuse_used_folder(output, "output folder")
+    barrier()  # every process has looked before the first one writes
     classifier = load_classifier(run_dir)
     if classifier.predicts_saliency:
         raise UnsupportedNetworkError(
@@ -254,16 +257,20 @@ def shrink_run(
     max_cut = settings.max_cut
     for number in range(1, settings.max_rounds + 1):
         folder = output / f"round_{number}"
-        report = measure_redundancy(model, probes, settings.threshold)
-        write_report(report, folder / "redundancy")
+        report = measure_redundancy(model, probes, settings.threshold)  # same on every process
+        if is_main_process():
+            write_report(report, folder / "redundancy")
         candidate = copy.deepcopy(model)
         cut = prune_redundant(candidate, report, example, settings.min_channels, max_cut=max_cut)
         if not cut["blocks_removed"] and not cut["channels_removed"]:
-            shutil.rmtree(folder)
+            if is_main_process():
+                shutil.rmtree(folder)
             break
         if settings.reinit:
             reinitialise(candidate, seed=config.seed)
-        shutil.copy(run_dir / "split.json", folder / "split.json")
+        if is_main_process():
+            shutil.copy(run_dir / "split.json", folder / "split.json")
+        barrier()
         round_config = dataclasses.replace(
             config,
             output=str(folder),
@@ -299,6 +306,8 @@ def shrink_run(
 
 
 def _save_rounds(rounds: list[RoundResult], output: Path) -> None:
+    if not is_main_process():
+        return
     kept = [r for r in rounds if r.kept]
     summary = {
         "rounds": [dataclasses.asdict(r) for r in rounds],
