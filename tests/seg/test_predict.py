@@ -282,3 +282,25 @@ def test_keep_largest_components_drops_islands_per_class():
     assert kept.dtype == np.uint8
     assert kept[9, 9, 9] == 0
     assert (kept == 1).sum() == 64 and (kept == 2).sum() == 8
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float16", 2e-3), ("bfloat16", 2e-2)])
+def test_half_size_buffers_give_the_float32_result(tmp_path, checkpoint, dtype, tolerance):
+    """Whole-volume buffers in 16 bits: probabilities within the type's rounding (float16
+    2e-3, bfloat16 2e-2 absolute), labels equal wherever float32 is not near a tie."""
+    source = _save(tmp_path / "ct.nii.gz", _ct_volume(), _oblique_affine())
+    reference = load_predictor(checkpoint)
+    halved = load_predictor(checkpoint, stitch_device="cpu", buffer_dtype=dtype)
+    assert halved.buffer_dtype == getattr(torch, dtype)
+    labels, probabilities, _, _ = reference.predict_case([source])
+    half_labels, half_probabilities, _, _ = halved.predict_case([source])
+    assert half_probabilities.dtype == np.float32
+    np.testing.assert_allclose(half_probabilities, probabilities, atol=tolerance)
+    ordered = np.sort(probabilities, axis=0)
+    clear = ordered[-1] - ordered[-2] > 2 * tolerance
+    np.testing.assert_array_equal(half_labels[clear], labels[clear])
+
+
+def test_unknown_buffer_dtype_is_named(checkpoint):
+    with pytest.raises(ValueError, match="float32, float16, bfloat16; got 'int8'"):
+        load_predictor(checkpoint, buffer_dtype="int8")

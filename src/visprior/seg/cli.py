@@ -46,6 +46,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="keep each class's largest connected component only",
     )
     predict.add_argument("--device", default="auto")
+    predict.add_argument(
+        "--stitch-device",
+        default="auto",
+        help="where the whole-volume output is assembled (auto: the GPU if it fits, else CPU)",
+    )
+    predict.add_argument(
+        "--buffer-dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="whole-volume buffers' type; float16/bfloat16 halve their memory",
+    )
 
     evaluate = actions.add_parser("evaluate", help="Dice, HD95, surface Dice per case and class")
     evaluate.add_argument("predictions", type=Path)
@@ -87,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from visprior.seg.predict import load_predictor, predict_files
 
-    predictor = load_predictor(args.checkpoint, device=args.device)
+    predictor = load_predictor(args.checkpoint, args.device, args.stitch_device, args.buffer_dtype)
     written = predict_files(
         predictor,
         args.inputs,

@@ -76,6 +76,12 @@ class SegmentationPredictor:
         overlap: default sliding-window overlap.
         sw_batch_size: default number of windows per forward pass.
         source: where the predictor came from, for messages.
+        stitch_device: where the whole-volume output is assembled; ``None``: on ``device``
+            when it is the CPU or when the buffers take under half of the GPU's free memory,
+            else on the CPU (the network still runs on the GPU, window by window).
+        buffer_dtype: the whole-volume buffers' type: ``torch.float16`` or ``torch.bfloat16``
+            halve their memory (a 512 x 512 x 300 CT with 14 classes: 4.4 GB in float32); the
+            network itself still runs in float32.
     """
 
     model: nn.Module
@@ -87,6 +93,8 @@ class SegmentationPredictor:
     overlap: float = 0.5
     sw_batch_size: int = 2
     source: str = "checkpoint"
+    stitch_device: torch.device | None = None
+    buffer_dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
         self.transforms: Compose = inference_transforms(self.preprocessing)
@@ -166,17 +174,39 @@ class SegmentationPredictor:
 
     @torch.no_grad()
     def _infer(self, image: torch.Tensor, overlap: float | None, sw_batch_size: int | None):
-        """Softmax probabilities on the preprocessed grid, ``(C, ...)``, on the CPU."""
-        batch = image.as_tensor()[None].to(self.device)
+        """Softmax probabilities on the preprocessed grid, ``(C, ...)``, on the CPU, in
+        ``buffer_dtype``."""
+        stitch = self._stitch_device(image.shape[1:])
+
+        def window_logits(window: torch.Tensor) -> torch.Tensor:
+            return self.model(window.float()).to(self.buffer_dtype)
+
         logits = sliding_window_inference(
-            batch,
+            image.as_tensor()[None].to(self.buffer_dtype),  # MONAI's buffers take this type
             roi_size=self.roi_size,
             sw_batch_size=self.sw_batch_size if sw_batch_size is None else sw_batch_size,
-            predictor=self.model,
+            predictor=window_logits,
             overlap=self.overlap if overlap is None else overlap,
             mode="gaussian",
+            sw_device=self.device,
+            device=stitch,
         )
-        return torch.softmax(torch.as_tensor(logits)[0].float(), dim=0).cpu()
+        probabilities = torch.as_tensor(logits)[0]
+        del logits
+        # softmax slab by slab, in place: no second whole-volume copy
+        for slab in probabilities.split(8, dim=-1):
+            slab.copy_(torch.softmax(slab.float(), dim=0))
+        return probabilities.cpu()
+
+    def _stitch_device(self, spatial_shape: Sequence[int]) -> torch.device:
+        if self.stitch_device is not None:
+            return self.stitch_device
+        if self.device.type != "cuda":
+            return self.device
+        voxels = int(np.prod(spatial_shape))
+        needed = (self.num_classes + 1) * voxels * torch.finfo(self.buffer_dtype).bits // 8
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.device if needed < free / 2 else torch.device("cpu")
 
     def _to_input_geometry(
         self, probabilities: torch.Tensor, image: torch.Tensor, reference: Any, case: str
@@ -188,6 +218,7 @@ class SegmentationPredictor:
         whose zero is "certainly background": padding and interpolation then stay convex
         combinations of distributions, and adding the one-hot back makes them sum to 1.
         """
+        probabilities = probabilities.float()  # resampling works in float32
         probabilities[0] -= 1.0
         # Invertd takes the image's applied operations only for a MetaTensor "pred"
         inverted = self._invert({"pred": MetaTensor(probabilities), "image": image})["pred"]
@@ -199,19 +230,24 @@ class SegmentationPredictor:
                 f"case {case!r}: inverting the preprocessing did not restore the input's grid "
                 f"(shape {tuple(inverted.shape[1:])} vs {spatial}, or a different affine)"
             )
-        result = inverted.detach().cpu().as_tensor().numpy().astype(np.float32)
+        result = inverted.detach().cpu().as_tensor().float().numpy()
         result[0] += 1.0
         return np.clip(result, 0.0, 1.0, out=result)
 
 
 def load_predictor(
-    run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+    run_or_checkpoint: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    stitch_device: str | torch.device | None = None,
+    buffer_dtype: str | torch.dtype = torch.float32,
 ) -> SegmentationPredictor:
     """Build the fused network a run folder or checkpoint describes, ready to predict.
 
     Args:
         run_or_checkpoint: a run folder (its best checkpoint, else its last) or a ``.pt`` file.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when available).
+        stitch_device, buffer_dtype: see :class:`SegmentationPredictor` (a dtype may be
+            named: ``"float32"``, ``"float16"``, ``"bfloat16"``).
 
     Raises:
         FileNotFoundError: no checkpoint found (see :func:`find_checkpoint`).
@@ -233,7 +269,20 @@ def load_predictor(
         device=device,
         sw_batch_size=int(state.get("config", {}).get("sw_batch_size", 2)),
         source=str(path),
+        stitch_device=None if stitch_device in (None, "auto") else torch.device(stitch_device),
+        buffer_dtype=_buffer_dtype(buffer_dtype),
     )
+
+
+BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _buffer_dtype(value: str | torch.dtype) -> torch.dtype:
+    if isinstance(value, torch.dtype) and value in BUFFER_DTYPES.values():
+        return value
+    if value in BUFFER_DTYPES:
+        return BUFFER_DTYPES[value]
+    raise ValueError(f"buffer dtype must be one of {', '.join(BUFFER_DTYPES)}; got {value!r}")
 
 
 def _read_segmentation_checkpoint(path: Path) -> dict:
