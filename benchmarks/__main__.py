@@ -6,6 +6,7 @@ python -m benchmarks --only quality   # (d) equal training time on the brain tas
 python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic set (about 15)
 python -m benchmarks --only mtunet    # (f) MT-UNet vs single-task UNets, synthetic (about 10)
 python -m benchmarks --only simplify  # (g) ResNet50 shrunk by kernel redundancy (about 30)
+python -m benchmarks --only large-volume  # (h) a whole 512 x 512 x 300 CT predicted on the CPU
 python -m benchmarks --quick          # small sizes, a smoke test (CI runs it)
 
 ``--only`` keeps the other part's figures from an earlier run's results.json.
@@ -22,7 +23,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import brain, crossover, ggcam, large_kernel, mtunet, networks, simplify
+from benchmarks import (
+    brain,
+    crossover,
+    ggcam,
+    large_kernel,
+    large_volume,
+    mtunet,
+    networks,
+    simplify,
+)
 from benchmarks.report import write_plot, write_report
 from benchmarks.timing import measure_in_subprocess
 
@@ -136,6 +146,18 @@ def machine_description() -> dict:
     }
 
 
+def run_large_volume(quick: bool) -> dict:
+    settings = large_volume.SETTINGS_QUICK if quick else large_volume.SETTINGS_FULL
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="visprior-ct-") as folder:
+        large_volume.write_inputs(Path(folder), settings["shape"], settings["roi"])
+        for buffer in large_volume.BUFFERS:
+            m = measure_in_subprocess(large_volume.build_case, folder, buffer, repeats=1)
+            rows.append({"buffer": buffer, **_row(m)})
+            _log(f"(h) {buffer} buffers: {m.seconds:.1f} s, peak {m.peak_mib:.0f} MiB")
+    return {**settings, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -146,7 +168,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up")
     parser.add_argument(
         "--only",
-        choices=("speed", "quality", "bfr-overhead", "ggcam", "mtunet", "simplify"),
+        choices=(
+            "speed",
+            "quality",
+            "bfr-overhead",
+            "ggcam",
+            "mtunet",
+            "simplify",
+            "large-volume",
+        ),
         help="run one part",
     )
     parser.add_argument(
@@ -176,7 +206,8 @@ def main() -> None:
         "ggcam",
         "mtunet",
         "simplify",
-    ):  # these train: no repeats to record
+        "large-volume",
+    ):  # these train, or run once: no repeats to record
         results["repeats"] = args.repeats
     if args.only in (None, "speed"):
         results.update(run_speed(args.quick, args.repeats))
@@ -199,6 +230,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="visprior-simplify-") as workdir:
             results["simplify"] = simplify.run_simplify(args.quick, Path(workdir))
         _log("(g) simplify done")
+    if args.only in (None, "large-volume"):
+        results["large_volume"] = run_large_volume(args.quick)
     results_file.write_text(json.dumps(results, indent=1))
     if "large_kernel" in results:
         write_plot(results, args.out / "results.png")

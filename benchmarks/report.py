@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.ggcam import ggcam_section
+from benchmarks.large_volume import large_volume_section
 from benchmarks.mtunet import mtunet_section
 from benchmarks.simplify import simplify_section
 
@@ -285,6 +286,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += [*mtunet_section(results["mtunet"]), ""]
     if results.get("simplify"):
         lines += [*simplify_section(results["simplify"]), ""]
+    if results.get("large_volume"):
+        lines += [*large_volume_section(results["large_volume"]), ""]
     errors = _errors(results)
     if errors:
         lines += ["## Failed cases", "", *errors, ""]

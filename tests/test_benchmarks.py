@@ -32,6 +32,7 @@ def test_quick_benchmarks_write_results(tmp_path):
         "## (e)",
         "## (f)",
         "## (g)",
+        "## (h)",
     )
     for heading in headings:
         assert heading in report
