@@ -151,10 +151,15 @@ def run_large_volume(quick: bool) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="visprior-ct-") as folder:
         large_volume.write_inputs(Path(folder), settings["shape"], settings["roi"])
-        for buffer in large_volume.BUFFERS:
-            m = measure_in_subprocess(large_volume.build_case, folder, buffer, repeats=1)
-            rows.append({"buffer": buffer, **_row(m)})
-            _log(f"(h) {buffer} buffers: {m.seconds:.1f} s, peak {m.peak_mib:.0f} MiB")
+        for buffer, probabilities in large_volume.CASES:
+            m = measure_in_subprocess(
+                large_volume.build_case, folder, buffer, probabilities, repeats=1
+            )
+            rows.append({"buffer": buffer, "probabilities": probabilities, **_row(m)})
+            _log(
+                f"(h) {buffer}, probabilities {probabilities}: {m.seconds:.1f} s, "
+                f"peak {m.peak_mib:.0f} MiB"
+            )
     return {**settings, "rows": rows}
 
 

@@ -3,8 +3,9 @@
 A synthetic 512 x 512 x 300 CT (0.8 x 0.8 x 2.5 mm, the size of an abdominal scan) is labelled
 by a 14-class MONAI UNet (``unet``, feature size 8, 96^3 windows, overlap 0.5) through
 ``visprior seg predict``'s whole path: reading, preprocessing, sliding window, softmax,
-inversion to the input grid, argmax. Whole-volume buffers in float32, then in float16. Each
-case runs in a fresh process; the peak is the resident memory the prediction added.
+inversion to the input grid, argmax. Labels only with float32 and float16 whole-volume
+buffers, and labels with the probabilities (``--probabilities``). Each case runs in a fresh
+process; the peak is the resident memory the prediction added.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ CLASSES = 14
 SETTINGS_FULL = {"shape": (512, 512, 300), "roi": (96, 96, 96)}
 SETTINGS_QUICK = {"shape": (64, 64, 32), "roi": (32, 32, 32)}
 SPACING = (0.8, 0.8, 2.5)
-BUFFERS = ("float32", "float16")
+# (whole-volume buffer type, whether the probabilities are kept as well as the labels)
+CASES = (("float32", False), ("float16", False), ("float32", True))
 
 
 def write_inputs(folder: Path, shape: tuple[int, int, int], roi: tuple[int, int, int]) -> None:
@@ -58,13 +60,16 @@ def write_inputs(folder: Path, shape: tuple[int, int, int], roi: tuple[int, int,
     nib.save(nib.Nifti1Image(small, affine), folder / "warmup.nii")
 
 
-def build_case(folder: str, buffer_dtype: str):
+def build_case(folder: str, buffer_dtype: str, probabilities: bool):
     """``(step, warmup)`` for timing: the whole CT, after one small volume."""
     from visprior.seg.predict import load_predictor
 
     predictor = load_predictor(Path(folder) / "unet.pt", "cpu", "cpu", buffer_dtype)
     ct, small = Path(folder) / "ct.nii", Path(folder) / "warmup.nii"
-    return (lambda: predictor.predict_case([ct])), (lambda: predictor.predict_case([small]))
+    return (
+        lambda: predictor.predict_case([ct], probabilities=probabilities),
+        lambda: predictor.predict_case([small], probabilities=probabilities),
+    )
 
 
 def large_volume_section(results: dict) -> list[str]:
@@ -78,10 +83,11 @@ def large_volume_section(results: dict) -> list[str]:
         "grid, argmax) on the CPU. One run each in a fresh process, after a small warm-up "
         "volume; peak = resident memory the prediction added.",
         "",
-        "| whole-volume buffers | seconds | peak GiB |",
-        "|---|---|---|",
+        "| output | whole-volume buffers | seconds | peak GiB |",
+        "|---|---|---|---|",
     ]
     for row in results["rows"]:
         peak = row["peak_mib"] / 1024
-        lines.append(f"| {row['buffer']} | {row['seconds']:.1f} | {peak:.2f} |")
+        output = "labels + probabilities" if row["probabilities"] else "labels"
+        lines.append(f"| {output} | {row['buffer']} | {row['seconds']:.1f} | {peak:.2f} |")
     return lines

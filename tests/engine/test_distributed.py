@@ -142,3 +142,23 @@ def test_cxr_train_and_shrink_run_under_torchrun(tmp_path):
     summary = (tmp_path / "small" / "shrink.json").read_text()
     assert '"round": 1' in summary
     assert result.stdout.count("final: round") == 1
+
+
+def test_seg_train_runs_under_torchrun(tmp_path):
+    from tests.seg.test_pipeline import TRAIN, make_dataset
+
+    dataset = make_dataset(tmp_path)
+    run = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*torchrun, "--nproc_per_node", "2", "-m", "visprior.cli"]
+    result = subprocess.run(
+        [*command, "seg", "train", str(dataset), "-o", str(run), *TRAIN],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_environment(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained 4 iterations") == 1
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["iteration"] == 4 and len(state["rng_per_rank"]) == 2  # two processes ran

@@ -304,3 +304,13 @@ def test_half_size_buffers_give_the_float32_result(tmp_path, checkpoint, dtype, 
 def test_unknown_buffer_dtype_is_named(checkpoint):
     with pytest.raises(ValueError, match="float32, float16, bfloat16; got 'int8'"):
         load_predictor(checkpoint, buffer_dtype="int8")
+
+
+def test_labels_without_probabilities_are_the_same(tmp_path, predictor):
+    """Without probabilities the labels come from a running argmax over the inverted classes."""
+    source = _save(tmp_path / "ct.nii.gz", _ct_volume(), _oblique_affine())
+    labels, probabilities, _, _ = predictor.predict_case([source])
+    alone, nothing, _, _ = predictor.predict_case([source], probabilities=False)
+    assert nothing is None
+    np.testing.assert_array_equal(alone, labels)
+    np.testing.assert_array_equal(probabilities.argmax(0), labels)

@@ -144,7 +144,8 @@ class SegmentationPredictor:
         overlap: float | None = None,
         sw_batch_size: int | None = None,
         case: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        probabilities: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, Any]:
         """Segment one case and return the result in the input's original geometry.
 
         Args:
@@ -152,11 +153,13 @@ class SegmentationPredictor:
             overlap: sliding-window overlap; the predictor's default when ``None``.
             sw_batch_size: windows per forward pass; the predictor's default when ``None``.
             case: the case's name for messages; from the first file name when ``None``.
+            probabilities: also return the probabilities; without them the whole-volume
+                float32 array is never made (the labels come from a running argmax).
 
         Returns:
             ``(labels, probabilities, affine, header)``: uint8 labels of the input's spatial
-            shape, float32 class probabilities ``(C, *shape)``, the input's affine and its
-            NIfTI header (of the first channel file).
+            shape, float32 class probabilities ``(C, *shape)`` (or ``None``), the input's
+            affine and its NIfTI header (of the first channel file).
 
         Raises:
             ValueError: the files do not fit the network (see :meth:`check_case`).
@@ -167,10 +170,11 @@ class SegmentationPredictor:
         reference = _load_nifti(paths[0])
         files = [str(p) for p in paths] if len(paths) > 1 else str(paths[0])
         image = self.transforms({"image": files})["image"]
-        probabilities = self._infer(image, overlap, sw_batch_size)
-        probabilities = self._to_input_geometry(probabilities, image, reference, case)
-        labels = probabilities.argmax(0).astype(np.uint8)
-        return labels, probabilities, reference.affine, reference.header
+        grid_probabilities = self._infer(image, overlap, sw_batch_size)
+        labels, kept = self._to_input_geometry(
+            grid_probabilities, image, reference, case, probabilities
+        )
+        return labels, kept, reference.affine, reference.header
 
     @torch.no_grad()
     def _infer(self, image: torch.Tensor, overlap: float | None, sw_batch_size: int | None):
@@ -209,30 +213,54 @@ class SegmentationPredictor:
         return self.device if needed < free / 2 else torch.device("cpu")
 
     def _to_input_geometry(
-        self, probabilities: torch.Tensor, image: torch.Tensor, reference: Any, case: str
-    ) -> np.ndarray:
-        """Undo the preprocessing's spatial steps (bilinear) on the probabilities.
+        self,
+        probabilities: torch.Tensor,
+        image: torch.Tensor,
+        reference: Any,
+        case: str,
+        keep_probabilities: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Undo the preprocessing's spatial steps (bilinear) on the probabilities; return the
+        labels (their argmax) and, if asked, the probabilities, on the input's grid.
 
         Inverting the foreground crop pads with zeros, and zero probabilities everywhere are
         not a distribution. So the inverse runs on ``probabilities - background one-hot``,
         whose zero is "certainly background": padding and interpolation then stay convex
         combinations of distributions, and adding the one-hot back makes them sum to 1.
+        The inverse is linear and the same for every class, so it runs one class at a time:
+        the largest whole-volume array is the output itself, or none without probabilities.
         """
-        probabilities = probabilities.float()  # resampling works in float32
-        probabilities[0] -= 1.0
-        # Invertd takes the image's applied operations only for a MetaTensor "pred"
-        inverted = self._invert({"pred": MetaTensor(probabilities), "image": image})["pred"]
         spatial = tuple(reference.shape[:3])
-        if tuple(inverted.shape[1:]) != spatial or not np.allclose(
-            np.asarray(inverted.affine), reference.affine, atol=_AFFINE_TOLERANCE
-        ):
-            raise RuntimeError(
-                f"case {case!r}: inverting the preprocessing did not restore the input's grid "
-                f"(shape {tuple(inverted.shape[1:])} vs {spatial}, or a different affine)"
-            )
-        result = inverted.detach().cpu().as_tensor().float().numpy()
-        result[0] += 1.0
-        return np.clip(result, 0.0, 1.0, out=result)
+        kept = np.empty((len(probabilities), *spatial), np.float32) if keep_probabilities else None
+        labels = np.zeros(spatial, np.uint8)
+        best = None
+        for index in range(len(probabilities)):
+            channel = probabilities[index : index + 1].float()  # resampling works in float32
+            if index == 0:
+                channel -= 1.0
+            # Invertd takes the image's applied operations only for a MetaTensor "pred"
+            inverted = self._invert({"pred": MetaTensor(channel), "image": image})["pred"]
+            if tuple(inverted.shape[1:]) != spatial or not np.allclose(
+                np.asarray(inverted.affine), reference.affine, atol=_AFFINE_TOLERANCE
+            ):
+                raise RuntimeError(
+                    f"case {case!r}: inverting the preprocessing did not restore the input's "
+                    f"grid (shape {tuple(inverted.shape[1:])} vs {spatial}, or a different "
+                    "affine)"
+                )
+            values = inverted.detach().cpu().as_tensor()[0].float().numpy()
+            if index == 0:
+                values += 1.0
+            np.clip(values, 0.0, 1.0, out=values)
+            if kept is not None:
+                kept[index] = values
+            if best is None:
+                best = values.copy()
+            else:
+                better = values > best
+                labels[better] = index
+                np.maximum(best, values, out=best)
+        return labels, kept
 
 
 def load_predictor(
@@ -422,7 +450,11 @@ def predict_files(
     written = []
     for case, paths in tqdm(cases.items(), desc="predict", unit="case"):
         labels, probabilities, _, header = predictor.predict_case(
-            paths, overlap=overlap, sw_batch_size=sw_batch_size, case=case
+            paths,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size,
+            case=case,
+            probabilities=save_probabilities,
         )
         if largest_component:
             labels = keep_largest_components(labels, predictor.num_classes)
