@@ -101,10 +101,10 @@ def test_a_killed_process_fails_the_job_cleanly_and_the_checkpoint_resumes(tmp_p
         job.kill()
     assert job.returncode != 0
     assert "Signal 9 (SIGKILL)" in errors and "rank" in errors.lower()
-    # the last checkpoint is whole, and a single process can carry the run on from it
+    # the last checkpoint is whole, and the job resumes from it under torchrun again
     stopped_at = load_checkpoint(last)["iteration"]
     assert 0 < stopped_at < 400
-    resumed = _run(1, str(run), "--iterations", str(stopped_at + 4), "--val-every", "2", "--resume")
+    resumed = _run(2, str(run), "--iterations", str(stopped_at + 4), "--val-every", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(last)["iteration"] == stopped_at + 4
 
