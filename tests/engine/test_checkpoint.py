@@ -86,3 +86,20 @@ def test_random_states_survive_a_checkpoint(tmp_path):
     assert random.random() == expected[0]
     np.testing.assert_array_equal(np.random.randn(3), expected[1])
     torch.testing.assert_close(torch.rand(2), expected[2], rtol=0, atol=0)
+
+
+def test_a_write_that_dies_halfway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "last.pt", {"iteration": 1, "weights": torch.ones(3)})
+
+    def dies_halfway(state, target):
+        with open(target, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a zip")  # torch.save had begun writing
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"iteration": 2, "weights": torch.zeros(3)})
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["iteration"] == 1 and torch.equal(state["weights"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
