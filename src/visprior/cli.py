@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _run(argv)
+    from visprior.engine.distributed import exit_distributed
+
+    exit_distributed(code)  # under torchrun: leave together, then exit
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
         from visprior.registry import list_models

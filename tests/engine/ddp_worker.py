@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visprior.engine.distributed import get_world_size, training_sampler
+from visprior.engine.distributed import exit_distributed, get_world_size, training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, start_run
 
 SAMPLES = 32
@@ -63,6 +63,7 @@ def main() -> None:
     )
     task = RegressionTask(data, args.step_seconds)
     Trainer(model, optimizer, task, loader, args.run, settings, device).fit(resume=args.resume)
+    exit_distributed(0)
 
 
 if __name__ == "__main__":

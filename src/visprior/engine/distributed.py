@@ -9,8 +9,11 @@ gloo on the CPU.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime
 import os
+import sys
 from typing import Any
 
 import torch
@@ -22,6 +25,7 @@ __all__ = [
     "all_gather_objects",
     "all_reduce_mean",
     "barrier",
+    "exit_distributed",
     "get_rank",
     "get_world_size",
     "init_distributed",
@@ -71,7 +75,30 @@ def init_distributed(device: str | torch.device = "auto") -> torch.device:
             backend="nccl" if device.type == "cuda" else "gloo",
             timeout=datetime.timedelta(minutes=TIMEOUT_MINUTES),
         )
+        atexit.register(_leave_process_group)
     return device
+
+
+def exit_distributed(code: int) -> None:
+    """End a ``torchrun`` process: leave the group together with the others, then exit with
+    ``code`` at once. Tearing the interpreter down normally can abort in the backend's
+    threads (seen with gloo: "terminate called without an active exception") after all the
+    work is done and written. Does nothing in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _leave_process_group()
+    os._exit(code)
+
+
+def _leave_process_group() -> None:
+    """Leave together: a process that exits while a peer still talks to it, or with its group
+    alive, can abort in the backend's threads."""
+    if dist.is_initialized():
+        with contextlib.suppress(RuntimeError):  # a peer already gone: just leave
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def wrap_distributed(
