@@ -4,13 +4,15 @@ NIfTI file names."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["NIFTI_SUFFIXES", "atomic_path", "nifti_stem", "save_nifti_atomic"]
+__all__ = ["NIFTI_SUFFIXES", "atomic_path", "nifti_stem", "save_nifti_atomic", "write_csv_rows"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -56,6 +58,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_csv_rows(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = ()
+) -> Path:
+    """Write ``rows`` as a CSV table with a header, atomically; the columns default to the
+    first row's keys."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(columns or rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
 
 
 def save_nifti_atomic(image, path: str | os.PathLike) -> Path:

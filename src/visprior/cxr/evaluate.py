@@ -38,7 +38,7 @@ from visprior.engine.checkpoint import (
 )
 from visprior.engine.config import config_from_dict
 from visprior.engine.distributed import resolve_device
-from visprior.fileio import atomic_path
+from visprior.fileio import atomic_path, write_csv_rows
 
 __all__ = [
     "CXRClassifier",
@@ -165,7 +165,7 @@ def evaluate_run(
     if classifier.predicts_saliency:
         per_image, summary = saliency_scores(tensors, cases, cams[:, 0])
         metrics["saliency"] = summary
-        _write_rows(out_dir / "saliency_per_image.csv", per_image)
+        write_csv_rows(out_dir / "saliency_per_image.csv", per_image, ["case", *SALIENCY_METRICS])
     else:
         metrics.update(_localisation(tensors, cams, labels, classifier.classes))
     metrics.update({"part": part, "checkpoint": classifier.source})
@@ -235,13 +235,6 @@ def _fixations_on_grid(case, original_size, grid) -> np.ndarray:
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else math.nan
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["case", *SALIENCY_METRICS])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _localisation(tensors, cams, labels, classes) -> dict[str, Any]:
@@ -361,11 +354,7 @@ def predict_images(
             title=f"{path.name}: {classifier.classes[predicted]} "
             f"(p = {probabilities[0, predicted]:.2f})",
         )
-    with atomic_path(table) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return table
+    return write_csv_rows(table, rows)
 
 
 def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:

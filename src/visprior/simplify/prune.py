@@ -42,9 +42,6 @@ class ModelCost:
     flops: int  # multiply-adds count as two, for one image
     milliseconds: float  # median CPU time of one image's forward pass
 
-    def as_dict(self) -> dict[str, float]:
-        return {"parameters": self.parameters, "flops": self.flops, "ms": self.milliseconds}
-
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")

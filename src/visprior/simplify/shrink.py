@@ -23,7 +23,6 @@ round.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import os
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 from visprior.engine.distributed import barrier, init_distributed, is_main_process
-from visprior.fileio import atomic_path
+from visprior.fileio import atomic_path, write_csv_rows
 from visprior.simplify.plot import save_redundancy_png
 from visprior.simplify.prune import (
     ModelCost,
@@ -158,15 +157,8 @@ def write_report(report: RedundancyReport, out_dir: str | os.PathLike) -> Path:
         }
         for layer in report.layers
     ]
-    _write_csv(out_dir / "redundancy.csv", rows)
+    write_csv_rows(out_dir / "redundancy.csv", rows)
     return save_redundancy_png(report, out_dir / "redundancy.png")
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _refuse_used_folder(folder: Path, what: str) -> None:
@@ -305,19 +297,26 @@ def shrink_run(
     return rounds
 
 
+def _outcome(rounds: Sequence[RoundResult]) -> tuple[RoundResult, float, float]:
+    """The last kept round, the share of parameters it removed and its speed-up."""
+    final = [r for r in rounds if r.kept][-1]
+    removed = 1 - final.parameters / rounds[0].parameters
+    return final, removed, rounds[0].ms_per_image / final.ms_per_image
+
+
 def _save_rounds(rounds: list[RoundResult], output: Path) -> None:
     if not is_main_process():
         return
-    kept = [r for r in rounds if r.kept]
+    final, removed, speedup = _outcome(rounds)
     summary = {
         "rounds": [dataclasses.asdict(r) for r in rounds],
-        "final": dataclasses.asdict(kept[-1]),
-        "parameters_removed": 1 - kept[-1].parameters / rounds[0].parameters,
-        "speedup": rounds[0].ms_per_image / kept[-1].ms_per_image,
+        "final": dataclasses.asdict(final),
+        "parameters_removed": removed,
+        "speedup": speedup,
     }
     with atomic_path(output / "shrink.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=1))
-    _write_csv(output / "shrink.csv", [dataclasses.asdict(r) for r in rounds])
+    write_csv_rows(output / "shrink.csv", [dataclasses.asdict(r) for r in rounds])
 
 
 def format_rounds(rounds: Sequence[RoundResult]) -> str:
@@ -331,10 +330,10 @@ def format_rounds(rounds: Sequence[RoundResult]) -> str:
             f"{r.val_auc:7.3f}  {r.test_auc:8.3f}  {r.blocks_removed:10d}  "
             f"{r.channels_removed:11d}  {'yes' if r.kept else 'no'}"
         )
-    kept = [r for r in rounds if r.kept][-1]
+    final, removed, speedup = _outcome(rounds)
     lines.append(
-        f"final: round {kept.round}, {1 - kept.parameters / rounds[0].parameters:.2%} of the "
-        f"parameters removed, {rounds[0].ms_per_image / kept.ms_per_image:.1f}x faster on this "
-        f"CPU; test AUC {rounds[0].test_auc:.3f} -> {kept.test_auc:.3f} ({kept.checkpoint})"
+        f"final: round {final.round}, {removed:.2%} of the parameters removed, {speedup:.1f}x "
+        f"faster on this CPU; test AUC {rounds[0].test_auc:.3f} -> {final.test_auc:.3f} "
+        f"({final.checkpoint})"
     )
     return "\n".join(lines)
