@@ -239,7 +239,8 @@ class Trainer:
                 loss = self._step(next(batches))
                 elapsed = time.perf_counter() - started
                 if self._timed():  # every process must agree on when the time is up
-                    elapsed = float(all_reduce_mean(torch.tensor([elapsed], dtype=torch.float64)))
+                    seconds = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+                    elapsed = float(all_reduce_mean(seconds))  # NCCL reduces device tensors
                 self.training_seconds += elapsed
                 self.iteration += 1
                 window.append(loss)
