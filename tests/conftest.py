@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from torch import nn
+
+# Property tests draw the same examples on every run (a CI failure reproduces locally), and
+# file-writing examples may be slow on a loaded machine.
+settings.register_profile(
+    "visprior",
+    derandomize=True,
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("visprior")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(
