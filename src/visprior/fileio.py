@@ -12,9 +12,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NIFTI_SUFFIXES", "atomic_path", "nifti_stem", "save_nifti_atomic", "write_csv_rows"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "atomic_path",
+    "nifti_stem",
+    "remove_stale_temporaries",
+    "save_nifti_atomic",
+    "write_csv_rows",
+]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_TEMPORARY_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
@@ -30,7 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=_TEMPORARY_SUFFIX, dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give the usual permissions
@@ -42,6 +52,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_folder(target.parent)  # the rename itself survives a power cut
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete what ``atomic_path`` left in ``folder`` when its process was killed mid-write
+    (``.NAME.XXXXXXXX.tmp``); the files they were meant to replace are untouched. Only call it
+    where no other process is writing."""
+    removed = []
+    for candidate in Path(folder).glob(f".*{_TEMPORARY_SUFFIX}"):
+        if candidate.is_file() and not candidate.is_symlink():
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visprior.engine.distributed import exit_distributed, get_world_size, training_sampler
+from visprior.engine.distributed import exit_distributed, get_world_size
+from visprior.engine.sampling import training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, start_run
 
 SAMPLES = 32

@@ -40,11 +40,8 @@ from visprior.cxr.metrics import classification_metrics
 from visprior.cxr.mtunet import MTUNetOutput, multitask_loss
 from visprior.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from visprior.engine.config import config_to_dict, save_config
-from visprior.engine.distributed import (
-    is_main_process,
-    training_sampler,
-    unwrap,
-)
+from visprior.engine.distributed import is_main_process, unwrap
+from visprior.engine.sampling import loader_generator, training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, start_run
 from visprior.fileio import atomic_path
 from visprior.registry import canonical_name, get_model
@@ -326,6 +323,7 @@ def train_cxr(
         sampler=sampler,
         num_workers=config.num_workers,
         drop_last=len(train_data) > config.batch_size,  # no lone-image batch for BatchNorm
+        generator=loader_generator(config.seed),
     )
     val_loader = DataLoader(val_data, batch_size=config.batch_size, shuffle=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

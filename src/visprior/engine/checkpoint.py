@@ -30,6 +30,7 @@ __all__ = [
     "find_checkpoint",
     "is_visprior_checkpoint",
     "load_checkpoint",
+    "load_weights",
     "read_weights_only",
     "restore_rng_state",
     "save_checkpoint",
@@ -95,12 +96,55 @@ def build_model_from_checkpoint(state: dict, source: str = "checkpoint") -> nn.M
 
             fit_to_state_dict(model, state["state_dict"])
         else:
-            model.load_state_dict(state["state_dict"])
+            load_weights(model, state["state_dict"], source)
     except KeyError as error:
         raise CheckpointError(f"{source}: missing entry {error}") from None
     except RuntimeError as error:
         raise CheckpointError(f"{source}: weights do not fit the network: {error}") from None
     return model
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, Any], source: str) -> None:
+    """``model.load_state_dict(state_dict)``, all or nothing, with an error that names every
+    difference: tensors of other shapes (as for another label count), and names missing from
+    either side (as for another network).
+
+    Raises:
+        CheckpointError: the weights do not fit; the model is left unchanged.
+    """
+    expected = model.state_dict()
+    if not isinstance(state_dict, dict):
+        kind = type(state_dict).__name__
+        raise CheckpointError(f"{source}: the weights are a {kind}, not a dict of tensors")
+    shapes = [
+        f"{name} {_shape(value)} in the checkpoint, {_shape(expected[name])} in the network"
+        for name, value in state_dict.items()
+        if name in expected and _shape(value) != _shape(expected[name])
+    ]
+    differences = []
+    if shapes:
+        differences.append(f"shapes differ: {_first(shapes)}")
+    missing = [name for name in expected if name not in state_dict]
+    if missing:
+        differences.append(f"missing from the checkpoint: {_first(missing)}")
+    unexpected = [name for name in state_dict if name not in expected]
+    if unexpected:
+        differences.append(f"not in the network: {_first(unexpected)}")
+    if differences:
+        raise CheckpointError(
+            f"{source}: weights do not fit the network ({'; '.join(differences)})"
+        )
+    model.load_state_dict(state_dict)
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def _first(items: list[str], limit: int = 4) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 __all__ = [
     "all_gather_objects",
@@ -31,7 +30,6 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "resolve_device",
-    "training_sampler",
     "unwrap",
     "wrap_distributed",
 ]
@@ -145,15 +143,6 @@ def all_gather_objects(value: Any) -> list[Any]:
 def barrier() -> None:
     if get_world_size() > 1:
         dist.barrier()
-
-
-def training_sampler(dataset: Dataset, seed: int) -> Sampler:
-    """Shuffling sampler whose order is a function of (seed, epoch): ``set_epoch`` reshuffles
-    reproducibly, also after a resume. Under ``torch.distributed`` each rank draws a disjoint
-    share; in one process it is the same sampler with one replica."""
-    return DistributedSampler(
-        dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=seed
-    )
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,6 +9,7 @@ else its checkpoints must carry (labels, preprocessing). Only rank 0 writes file
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from visprior.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    load_weights,
     restore_rng_state,
     save_checkpoint,
 )
@@ -37,6 +39,7 @@ from visprior.engine.distributed import (
     wrap_distributed,
 )
 from visprior.engine.metrics_log import MetricsLog
+from visprior.fileio import remove_stale_temporaries
 
 __all__ = [
     "DistributedFailure",
@@ -187,6 +190,8 @@ class Trainer:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.iteration = 0
         self.epoch = 0
+        self.epoch_batches = 0  # batches drawn so far in this epoch
+        self.resume_position = 0  # batches of the first epoch to pass over after a resume
         self.training_seconds = 0.0
         self.best_metric = -math.inf if settings.mode == "max" else math.inf
         self.best_iteration = 0
@@ -275,7 +280,8 @@ class Trainer:
 
     def _validate_and_save(self, log: MetricsLog | None, progress: tqdm) -> None:
         metrics = {}
-        rng = all_gather_objects(capture_rng_state())  # every process's, for an exact resume
+        own_rng = capture_rng_state()
+        rng = all_gather_objects(own_rng)  # every process's, for an exact resume
         if is_main_process():
             unwrap(self.model).eval()
             with torch.no_grad(), self._autocast():
@@ -296,6 +302,9 @@ class Trainer:
             )
         barrier()
         self._share_decisions()
+        # Validation may draw random numbers (MONAI's DataLoader even reseeds torch): training
+        # goes on from the saved state, as a resumed run will.
+        restore_rng_state(own_rng)
 
     def _after_validation(self, improved: bool, progress: tqdm) -> None:
         """The plateau rule and early stopping, decided on rank 0."""
@@ -309,7 +318,7 @@ class Trainer:
             best = self.checkpoint_dir / "best.pt"
             if s.reload_best_on_drop and best.is_file():
                 state = load_checkpoint(best, map_location=self.device)
-                unwrap(self.model).load_state_dict(state["state_dict"])
+                load_weights(unwrap(self.model), state["state_dict"], str(best))
                 message += f", back to the best weights (iteration {self.best_iteration})"
             progress.write(message)
         if s.early_stop_patience and self.validations_since_best >= s.early_stop_patience:
@@ -346,6 +355,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "iteration": self.iteration,
             "epoch": self.epoch,
+            "epoch_batches": self.epoch_batches,
             "training_seconds": self.training_seconds,
             "best_metric": self.best_metric,
             "best_iteration": self.best_iteration,
@@ -361,14 +371,18 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.checkpoint_dir / "last.pt"
+        if is_main_process():  # left by a process killed while writing a checkpoint
+            remove_stale_temporaries(self.checkpoint_dir)
         state = load_checkpoint(path, map_location=self.device)
-        unwrap(self.model).load_state_dict(state["state_dict"])
+        load_weights(unwrap(self.model), state["state_dict"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.iteration = int(state["iteration"])
-        # A fresh pass over the data: replaying part of an epoch would rerun its augmentation.
-        self.epoch = int(state.get("epoch", 0)) + 1
+        if "epoch_batches" in state:  # the same epoch, from the next batch on
+            self.epoch, self.resume_position = int(state["epoch"]), int(state["epoch_batches"])
+        else:  # an older checkpoint without the position: a fresh pass
+            self.epoch = int(state.get("epoch", 0)) + 1
         self.training_seconds = float(state.get("training_seconds", 0.0))
         self.best_metric = float(state["best_metric"])
         self.best_iteration = int(state["best_iteration"])
@@ -388,8 +402,23 @@ class Trainer:
                 set_epoch = getattr(getattr(self.batches, "sampler", None), "set_epoch", None)
                 if set_epoch is not None:
                     set_epoch(self.epoch)
-            yield from self.batches
+            self.epoch_batches, self.resume_position = self.resume_position, 0
+            for batch in self._pass_from(self.epoch_batches):
+                self.epoch_batches += 1
+                yield batch
             self.epoch += 1
+
+    def _pass_from(self, position: int) -> Iterable:
+        """One pass over ``batches`` from batch ``position`` on: a ``TrainingSampler`` starts
+        there; any other loader draws the batches before it and drops them."""
+        if position == 0:
+            return self.batches
+        sampler = getattr(self.batches, "sampler", None)
+        batch_size = getattr(self.batches, "batch_size", None)
+        if hasattr(sampler, "skip_samples") and batch_size is not None:
+            sampler.skip_samples(position * batch_size)
+            return self.batches
+        return itertools.islice(self.batches, position, None)
 
     def _set_lr(self) -> None:
         s = self.settings

@@ -34,7 +34,8 @@ from visprior.engine.checkpoint import (
     read_weights_only,
 )
 from visprior.engine.config import config_to_dict, save_config
-from visprior.engine.distributed import is_main_process, training_sampler
+from visprior.engine.distributed import is_main_process
+from visprior.engine.sampling import SeededSamples, loader_generator, training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, start_run
 from visprior.registry import get_model
 from visprior.seg.config import SegTrainConfig
@@ -150,14 +151,16 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
             (val_cases, validation_transforms(config)),
         )
     )
-    sampler = training_sampler(train_data, config.seed)
+    # Each draw's augmentation is seeded from (seed, epoch, case): a resumed run sees the very
+    # crops and augmentations the uninterrupted run would have seen.
     loader = DataLoader(
-        train_data,
+        SeededSamples(train_data),
         batch_size=config.batch_size,
-        sampler=sampler,
+        sampler=training_sampler(train_data, config.seed, with_seeds=True),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         collate_fn=list_data_collate,
+        generator=loader_generator(config.seed),
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
