@@ -8,13 +8,14 @@ import csv
 import gzip
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "NIFTI_SUFFIXES",
     "atomic_path",
+    "check_outputs",
     "nifti_stem",
     "remove_stale_temporaries",
     "save_nifti_atomic",
@@ -52,6 +53,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_folder(target.parent)  # the rename itself survives a power cut
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike],
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+) -> None:
+    """Before anything is written: no output may replace an input (ever), nor an earlier
+    output unless ``overwrite`` (``--force`` on the command line) says so.
+
+    Raises:
+        FileExistsError: naming the first output in the way; nothing was written.
+    """
+    originals = {Path(path).resolve(): Path(path) for path in inputs}
+    for output in map(Path, outputs):
+        if output.resolve() in originals:
+            raise FileExistsError(
+                f"{output} would replace the input {originals[output.resolve()]}; choose another "
+                "output folder (nothing was written)"
+            )
+        if output.exists() and not overwrite:
+            raise FileExistsError(
+                f"{output} exists; pass --force to replace it, or choose another output folder "
+                "(nothing was written)"
+            )
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -71,6 +71,12 @@ def test_train_resume_evaluate_predict(synthetic, tmp_path):
     saved = json.loads((run / "evaluation" / "test" / "metrics.json").read_text())
     assert saved["auc"] == pytest.approx(metrics["auc"])
     assert len(list((run / "evaluation" / "test" / "overlays").glob("*.png"))) == 2
+    # a second evaluation replaces the first only when asked to
+    before = (run / "evaluation" / "test" / "metrics.json").read_bytes()
+    with pytest.raises(FileExistsError, match=r"test/metrics.json exists; pass --force"):
+        evaluate_run(run, "test", overlays=2)
+    assert (run / "evaluation" / "test" / "metrics.json").read_bytes() == before
+    assert evaluate_run(run, "test", overlays=2, overwrite=True)["auc"] == metrics["auc"]
 
     classifier = load_classifier(run)
     images = sorted((synthetic / "images").glob("*.png"))[:2]
@@ -82,14 +88,14 @@ def test_train_resume_evaluate_predict(synthetic, tmp_path):
         total = sum(float(row[f"p_{c}"]) for c in classifier.classes)
         assert total == pytest.approx(1.0, abs=1e-4)
     assert len(list((tmp_path / "predicted").glob("*_cam.png"))) == 2
-    with pytest.raises(FileExistsError, match="pass --overwrite"):
+    with pytest.raises(FileExistsError, match="pass --force"):
         predict_images(classifier, images, tmp_path / "predicted")
     # a.png's overlay would be a_cam.png, itself an input here
     inputs = [tmp_path / "mine" / "a.png", tmp_path / "mine" / "a_cam.png"]
     inputs[0].parent.mkdir()
     for path in inputs:
         path.write_bytes(images[0].read_bytes())
-    with pytest.raises(FileExistsError, match="a_cam.png: the output would replace an input"):
+    with pytest.raises(FileExistsError, match="a_cam.png would replace the input .*a_cam.png"):
         predict_images(classifier, inputs, tmp_path / "mine", overwrite=True)
     assert inputs[1].read_bytes() == images[0].read_bytes()
 

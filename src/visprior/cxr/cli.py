@@ -9,6 +9,8 @@ __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from visprior.engine.commands import add_force_flag
+
     cxr = commands.add_parser("cxr", help="chest X-ray classification guided by gaze (GG-CAM)")
     actions = cxr.add_subparsers(dest="cxr_command", required=True)
 
@@ -52,12 +54,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--dataset", help="where the dataset is now, if it moved")
     evaluate.add_argument("--images-root", help="where the images are now, if they moved")
     evaluate.add_argument("--device", default="cpu")
+    add_force_flag(evaluate, "replace an earlier evaluation of this part")
 
     predict = actions.add_parser("predict", help="classify radiographs, write CSV + CAM PNGs")
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
     predict.add_argument("inputs", nargs="+", type=Path, help="DICOM/PNG/JPEG files or folders")
     predict.add_argument("--output", "-o", type=Path, required=True)
-    predict.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    add_force_flag(predict, "replace earlier predictions (an input is never replaced)")
     predict.add_argument("--device", default="cpu")
 
 
@@ -105,6 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "images_root": args.images_root,
         "device": args.device,
+        "overwrite": args.overwrite,
     }
     if not (args.run / "split.json").is_file() and any(args.run.glob("seed_*")):
         summary = evaluate_seeds(args.run, args.part, **options)

@@ -38,7 +38,7 @@ from visprior.engine.checkpoint import (
 )
 from visprior.engine.config import config_from_dict
 from visprior.engine.distributed import resolve_device
-from visprior.fileio import atomic_path, write_csv_rows
+from visprior.fileio import atomic_path, check_outputs, write_csv_rows
 
 __all__ = [
     "CXRClassifier",
@@ -111,6 +111,7 @@ def evaluate_run(
     dataset: str | None = None,
     images_root: str | None = None,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score a run on ``part`` ("train", "val" or "test") of its saved split.
 
@@ -120,6 +121,7 @@ def evaluate_run(
         out_dir: where to write; default ``<run_dir>/evaluation/<part>``.
         overlays: how many CAM overlay PNGs to draw (the first cases of the part).
         dataset, images_root: where the data is now, if it moved since training.
+        overwrite: replace an earlier evaluation's files (``--force``).
 
     Returns:
         The metrics (also in ``metrics.json``), with ``hit_rate`` and ``hits_per_class``.
@@ -145,6 +147,11 @@ def evaluate_run(
     if missing:
         raise ValueError(f"{config.dataset}: case(s) of the split not found: {missing[:5]}")
     cases = [by_id[i] for i in split[part]]
+    out_dir = Path(out_dir) if out_dir else run_dir / "evaluation" / part
+    shown = cases[: max(overlays, 0)]
+    overlay_paths = [out_dir / "overlays" / f"{case.case_id}.png" for case in shown]
+    tables = ["metrics.json", "predictions.csv", "saliency_per_image.csv"]
+    check_outputs([*(out_dir / name for name in tables), *overlay_paths], overwrite=overwrite)
     tensors = GazeImageDataset(
         cases,
         classifier.classes,
@@ -161,24 +168,26 @@ def evaluate_run(
     probabilities, cams = np.concatenate(probabilities), np.concatenate(cams)
     labels = np.array([case.label for case in cases])
     metrics = classification_metrics(probabilities, labels, classifier.classes)
-    out_dir = Path(out_dir) if out_dir else run_dir / "evaluation" / part
+    per_image = []
     if classifier.predicts_saliency:
         per_image, summary = saliency_scores(tensors, cases, cams[:, 0])
         metrics["saliency"] = summary
-        write_csv_rows(out_dir / "saliency_per_image.csv", per_image, ["case", *SALIENCY_METRICS])
     else:
         metrics.update(_localisation(tensors, cams, labels, classifier.classes))
     metrics.update({"part": part, "checkpoint": classifier.source})
 
+    # Everything is computed: an error above leaves no file of this evaluation behind.
+    if per_image:
+        write_csv_rows(out_dir / "saliency_per_image.csv", per_image, ["case", *SALIENCY_METRICS])
     _write_json(out_dir / "metrics.json", metrics)
     _write_predictions(out_dir / "predictions.csv", cases, labels, probabilities, classifier)
-    for index in range(min(overlays, len(cases))):
+    for index, overlay in enumerate(overlay_paths):
         item = tensors[index]
         true_cam = cams[index, 0 if classifier.predicts_saliency else labels[index]]
         save_cam_overlay(
             item["image"][0].numpy(),
             true_cam,
-            out_dir / "overlays" / f"{cases[index].case_id}.png",
+            overlay,
             gaze=item["gaze"].numpy() if item["has_gaze"] else None,
             title=f"{cases[index].case_id}: true {classifier.classes[labels[index]]}, "
             f"predicted {classifier.classes[int(probabilities[index].argmax())]}",
@@ -255,6 +264,7 @@ def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> 
     runs = sorted(Path(parent).glob("seed_*/split.json"))
     if not runs:
         raise FileNotFoundError(f"{parent}: no seed_<n> run folders")
+    check_outputs([Path(parent) / f"seeds_{part}.json"], overwrite=options.get("overwrite", False))
     results = {p.parent.name: evaluate_run(p.parent, part, **options) for p in runs}
     summary = {
         "runs": len(results),
@@ -323,12 +333,7 @@ def predict_images(
     table = out_dir / "predictions.csv"
     suffix = "_saliency" if classifier.predicts_saliency else "_cam"
     overlays = [out_dir / f"{path.stem}{suffix}.png" for path in files]
-    resolved_inputs = {p.resolve() for p in files}
-    for target in [table, *overlays]:
-        if target.resolve() in resolved_inputs:
-            raise FileExistsError(f"{target}: the output would replace an input; choose another -o")
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    check_outputs([table, *overlays], inputs=files, overwrite=overwrite)
     if len({o.name for o in overlays}) != len(overlays):
         raise ValueError("two inputs share a file name; predict them into separate folders")
     rows = []

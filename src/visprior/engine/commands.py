@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["dispatch", "train_config_from_args"]
+__all__ = ["add_force_flag", "dispatch", "train_config_from_args"]
 
 ConfigT = TypeVar("ConfigT")
 
@@ -44,3 +44,8 @@ def train_config_from_args(
         config_file = args.config
         flags["dataset"] = args.dataset
     return load_config(cls, config_file, args.set, **flags)
+
+
+def add_force_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--force`` (alias ``--overwrite``): without it a command never replaces a file."""
+    parser.add_argument("--force", "--overwrite", dest="overwrite", action="store_true", help=help)

@@ -9,6 +9,8 @@ __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from visprior.engine.commands import add_force_flag
+
     seg = commands.add_parser("seg", help="3D segmentation: check, train, predict, evaluate")
     actions = seg.add_subparsers(dest="seg_command", required=True)
 
@@ -39,7 +41,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--overlap", type=float, default=0.5)
     predict.add_argument("--sw-batch-size", type=int, default=2)
     predict.add_argument("--probabilities", action="store_true", help="also write softmax")
-    predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_force_flag(predict, "replace earlier predictions (an input is never replaced)")
     predict.add_argument(
         "--largest-component",
         action="store_true",
@@ -64,6 +66,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--dataset", type=Path, help="dataset folder, for class names")
     evaluate.add_argument("--output", "-o", type=Path, help="folder for CSV and JSON")
     evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM")
+    add_force_flag(evaluate, "replace an earlier evaluation in --output")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from visprior.engine.commands import add_force_flag
     from visprior.simplify.shrink import ShrinkSettings
 
     defaults = ShrinkSettings()
@@ -29,7 +30,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     measure.add_argument(
         "--output", "-o", type=Path, help="folder for the report (default <run>/redundancy)"
     )
-    measure.add_argument("--overwrite", action="store_true", help="replace an earlier report")
+    add_force_flag(measure, "replace an earlier report")
 
     shrink = actions.add_parser(
         "shrink",
@@ -96,7 +97,7 @@ def _measure(args: argparse.Namespace) -> int:
     output = args.output or path.parent.parent / "redundancy"
     if output.exists() and any(output.iterdir()) and not args.overwrite:
         raise FileExistsError(
-            f"{output} already holds a report; pass --overwrite or another --output "
+            f"{output} already holds a report; pass --force or another --output "
             "(nothing was overwritten)"
         )
     probes = probe_images(data_images(args.data), args.probes, int(state["image_size"]))
