@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from visprior.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from visprior.fileio import remove_stale_temporaries
 
 
 class NotATensor:
@@ -103,3 +107,30 @@ def test_a_write_that_dies_halfway_leaves_the_previous_checkpoint(tmp_path, monk
     state = load_checkpoint(path)
     assert state["iteration"] == 1 and torch.equal(state["weights"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+KILLED_WHILE_WRITING = """
+import os, signal, sys, torch
+from visprior.engine.checkpoint import save_checkpoint
+
+def dies_halfway(state, target):
+    with open(target, "wb") as handle:
+        handle.write(b"PK\\x03\\x04 half a zip")
+        handle.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = dies_halfway
+save_checkpoint(sys.argv[1], {"iteration": 2, "weights": torch.zeros(3)})
+"""
+
+
+def test_a_process_killed_while_writing_leaves_the_previous_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", {"iteration": 1, "weights": torch.ones(3)})
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    state = load_checkpoint(path)
+    assert state["iteration"] == 1 and torch.equal(state["weights"], torch.ones(3))
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "last.pt"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".last.pt.")
+    assert remove_stale_temporaries(tmp_path) == leftovers
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
