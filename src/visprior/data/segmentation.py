@@ -12,6 +12,11 @@ Two on-disk layouts are understood, told apart by the keys of ``dataset.json``:
 also opens every image and label and reports every problem it finds. ``kfold_split`` makes a
 deterministic case-wise cross-validation split; ``save_split``/``load_split`` store it as JSON.
 
+Every file is treated as untrusted: a path or symlink leaving the dataset folder is refused, not
+read; a volume's header is checked against its file size before any voxel array is allocated
+(``check_volume_header``, ``read_volume_header``, ``verify_headers``); ``read_volume`` turns any
+reading failure into a :class:`DatasetError` naming the case and file.
+
 Example:
     >>> dataset = load_dataset("nnUNet_raw/Dataset004_Hippocampus")
     >>> print(format_problems(check_dataset(dataset.root)))
@@ -21,12 +26,16 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
+import math
 import os
 import posixpath
 import random
 import re
-import zlib
+import reprlib
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,23 +43,32 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
 
 from visprior.fileio import atomic_path
 
 __all__ = [
+    "MAX_VOXELS",
     "DatasetError",
     "DatasetProblem",
     "ProblemList",
     "SegmentationCase",
     "SegmentationDataset",
     "check_dataset",
+    "check_volume_header",
     "format_problems",
     "kfold_split",
     "load_dataset",
     "load_split",
+    "read_volume",
+    "read_volume_header",
     "save_split",
+    "verify_headers",
 ]
+
+# The most voxels accepted from a compressed volume's header. A compressed file's size does not
+# bound its voxel count tightly, so without a limit a forged header could make a reader allocate
+# terabytes. 2**31 voxels are 8 GiB as float32: four times a 512 x 512 x 2000-slice CT.
+MAX_VOXELS = 2**31
 
 # Problems that make ``load_dataset`` fail; the others (stray files, ...) are only reported.
 _BLOCKING = frozenset(
@@ -65,10 +83,20 @@ _BLOCKING = frozenset(
         "duplicate-case",
         "missing-file",
         "path-outside-root",
+        "not-a-file",
+        "unreadable-folder",
         "case-count-mismatch",
     }
 )
-_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
+# Deflate never expands data more than 1032-fold, so a gzip file of n bytes holds at most
+# 1032 * n bytes: a header asking for more is forged or the file was cut short.
+_MAX_DEFLATE_RATIO = 1032
+_MAX_DIMENSIONS = 5  # x, y, z, time and one more (ITK's vector axis); NIfTI allows 7
+_GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_COMPRESSION_MAGICS = (b"BZh", b"\x28\xb5\x2f\xfd")  # bzip2, zstandard
+_CHECKSUM_CHUNK = 16 * 2**20  # bytes decompressed at a time to reach a gzip file's CRC
+_MAX_DATASET_JSON_BYTES = 64 * 2**20  # MSD's longest dataset.json is well under 1 MiB
+_MAX_SHOWN_PATH = 200  # characters of a path shown in a message
 _CHANNEL_RE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 _MRI_NAMES = frozenset({"MR", "MRI", "FLAIR", "ADC", "DWI", "PD", "PDW", "SWI", "DCE", "DIFFUSION"})
 _AFFINE_ATOL = 1e-3
@@ -103,7 +131,7 @@ class DatasetProblem:
     path: Path | None = None
 
     def __str__(self) -> str:
-        where = f"{self.case}: " if self.case else ""
+        where = f"{_printable(self.case)}: " if self.case else ""
         return f"{where}{self.message} [{self.kind}]"
 
 
@@ -192,6 +220,25 @@ class SegmentationDataset:
         return [_data_dict(case) for case in chosen]
 
 
+def _brief(value: Any) -> str:
+    """A repr of a ``dataset.json`` value short enough for a one-line message."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxdict, shortener.maxlist = 2, 6, 6
+    shortener.maxstring = shortener.maxother = shortener.maxlong = 80
+    return shortener.repr(value)
+
+
+def _printable(text: str) -> str:
+    """A path or name fit for a one-line message: control characters (and the surrogates of an
+    undecodable file name) escaped, the middle of a very long one left out."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    if len(text) > _MAX_SHOWN_PATH:
+        half = _MAX_SHOWN_PATH // 2
+        text = f"{text[:half]}...({len(text) - 2 * half} characters)...{text[-half:]}"
+    return text
+
+
 def _is_mri(channel_name: str) -> bool:
     key = re.sub(r"[^A-Z0-9]", "", channel_name.upper())
     return key in _MRI_NAMES or key.startswith(("MR", "T1", "T2"))
@@ -225,9 +272,9 @@ class _Problems(ProblemList):
 
     def rel(self, path: Path) -> str:
         try:
-            return path.relative_to(self.root).as_posix()
+            return _printable(path.relative_to(self.root).as_posix())
         except ValueError:
-            return str(path)
+            return _printable(str(path))
 
     def require(self, meta: dict, keys: Iterable[str]) -> bool:
         missing = [key for key in keys if key not in meta]
@@ -290,8 +337,13 @@ def _read_meta(root: Path, problems: _Problems) -> dict | None:
     path = root / "dataset.json"
     if not root.is_dir():
         problems.add("missing-folder", f"dataset folder {root} does not exist", path=root)
-    elif not path.is_file():
+    elif not path.exists():
         problems.add("missing-dataset-json", f"no dataset.json in {root}", path=path)
+    elif not path.is_file():  # a folder, a pipe (which would block) or a device
+        problems.add("invalid-json", f"{path} is not a regular file", path=path)
+    elif (size := path.stat().st_size) > _MAX_DATASET_JSON_BYTES:
+        message = f"{path} is {size} bytes, too large for a dataset description"
+        problems.add("invalid-json", f"{message} (limit {_MAX_DATASET_JSON_BYTES})", path=path)
     else:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
@@ -299,13 +351,19 @@ def _read_meta(root: Path, problems: _Problems) -> dict | None:
             message = f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
             problems.add("invalid-json", message, path=path)
             return None
-        except (OSError, UnicodeDecodeError) as err:
-            problems.add("invalid-json", f"cannot read {path}: {err}", path=path)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            # ValueError: an integer too long to convert; RecursionError: arrays nested too deep
+            message = f"cannot read {path}: {type(err).__name__}: {_one_line(err)}"
+            problems.add("invalid-json", message, path=path)
             return None
         if isinstance(meta, dict):
             return meta
         problems.add("invalid-json", f"{path} must hold a JSON object", path=path)
     return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _parse_channels(meta: dict, key: str, problems: _Problems) -> tuple[str, ...] | None:
@@ -316,7 +374,9 @@ def _parse_channels(meta: dict, key: str, problems: _Problems) -> tuple[str, ...
     except (AttributeError, TypeError, ValueError):
         by_index = {}
     if not by_index or sorted(by_index) != list(range(len(by_index))):
-        message = f"dataset.json {key!r} must map '0', '1', ... to channel names, got {mapping!r}"
+        message = (
+            f"dataset.json {key!r} must map '0', '1', ... to channel names, got {_brief(mapping)}"
+        )
         problems.add("invalid-value", message, path=problems.root / "dataset.json")
         return None
     return tuple(by_index[index] for index in range(len(by_index)))
@@ -332,7 +392,7 @@ def _parse_labels(meta: dict, layout: str, problems: _Problems) -> dict[str, int
     for name, value in pairs:
         if isinstance(value, (list, tuple)):
             message = (
-                f"label {name!r} in dataset.json is region-based ({value}); "
+                f"label {_brief(name)} in dataset.json is region-based ({_brief(value)}); "
                 "region-based labels are not supported"
             )
             problems.add("unsupported-labels", message, path=path)
@@ -343,7 +403,7 @@ def _parse_labels(meta: dict, layout: str, problems: _Problems) -> dict[str, int
     if len(labels) != len(raw) or len(set(values)) != len(values) or 0 not in values:
         message = (
             "dataset.json 'labels' must give each label its own integer >= 0, with background 0;"
-            f" got {meta['labels']!r}"
+            f" got {_brief(meta['labels'])}"
         )
         problems.add("invalid-value", message, path=path)
         return None
@@ -361,7 +421,8 @@ def _check_count(meta: dict, found: int, problems: _Problems) -> None:
     expected = meta.get("numTraining")
     if expected is not None and expected != found:
         message = (
-            f"dataset.json says numTraining is {expected!r} but {found} training cases were found"
+            f"dataset.json says numTraining is {_brief(expected)} but {found} training cases "
+            "were found"
         )
         problems.add("case-count-mismatch", message, path=problems.root / "dataset.json")
 
@@ -373,16 +434,16 @@ def _scan_nnunet(root: Path, meta: dict, problems: _Problems) -> SegmentationDat
     labels = _parse_labels(meta, "nnunet", problems)
     ending = meta["file_ending"]
     if not (isinstance(ending, str) and ending.startswith(".")):
-        message = f"dataset.json 'file_ending' must look like '.nii.gz', got {ending!r}"
+        message = f"dataset.json 'file_ending' must look like '.nii.gz', got {_brief(ending)}"
         problems.add("invalid-value", message, path=root / "dataset.json")
         return None
     if channels is None or labels is None:
         return None
-    training = _list_nnunet(root, "imagesTr", "labelsTr", len(channels), ending, problems)
+    training, listed = _list_nnunet(root, "imagesTr", "labelsTr", len(channels), ending, problems)
     test = []
     if (root / "imagesTs").is_dir():
-        test = _list_nnunet(root, "imagesTs", None, len(channels), ending, problems)
-    _check_count(meta, len(training), problems)
+        test, _ = _list_nnunet(root, "imagesTs", None, len(channels), ending, problems)
+    _check_count(meta, listed, problems)
     return SegmentationDataset(root, "nnunet", channels, labels, ending, training, test)
 
 
@@ -393,8 +454,13 @@ def _list_nnunet(
     channels: int,
     ending: str,
     problems: _Problems,
-) -> list[SegmentationCase]:
-    """Cases of one nnU-Net image folder: every case prefix seen there, with its expected files."""
+) -> tuple[list[SegmentationCase], int]:
+    """Cases of one nnU-Net image folder: every case prefix seen there, with its expected files.
+
+    Returns:
+        The cases, without those having a file that links out of the dataset folder or is not a
+        regular file (such a file is reported, never read), and the number of case prefixes seen.
+    """
     found = _group_channel_files(root / image_dir, channels, ending, problems)
     cases = []
     for name in sorted(found):
@@ -402,23 +468,66 @@ def _list_nnunet(
             root / image_dir / f"{name}_{index:04d}{ending}" for index in range(channels)
         )
         label = root / label_dir / f"{name}{ending}" if label_dir else None
+        usable = True
         for index, path in enumerate(images):
-            if index not in found[name]:
+            if index in found[name]:
+                usable &= _usable_file(path, f"channel {index} image", name, problems)
+            else:
                 message = f"channel {index} image {problems.rel(path)} is missing"
                 problems.add("missing-file", message, name, path)
-        if label is not None and not label.is_file():
-            problems.add("missing-file", f"label {problems.rel(label)} is missing", name, label)
-        cases.append(SegmentationCase(name, images, label))
+        if label is not None:
+            usable &= _usable_file(label, "label", name, problems)
+        if usable:
+            cases.append(SegmentationCase(name, images, label))
     if label_dir:
         _report_orphan_labels(root / label_dir, set(found), ending, problems)
-    return cases
+    return cases, len(found)
 
 
-def _listing(folder: Path) -> list[Path]:
+def _usable_file(path: Path, what: str, case: str, problems: _Problems) -> bool:
+    """Whether ``path`` may be read: a regular file inside the dataset folder. A missing file is
+    reported but usable (the case stays, its check skips the file); a file linking out of the
+    folder, or a folder, pipe or device (reading a pipe blocks forever), is reported and not."""
+    resolved = _resolved(path)
+    if not resolved.is_relative_to(_resolved(problems.root)):
+        message = (
+            f"{what} {problems.rel(path)} links to {_printable(str(resolved))}, outside the "
+            "dataset folder; it was not read"
+        )
+        problems.add("path-outside-root", message, case, path)
+        return False
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            problems.add("missing-file", f"{what} {problems.rel(path)} is missing", case, path)
+            return True
+        message = f"{what} {problems.rel(path)} cannot be opened: {error.strerror}"
+        problems.add("not-a-file", message, case, path)
+        return False
+    if not stat.S_ISREG(mode):
+        message = f"{what} {problems.rel(path)} is not a regular file; it was not read"
+        problems.add("not-a-file", message, case, path)
+        return False
+    return True
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with every symlink followed; unlike ``Path.resolve``, a symlink loop does not
+    raise (the loop is then reported when the file is opened)."""
+    return Path(os.path.realpath(path))
+
+
+def _listing(folder: Path, problems: _Problems) -> list[Path]:
     """Files of a folder, hidden ones (``.DS_Store``, ``._x.nii.gz``) left out."""
     if not folder.is_dir():
         return []
-    return sorted(path for path in folder.iterdir() if not path.name.startswith("."))
+    try:
+        return sorted(path for path in folder.iterdir() if not path.name.startswith("."))
+    except OSError as error:
+        message = f"folder {problems.rel(folder)}/ cannot be listed: {error.strerror}"
+        problems.add("unreadable-folder", message, path=folder)
+        return []
 
 
 def _group_channel_files(folder: Path, channels: int, ending: str, problems: _Problems) -> dict:
@@ -426,9 +535,9 @@ def _group_channel_files(folder: Path, channels: int, ending: str, problems: _Pr
     if not folder.is_dir():
         problems.add("missing-file", f"folder {problems.rel(folder)}/ is missing", path=folder)
     groups: dict[str, set[int]] = {}
-    for path in _listing(folder):
+    for path in _listing(folder, problems):
         if not path.name.endswith(ending):
-            message = f"{problems.rel(path)} does not end with file_ending {ending!r}"
+            message = f"{problems.rel(path)} does not end with file_ending {_brief(ending)}"
             problems.add("stray-file", message, path=path)
             continue
         match = _CHANNEL_RE.fullmatch(path.name[: -len(ending)])
@@ -444,9 +553,9 @@ def _group_channel_files(folder: Path, channels: int, ending: str, problems: _Pr
 
 
 def _report_orphan_labels(folder: Path, cases: set[str], ending: str, problems: _Problems):
-    for path in _listing(folder):
+    for path in _listing(folder, problems):
         if not path.name.endswith(ending):
-            message = f"{problems.rel(path)} does not end with file_ending {ending!r}"
+            message = f"{problems.rel(path)} does not end with file_ending {_brief(ending)}"
             problems.add("stray-file", message, path=path)
         elif path.name[: -len(ending)] not in cases:
             message = f"{problems.rel(path)} belongs to no case (no matching image in imagesTr)"
@@ -484,7 +593,7 @@ def _msd_cases(root: Path, entries: list, key: str, problems: _Problems) -> list
             isinstance(entry, dict) and "image" in entry and (key == "test" or "label" in entry)
         ):
             shape = "a path or {'image': ...}" if key == "test" else "{'image': ..., 'label': ...}"
-            message = f"dataset.json {key!r} entry #{number} must be {shape}, got {entry!r}"
+            message = f"dataset.json {key!r} entry #{number} must be {shape}, got {_brief(entry)}"
             problems.add("invalid-value", message, path=root / "dataset.json")
             continue
         case = _msd_case(root, entry, problems)
@@ -494,34 +603,49 @@ def _msd_cases(root: Path, entries: list, key: str, problems: _Problems) -> list
 
 
 def _msd_case(root: Path, entry: dict, problems: _Problems) -> SegmentationCase | None:
-    """One MSD case; None when a path leaves the dataset folder (it is then never read)."""
+    """One MSD case; None when a path is unusable or leaves the dataset folder (it is then never
+    read)."""
     name = _strip_ending(PurePosixPath(str(entry["image"])).name)
-    image = _inside(root, entry["image"], name, problems)
-    label = _inside(root, entry["label"], name, problems) if "label" in entry else None
+    image = _inside(root, entry["image"], "image", name, problems)
+    label = _inside(root, entry["label"], "label", name, problems) if "label" in entry else None
     if image is None or ("label" in entry and label is None):
         return None
-    for what, path in (("image", image), ("label", label)):
-        if path is not None and not path.is_file():
-            problems.add("missing-file", f"{what} {problems.rel(path)} is missing", name, path)
-    return SegmentationCase(name, (image,), label)
+    usable = _usable_file(image, "image", name, problems)
+    if label is not None:
+        usable &= _usable_file(label, "label", name, problems)
+    return SegmentationCase(name, (image,), label) if usable else None
 
 
-def _inside(root: Path, raw: Any, case: str, problems: _Problems) -> Path | None:
+def _inside(root: Path, raw: Any, what: str, case: str, problems: _Problems) -> Path | None:
     """``root / raw`` if it stays inside ``root`` (no absolute path, no ``..``, no symlink out)."""
-    relative = PurePosixPath(str(raw))
-    if not isinstance(raw, str) or relative.is_absolute() or ".." in relative.parts:
-        message = f"path {raw!r} in dataset.json leaves the dataset folder; it was not read"
+    if not isinstance(raw, str) or not raw or "\0" in raw or not _encodable(raw):
+        message = f"{what} path {_brief(raw)} in dataset.json is not a file path; it was not read"
+        problems.add("invalid-value", message, case)
+        return None
+    relative = PurePosixPath(raw)
+    if relative.is_absolute() or ".." in relative.parts:
+        message = f"path {_brief(raw)} in dataset.json leaves the dataset folder; it was not read"
         problems.add("path-outside-root", message, case)
         return None
     path = root / relative
-    if not path.resolve().is_relative_to(root.resolve()):
+    resolved = _resolved(path)
+    if not resolved.is_relative_to(_resolved(root)):
         message = (
-            f"path {raw!r} in dataset.json resolves to {path.resolve()}, outside the dataset "
-            "folder; it was not read"
+            f"path {_brief(raw)} in dataset.json resolves to {_printable(str(resolved))}, "
+            "outside the dataset folder; it was not read"
         )
         problems.add("path-outside-root", message, case, path)
         return None
     return path
+
+
+def _encodable(text: str) -> bool:
+    """Whether the file system can take ``text`` as a path (a lone surrogate cannot be)."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _strip_ending(file_name: str) -> str:
@@ -536,7 +660,7 @@ def _check_duplicates(cases: list[SegmentationCase], problems: _Problems) -> Non
     seen: set[str] = set()
     for case in cases:
         if case.name in seen:
-            message = f"case name {case.name!r} is used by more than one dataset.json entry"
+            message = f"case name {_brief(case.name)} is used by more than one dataset.json entry"
             problems.add("duplicate-case", message, case.name, case.images[0])
         seen.add(case.name)
 
@@ -548,10 +672,232 @@ def _report_unreferenced(root: Path, entries: dict[str, list], problems: _Proble
         values = entry.values() if isinstance(entry, dict) else [entry]
         named.update(posixpath.normpath(value) for value in values if isinstance(value, str))
     for folder in ("imagesTr", "labelsTr", "imagesTs"):
-        for path in _listing(root / folder):
+        for path in _listing(root / folder, problems):
             if path.relative_to(root).as_posix() not in named:
                 message = f"{problems.rel(path)} belongs to no case (not named in dataset.json)"
                 problems.add("orphan-file", message, path=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Volumes: the header first, then the voxels
+# ---------------------------------------------------------------------------------------------
+
+
+class _VolumeProblem(Exception):
+    """Why a volume file cannot be used: a problem kind and a sentence without the file name."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind, self.text = kind, text
+
+
+def check_volume_header(path: str | os.PathLike) -> str | None:
+    """Judge a volume file from its header and size alone, reading no voxels.
+
+    Refused: a header nibabel cannot parse; no dimension, more than 5, or a size below 1; an
+    uncompressed file shorter than the voxels its header declares; a gzip file too small to
+    hold them even at deflate's best ratio (1032:1); a compressed file declaring more than
+    :data:`MAX_VOXELS` voxels. No voxel array is allocated, so this is safe on any file.
+
+    Args:
+        path: a NIfTI file (or any format nibabel opens).
+
+    Returns:
+        None if nothing is wrong, else what is, as a sentence that does not name the file, e.g.
+        ``"header declares 30000 x 30000 x 30000 float32 voxels (108 TB with the header), but the
+        file has 832 bytes"``.
+    """
+    try:
+        _load_header(Path(path))
+    except _VolumeProblem as problem:
+        return problem.text
+    return None
+
+
+def read_volume_header(path: str | os.PathLike, case: str | None = None) -> Any:
+    """Open a volume's header (see :func:`check_volume_header`) without reading its voxels.
+
+    Returns:
+        The nibabel image; its ``dataobj`` reads the voxels on demand.
+
+    Raises:
+        DatasetError: the header is unusable; the message names the case and file.
+    """
+    try:
+        return _load_header(Path(path))
+    except _VolumeProblem as problem:
+        raise _volume_error(Path(path), case, problem) from problem.__cause__
+
+
+def read_volume(
+    path: str | os.PathLike, case: str | None = None, verify_checksum: bool = False
+) -> tuple[Any, np.ndarray]:
+    """Open a volume, checking its header first (see :func:`check_volume_header`), and read it.
+
+    Args:
+        path: the file.
+        case: the case it belongs to, for the message.
+        verify_checksum: also decompress a gzip file to its end to verify its CRC: readers stop
+            after the voxels, so damage that still decompresses gives wrong voxels silently.
+
+    Returns:
+        ``(image, voxels)``: the nibabel image (affine, header) and its voxel array.
+
+    Raises:
+        DatasetError: the header is unusable or the voxels cannot be read (file cut short,
+            corrupt gzip stream, ...); the message names the case and file, and its problem's
+            ``kind`` is ``"unreadable"``, ``"bad-header"``, ``"too-large"`` or ``"truncated"``.
+    """
+    try:
+        return _load_volume(Path(path), verify_checksum)
+    except _VolumeProblem as problem:
+        raise _volume_error(Path(path), case, problem) from problem.__cause__
+
+
+def verify_headers(
+    dataset: SegmentationDataset, cases: Iterable[str | SegmentationCase] | None = None
+) -> None:
+    """Check the header of every image and label of ``cases`` (see :func:`check_volume_header`).
+
+    Cheap (no voxel is read): meant to run before training, so that a forged or cut-short file
+    fails at once, with every such file listed, instead of when it is first loaded.
+
+    Args:
+        dataset: from :func:`load_dataset`.
+        cases: case names or cases; default every training case.
+
+    Raises:
+        DatasetError: naming the first unusable file, its case and what is wrong, and how many
+            more there are; ``problems`` lists them all.
+    """
+    by_name = {case.name: case for case in dataset.test + dataset.training}
+    chosen = dataset.training if cases is None else [_find_case(by_name, c) for c in cases]
+    problems = _Problems(dataset.root)
+    for case in chosen:
+        for path in (*case.images, *([case.label] if case.label is not None else [])):
+            try:
+                _load_header(path)
+            except _VolumeProblem as problem:
+                message = f"cannot read {problems.rel(path)}: {problem.text}"
+                problems.add(problem.kind, message, case.name, path)
+    if problems:
+        more = f" (and {_plural(len(problems) - 1, 'more file')})" if problems[1:] else ""
+        raise DatasetError(f"{problems[0]}{more}", problems)
+
+
+def _volume_error(path: Path, case: str | None, problem: _VolumeProblem) -> DatasetError:
+    where = f"case {case!r}: " if case is not None else ""
+    message = f"cannot read {_printable(str(path))}: {problem.text}"
+    return DatasetError(where + message, [DatasetProblem(problem.kind, message, case, path)])
+
+
+def _load_volume(path: Path, verify_checksum: bool = False) -> tuple[Any, np.ndarray]:
+    image = _load_header(path)
+    try:
+        data = np.asanyarray(image.dataobj)
+        data_file = _data_file(image)
+        if verify_checksum and data_file is not None and _magic(data_file) == "gzip":
+            with gzip.open(data_file) as stream:
+                while stream.read(_CHECKSUM_CHUNK):  # the CRC is compared at the stream's end
+                    pass
+    except Exception as error:  # whatever a reader raises on corrupt bytes, MemoryError included
+        raise _VolumeProblem("unreadable", _describe_error(error)) from error
+    return image, data
+
+
+def _load_header(path: Path) -> Any:
+    """The nibabel image, once its header has passed every check; raises _VolumeProblem."""
+    try:
+        image = nib.load(path)
+        header = image.header
+        dtype = np.dtype(header.get_data_dtype())
+        dims = _declared_dims(header)
+    except Exception as error:  # a parser fed arbitrary bytes may raise anything
+        raise _VolumeProblem("unreadable", _describe_error(error)) from error
+    if not 1 <= len(dims) <= _MAX_DIMENSIONS:
+        text = f"header declares {len(dims)} dimensions; 1 to {_MAX_DIMENSIONS} are supported"
+        raise _VolumeProblem("bad-header", text)
+    if min(dims) < 1:
+        text = f"header declares dimension sizes {dims}; each must be at least 1"
+        raise _VolumeProblem("bad-header", text)
+    try:
+        _check_file_size(image, dims, dtype)
+    except OSError as error:  # e.g. the .img of an Analyze/NIfTI pair is missing
+        raise _VolumeProblem("unreadable", _describe_error(error)) from error
+    return image
+
+
+def _declared_dims(header: Any) -> tuple[int, ...]:
+    """The dimension sizes a header declares, taken from the raw NIfTI/Analyze ``dim`` field
+    where there is one (nibabel's shape hides a count of 0 and forgives negative sizes)."""
+    try:
+        dim = [int(value) for value in header["dim"]]
+    except (KeyError, TypeError, ValueError):
+        return tuple(int(size) for size in header.get_data_shape())
+    if not 0 <= dim[0] <= 7:
+        raise ValueError(f"header dim[0] is {dim[0]}; NIfTI allows 0 to 7 dimensions")
+    return tuple(dim[1 : 1 + dim[0]])
+
+
+def _data_file(image: Any) -> str | None:
+    """The file holding the voxels (the ``.img`` of a pair), if nibabel reads them from one."""
+    return getattr(image.file_map.get("image"), "filename", None)
+
+
+def _magic(file_name: str) -> str | None:
+    """``"gzip"``, ``"other"`` (bzip2, zstandard) or None (uncompressed), from the first bytes."""
+    with open(file_name, "rb") as stream:
+        start = stream.read(4)
+    if start.startswith(_GZIP_MAGIC):  # .nii.gz, .mgz, ...
+        return "gzip"
+    return "other" if start.startswith(_OTHER_COMPRESSION_MAGICS) else None
+
+
+def _check_file_size(image: Any, dims: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse a header declaring more voxel bytes than its file can hold."""
+    data_file = _data_file(image)
+    offset = getattr(image.dataobj, "offset", None)
+    if data_file is None or offset is None:  # not an on-disk array nibabel reads directly
+        return
+    voxels = math.prod(dims)  # a Python int: no overflow
+    needed = int(offset) + voxels * dtype.itemsize
+    size = os.stat(data_file).st_size
+    declared = f"header declares {' x '.join(map(str, dims))} {dtype} voxels"
+    compression = _magic(data_file)
+    if compression is None:
+        if size < needed:
+            text = f"{declared} ({_bytes(needed)} with the header), but the file has {size} bytes"
+            raise _VolumeProblem("truncated", text)
+        return
+    if voxels > MAX_VOXELS:
+        text = (
+            f"{declared} ({voxels} voxels), more than the {MAX_VOXELS} (2**31) accepted from a "
+            "compressed file (visprior.data.segmentation.MAX_VOXELS)"
+        )
+        raise _VolumeProblem("too-large", text)
+    if compression == "gzip" and needed > _MAX_DEFLATE_RATIO * size:
+        text = (
+            f"{declared} ({_bytes(needed)} with the header), more than a {size}-byte gzip file "
+            f"can hold (deflate expands at most {_MAX_DEFLATE_RATIO}-fold)"
+        )
+        raise _VolumeProblem("truncated", text)
+
+
+def _bytes(count: int) -> str:
+    """``"832 bytes"``, ``"2 GB"``, ``"4,000 TB"``: for messages."""
+    if count < 1000:
+        return f"{count} bytes"
+    exponent = min(4, int(math.log10(count)) // 3)
+    value = count / 1000**exponent
+    shown = f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+    return f"{shown} {('kB', 'MB', 'GB', 'TB')[exponent - 1]}"
+
+
+def _describe_error(error: BaseException) -> str:
+    name = type(error).__name__
+    if name.islower():  # zlib.error, struct.error: the bare name says nothing
+        name = f"{type(error).__module__}.{name}"
+    return f"{name}: {_one_line(error)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,9 +916,12 @@ def check_dataset(root: str | os.PathLike) -> ProblemList:
     """Check a dataset thoroughly, opening every image and label, and report every problem.
 
     Structure: missing/invalid ``dataset.json`` or keys, missing files, ``numTraining`` not
-    matching, files belonging to no case or with a wrong channel suffix, paths leaving the folder
-    (never read). Content: unreadable files, image/label shape or affine mismatch, channels that
-    disagree, undeclared or non-integer label values, empty labels, NaN/Inf image voxels.
+    matching, files belonging to no case or with a wrong channel suffix, paths or symlinks leaving
+    the folder and folders, pipes or devices in place of files (never read). Content: headers that
+    cannot be right (see :func:`check_volume_header`; judged before any voxel is read),
+    unreadable files (a gzip file is decompressed to its end, so that its CRC is verified),
+    image/label shape or affine mismatch, channels that disagree, undeclared (negative included)
+    or non-integer label values, empty labels, NaN/Inf image voxels. It never raises.
 
     Args:
         root: the dataset folder.
@@ -614,11 +963,9 @@ def _read(path: Path, case: str, problems: _Problems) -> _Volume | None:
     if not path.is_file():
         return None
     try:
-        image = nib.load(path)
-        data = np.asanyarray(image.dataobj)
-    except _READ_ERRORS as err:
-        message = f"cannot read {problems.rel(path)}: {type(err).__name__}: {err}"
-        problems.add("unreadable", message, case, path)
+        image, data = _load_volume(path, verify_checksum=True)
+    except _VolumeProblem as problem:
+        problems.add(problem.kind, f"cannot read {problems.rel(path)}: {problem.text}", case, path)
         return None
     return _Volume(path, data, image.affine)
 
@@ -680,9 +1027,13 @@ def _same_affine(first: np.ndarray | None, second: np.ndarray | None) -> bool:
 
 
 def _check_label_values(label: _Volume, labels: dict[str, int], case: str, problems: _Problems):
+    name = problems.rel(label.path)
+    if label.data.dtype.kind not in "biuf":  # RGB or complex voxels: no label values at all
+        message = f"label {name} has voxels of type {label.data.dtype}, not numbers"
+        problems.add("non-integer-label", message, case, label.path)
+        return
     values = np.unique(label.data)
     integral = np.isclose(values, np.round(values))
-    name = problems.rel(label.path)
     if not integral.all():
         message = f"label {name} has non-integer values: {_show(values[~integral])}"
         problems.add("non-integer-label", message, case, label.path)
@@ -722,7 +1073,7 @@ def format_problems(problems: Iterable[DatasetProblem], num_cases: int | None = 
         groups.setdefault(problem.case, []).append(problem)
     lines = []
     for case, found in groups.items():
-        lines.append("dataset:" if case is None else f"{case}:")
+        lines.append("dataset:" if case is None else f"{_printable(case)}:")
         lines.extend(f"  {problem.message} [{problem.kind}]" for problem in found)
     lines.append(_count_line(groups, num_cases))
     return "\n".join(lines)

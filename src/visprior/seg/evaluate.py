@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
+from visprior.data.segmentation import read_volume
 from visprior.fileio import atomic_path, nifti_stem
 
 __all__ = [
@@ -197,24 +197,60 @@ def _pair_cases(pred_dir: Path, label_dir: Path) -> list[tuple[str, Path, Path]]
     return [(case, preds[case], labels[case]) for case in sorted(labels)]
 
 
-def _label_array(image: nib.Nifti1Image, case: str, role: str) -> np.ndarray:
-    data = np.asarray(image.dataobj)
+def _read_label_map(path: Path, case: str, role: str) -> tuple[Any, np.ndarray]:
+    """A label map as integers, its header checked before its voxels are read.
+
+    Raises:
+        DatasetError: the file cannot be read (see ``visprior.data.segmentation.read_volume``).
+        ValueError: it holds non-numeric, non-integer, NaN or negative values; the message
+            names the case, the file and the values.
+    """
+    # a damaged file that still decompresses would be scored silently
+    image, data = read_volume(path, case, verify_checksum=True)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
+    if data.dtype.kind not in "biuf":  # RGB or complex voxels
+        raise ValueError(f"case {case!r}: the {role} {path} holds voxels of type {data.dtype}")
     if np.issubdtype(data.dtype, np.floating):
         rounded = np.rint(data)
-        if not np.allclose(rounded, data, rtol=0, atol=1e-3):
-            raise ValueError(f"case {case!r}: the {role} holds non-integer values")
+        wrong = ~np.isclose(rounded, data, rtol=0, atol=1e-3)  # NaN too
+        if wrong.any():
+            raise ValueError(
+                f"case {case!r}: the {role} {path} holds non-integer values: "
+                f"{_show_values(data[wrong])}"
+            )
         data = rounded
-    return data.astype(np.int64, copy=False)
+    if data.size and data.min() < 0:
+        negative = _show_values(data[data < 0])
+        raise ValueError(f"case {case!r}: the {role} {path} holds negative values: {negative}")
+    return image, data.astype(np.int64, copy=False)
+
+
+def _show_values(values: np.ndarray, limit: int = 10) -> str:
+    unique = np.unique(values)
+    shown = ", ".join(f"{value:g}" for value in unique[:limit])
+    return shown + (f", ... ({unique.size - limit} more)" if unique.size > limit else "")
+
+
+def _check_declared(
+    case: str, path: Path, role: str, data: np.ndarray, classes: Mapping[str, int]
+) -> None:
+    """Refuse label values that are neither background nor one of ``classes``: they would
+    silently count as background for every class."""
+    undeclared = np.setdiff1d(np.unique(data), [0, *classes.values()])
+    if undeclared.size:
+        raise ValueError(
+            f"case {case!r}: the {role} {path} holds values not among the classes evaluated "
+            f"({', '.join(map(str, classes.values()))}): {_show_values(undeclared)}"
+        )
 
 
 def _load_pair(
     case: str, pred_path: Path, label_path: Path
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Load one case's prediction and label; check they share a grid; return arrays + spacing."""
-    pred_img, label_img = nib.load(pred_path), nib.load(label_path)
-    pred, label = _label_array(pred_img, case, "prediction"), _label_array(label_img, case, "label")
+    pred_img, pred = _read_label_map(pred_path, case, "prediction")
+    label_img, label = _read_label_map(label_path, case, "label")
     if pred.shape != label.shape:
         raise ValueError(
             f"case {case!r}: prediction shape {pred.shape} != label shape {label.shape}"
@@ -228,10 +264,10 @@ def _load_pair(
     return pred, label, spacing
 
 
-def _classes_from_labels(label_paths: Sequence[Path]) -> dict[str, int]:
+def _classes_from_labels(cases: Sequence[tuple[str, Path, Path]]) -> dict[str, int]:
     values: set[int] = set()
-    for path in label_paths:
-        values.update(int(v) for v in np.unique(np.asarray(nib.load(path).dataobj)) if v > 0)
+    for case, _, path in cases:
+        values.update(int(v) for v in np.unique(_read_label_map(path, case, "label")[1]) if v > 0)
     return {f"class_{v}": v for v in sorted(values)}
 
 
@@ -317,16 +353,21 @@ def evaluate_folder(
 
     Raises:
         ValueError: if a case lacks its prediction or label (the cases are listed), if a
-            prediction's shape or affine differs from its label's, or if no labels are found.
+            prediction's shape or affine differs from its label's, if no labels are found, or
+            if a label map holds non-integer or negative values, or values that are neither 0
+            nor in ``classes`` (the case, file and values are named).
+        DatasetError: a file cannot be read (a ValueError too; the case and file are named).
     """
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     cases = _pair_cases(pred_dir, label_dir)
     if classes is None:
-        classes = _classes_from_labels([label for _, _, label in cases])
+        classes = _classes_from_labels(cases)
     classes = _foreground_classes(classes)
     rows = []
     for case, pred_path, label_path in cases:
         pred, label, spacing = _load_pair(case, pred_path, label_path)
+        _check_declared(case, label_path, "label", label, classes)
+        _check_declared(case, pred_path, "prediction", pred, classes)
         for row in evaluate_case(pred, label, spacing, classes, nsd_tolerance_mm):
             rows.append({"case": case, **row})
     settings = {

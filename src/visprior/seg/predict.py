@@ -33,6 +33,7 @@ from monai.transforms import Compose, Invertd, KeepLargestConnectedComponent
 from torch import nn
 from tqdm.auto import tqdm
 
+from visprior.data.segmentation import read_volume_header
 from visprior.engine.checkpoint import (
     CheckpointError,
     build_model_from_checkpoint,
@@ -118,8 +119,11 @@ class SegmentationPredictor:
         Raises:
             ValueError: the channel count differs from the checkpoint's, or the channel
                 files differ in shape or affine; the message names the case.
+            DatasetError: a header is unusable (see
+                :func:`visprior.data.segmentation.check_volume_header`); the message names
+                the case and file.
         """
-        images = [_load_nifti(path) for path in image_paths]
+        images = [_load_nifti(path, case) for path in image_paths]
         if len(images) > 1 and any(img.ndim != 3 for img in images):
             raise ValueError(f"case {case!r}: channel files must be 3D, one channel each")
         count = sum(img.shape[3] if img.ndim == 4 else 1 for img in images)
@@ -163,13 +167,15 @@ class SegmentationPredictor:
 
         Raises:
             ValueError: the files do not fit the network (see :meth:`check_case`).
+            DatasetError: a file cannot be read (a ValueError too); the message names the
+                case and file.
         """
         paths = [Path(p) for p in image_paths]
         case = case or case_name(paths[0])
         self.check_case(paths, case)
-        reference = _load_nifti(paths[0])
+        reference = _load_nifti(paths[0], case)
         files = [str(p) for p in paths] if len(paths) > 1 else str(paths[0])
-        image = self.transforms({"image": files})["image"]
+        image = self.transforms({"image": files, "case": case})["image"]
         grid_probabilities = self._infer(image, overlap, sw_batch_size)
         labels, kept = self._to_input_geometry(
             grid_probabilities, image, reference, case, probabilities
@@ -511,9 +517,7 @@ def save_nifti(data: np.ndarray, header: Any, path: str | os.PathLike) -> Path:
     return save_nifti_atomic(img, path)
 
 
-def _load_nifti(path: str | os.PathLike) -> Any:
+def _load_nifti(path: str | os.PathLike, case: str) -> Any:
+    """The image with its header checked, its voxels not read (see ``read_volume_header``)."""
     _strip_nifti_suffix(Path(path).name)
-    try:
-        return nib.load(path)
-    except (OSError, nib.filebasedimages.ImageFileError) as error:
-        raise ValueError(f"{path}: not a readable NIfTI image ({error})") from None
+    return read_volume_header(path, case)

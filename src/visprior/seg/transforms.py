@@ -6,7 +6,13 @@ positive/negative crop sampling and augmentation. Every spatial step is invertib
 prediction can be taken back to the input's own geometry (see ``visprior.seg.predict``).
 
 Data dictionaries hold ``"image"`` (a file, or a list of per-channel files) and, for
-training and validation, ``"label"`` (one file).
+training and validation, ``"label"`` (one file); an optional ``"case"`` names the case in
+error messages.
+
+Files are untrusted: each header is checked before MONAI reads the voxels, a file that cannot
+be read and a label map one-hot encoding would garble raise a one-line
+:class:`~visprior.data.segmentation.DatasetError` naming the case and file, and the pipelines
+let that error out as it is rather than wrapped in MONAI's "applying transform" RuntimeError.
 
 Example:
     >>> pre = resolve_intensity(Preprocessing(spacing=(1.5, 1.5, 2.0)), "CT")
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -28,6 +35,7 @@ from monai.transforms import (
     CropForegroundd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandAffined,
@@ -41,9 +49,12 @@ from monai.transforms import (
 )
 from monai.transforms.utils import map_binary_to_indices
 
+from visprior.data.segmentation import DatasetError, read_volume, read_volume_header
 from visprior.seg.config import Preprocessing, SegTrainConfig
 
 __all__ = [
+    "CheckLabelValuesd",
+    "LoadVolumesd",
     "PosNegCropd",
     "inference_transforms",
     "preprocessing_transforms",
@@ -94,18 +105,23 @@ def _preset_for(name: str) -> str:
 
 
 def preprocessing_transforms(
-    pre: Preprocessing, keys: Sequence[str] = (IMAGE_KEY, LABEL_KEY)
+    pre: Preprocessing,
+    keys: Sequence[str] = (IMAGE_KEY, LABEL_KEY),
+    num_classes: int | None = None,
 ) -> list:
     """Load, reorient, resample, crop to the foreground and normalise: no randomness.
 
     Images are resampled bilinearly and labels with nearest neighbour; intensity presets
     touch the image only. The foreground crop selects voxels above the CT window's lower
     bound (``"ct"``) or non-zero voxels (otherwise), over all channels, without margin; an
-    image with no foreground is kept whole instead of being cropped to nothing.
+    image with no foreground is kept whole instead of being cropped to nothing. Files are
+    loaded by :class:`LoadVolumesd`, and label maps checked by :class:`CheckLabelValuesd`.
 
     Args:
         pre: the preprocessing with a concrete intensity (see :func:`resolve_intensity`).
         keys: the image key first, then label keys.
+        num_classes: label values must lie in ``0..num_classes-1``; when None, they must only
+            be non-negative integers.
 
     Returns:
         The transforms, in order, for a ``Compose``.
@@ -116,10 +132,10 @@ def preprocessing_transforms(
     keys = list(keys)
     image_key = keys[0]
     modes = ["bilinear" if key == image_key else "nearest" for key in keys]
-    steps: list = [
-        LoadImaged(keys, ensure_channel_first=True, image_only=True),
-        Orientationd(keys, axcodes=pre.orientation, labels=None),
-    ]
+    steps: list = [LoadVolumesd(keys, ensure_channel_first=True, image_only=True)]
+    if keys[1:]:
+        steps.append(CheckLabelValuesd(keys[1:], num_classes=num_classes))
+    steps.append(Orientationd(keys, axcodes=pre.orientation, labels=None))
     if pre.spacing is not None:
         steps.append(Spacingd(keys, pixdim=tuple(pre.spacing), mode=modes))
     if pre.crop_foreground:
@@ -169,12 +185,18 @@ def _select_foreground(image: Any, threshold: float | None) -> Any:
 
 def inference_transforms(pre: Preprocessing) -> Compose:
     """The preprocessing of an image alone; its ``inverse`` undoes the spatial steps."""
-    return Compose(preprocessing_transforms(pre, keys=(IMAGE_KEY,)))
+    return _Pipeline(preprocessing_transforms(pre, keys=(IMAGE_KEY,)))
 
 
-def validation_transforms(cfg: SegTrainConfig) -> Compose:
-    """The preprocessing of image and label, for sliding-window validation on whole volumes."""
-    return Compose(preprocessing_transforms(cfg.preprocessing))
+def validation_transforms(cfg: SegTrainConfig, num_classes: int | None = None) -> Compose:
+    """The preprocessing of image and label, for sliding-window validation on whole volumes.
+
+    Args:
+        cfg: the training configuration.
+        num_classes: label values must lie in ``0..num_classes-1`` (see
+            :class:`CheckLabelValuesd`).
+    """
+    return _Pipeline(preprocessing_transforms(cfg.preprocessing, num_classes=num_classes))
 
 
 def train_transforms(cfg: SegTrainConfig, num_classes: int | None = None) -> Compose:
@@ -189,7 +211,7 @@ def train_transforms(cfg: SegTrainConfig, num_classes: int | None = None) -> Com
     Args:
         cfg: the training configuration.
         num_classes: label values 0..num_classes-1, background included; needed for
-            ``"classes"`` sampling.
+            ``"classes"`` sampling, and a label value outside this range is an error.
 
     Returns:
         A ``Compose`` whose output is a list of ``crops_per_volume`` dictionaries.
@@ -199,10 +221,10 @@ def train_transforms(cfg: SegTrainConfig, num_classes: int | None = None) -> Com
     """
     keys = [IMAGE_KEY, LABEL_KEY]
     roi = tuple(int(s) for s in cfg.roi_size)
-    steps = preprocessing_transforms(cfg.preprocessing, keys)
+    steps = preprocessing_transforms(cfg.preprocessing, keys, num_classes)
     steps += [SpatialPadd(keys, spatial_size=roi), _cropper(cfg, keys, roi, num_classes)]
     steps += _augmentations(cfg, keys, roi)
-    return Compose(steps)
+    return _Pipeline(steps)
 
 
 def _cropper(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...], num_classes: int | None):
@@ -299,3 +321,122 @@ def _case_name(data: Mapping[Hashable, Any], label: Any) -> str:
         return f"case {data['case']!r}"
     meta = getattr(label, "meta", {}) or {}
     return str(meta.get("filename_or_obj", "a case"))
+
+
+class _Pipeline(Compose):
+    """``Compose`` that lets a :class:`DatasetError` out as it is.
+
+    MONAI wraps whatever a step raises in ``RuntimeError("applying transform <...>")``; a
+    DatasetError already names the case, file and problem, so it is re-raised unwrapped, with
+    its own cause (the reader's error) kept. ``CacheDataset`` calls this ``__call__`` too.
+    """
+
+    def __call__(self, input_, start=0, end=None, threading=False, lazy=None):
+        try:
+            return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
+        except RuntimeError as error:
+            cause = _dataset_error_in(error)
+            if cause is None:
+                raise
+            raise cause from cause.__cause__
+
+
+def _dataset_error_in(error: BaseException) -> DatasetError | None:
+    """The DatasetError that (perhaps through several MONAI wrappers) caused ``error``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DatasetError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
+    return None
+
+
+class LoadVolumesd(LoadImaged):
+    """``LoadImaged`` for untrusted files: each header is checked before MONAI reads anything,
+    and a failure names the case and file.
+
+    A header declaring more voxels than its file can hold (or a compressed file more than
+    ``MAX_VOXELS``), with no, non-positive or more than 5 dimensions, or that nibabel cannot
+    parse, is refused before any voxel array is allocated (see
+    :func:`visprior.data.segmentation.check_volume_header`). When MONAI's reader then fails
+    (file cut short, corrupt gzip stream), the files are read one by one to find the culprit.
+
+    Raises:
+        DatasetError: ``"case 'liver_3': cannot read /data/imagesTr/liver_3_0001.nii.gz:
+            EOFError: Compressed file ended before the end-of-stream marker was reached"``;
+            the case comes from the dictionary's ``"case"`` entry, when there is one.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict:
+        case = data.get("case")
+        files = [path for key in self.key_iterator(dict(data)) for path in _files(data[key])]
+        for path in files:
+            read_volume_header(path, case)
+        try:
+            return super().__call__(data, reader)
+        except Exception as error:
+            for path in files:
+                read_volume(path, case)  # raises, naming the file, if this one is unreadable
+            where = f"case {case!r}: " if case is not None else ""
+            listed = ", ".join(map(str, files))
+            message = f"{where}cannot load {listed}: {type(error).__name__}: {error}"
+            raise DatasetError(" ".join(message.split())) from error
+
+
+def _files(value: Any) -> list[str | os.PathLike]:
+    """The file paths of a data dictionary entry: one path or a list of per-channel paths."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [item for item in values if isinstance(item, (str, os.PathLike))]
+
+
+class CheckLabelValuesd(MapTransform):
+    """Refuse a label map that one-hot encoding would garble.
+
+    Values must be integers from 0 to ``num_classes - 1`` (non-negative integers when
+    ``num_classes`` is None). Otherwise a non-integer value is silently truncated to a class,
+    and a negative or too large one fails deep inside the loss (a device-side assert on CUDA).
+    Runs on the label as loaded, before any resampling.
+
+    Raises:
+        DatasetError: naming the case, the label file and up to 10 offending values.
+    """
+
+    def __init__(
+        self, keys: Any, num_classes: int | None = None, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.num_classes = num_classes
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            problem = self._problem(torch.as_tensor(d[key]))
+            if problem is not None:
+                case = d.get("case")
+                where = f"case {case!r}: " if case is not None else ""
+                meta = getattr(d[key], "meta", {}) or {}
+                file = meta.get("filename_or_obj", key)
+                raise DatasetError(f"{where}label {file} {problem}")
+        return d
+
+    def _problem(self, label: torch.Tensor) -> str | None:
+        if label.is_floating_point():
+            bad = label[label != label.round()]  # NaN too
+            if bad.numel():
+                return f"has non-integer values: {_show(bad)}"
+        bad = label[label < 0]
+        if bad.numel():
+            return f"has negative values: {_show(bad)}"
+        if self.num_classes is not None:
+            bad = label[label >= self.num_classes]
+            if bad.numel():
+                top = self.num_classes - 1
+                return f"has values above {top}, the largest label value declared: {_show(bad)}"
+        return None
+
+
+def _show(values: torch.Tensor, limit: int = 10) -> str:
+    unique = torch.unique(values.flatten().float()).tolist()
+    shown = ", ".join(f"{value:g}" for value in unique[:limit])
+    return shown + (f", ... ({len(unique) - limit} more)" if len(unique) > limit else "")
