@@ -170,3 +170,14 @@ def _copy_tree(source: Path, target: Path) -> None:
     import shutil
 
     shutil.copytree(source, target)
+
+
+def test_a_cut_short_file_stops_training_before_anything_is_written(tmp_path, capsys):
+    dataset = make_dataset(tmp_path)
+    label = dataset / "labelsTr" / "b.nii.gz"
+    label.write_bytes(label.read_bytes()[:60])
+    run = tmp_path / "run"
+    assert main(["seg", "train", str(dataset), "-o", str(run), *TRAIN]) == 2
+    error = capsys.readouterr().err
+    assert "b: cannot read labelsTr/b.nii.gz" in error
+    assert not run.exists()

@@ -27,6 +27,7 @@ from visprior.data.segmentation import (
     load_dataset,
     load_split,
     save_split,
+    verify_headers,
 )
 from visprior.engine.checkpoint import (
     CheckpointError,
@@ -115,6 +116,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
 
     dataset = load_dataset(config.dataset)
+    verify_headers(dataset)  # a forged or cut-short file fails now, not hours into caching
     config = dataclasses.replace(
         config, preprocessing=resolve_intensity(config.preprocessing, dataset.modality)
     )
@@ -148,7 +150,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         )
         for cases, transforms in (
             (train_cases, train_transforms(config, dataset.num_classes)),
-            (val_cases, validation_transforms(config)),
+            (val_cases, validation_transforms(config, dataset.num_classes)),
         )
     )
     # Each draw's augmentation is seeded from (seed, epoch, case): a resumed run sees the very
