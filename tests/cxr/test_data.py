@@ -115,9 +115,18 @@ def test_heatmap_without_fixations_is_zero():
     assert not gaze_heatmap(np.zeros((0, 2)), (10, 10), sigma=2).any()
 
 
-def test_fixation_outside_the_image_names_the_file_and_row():
-    with pytest.raises(GazeError, match=r"fix.csv: row 7: fixation \(x=60, y=5\) lies outside"):
-        gaze_heatmap([[1, 1], [60, 5]], (40, 60), source="fix.csv", lines=[6, 7])
+def test_fixations_outside_the_image_are_left_out_with_a_warning_naming_file_and_row():
+    warning = r"fix.csv: 2 of 3 fixations lie outside the 60 x 40 image \(first: row 7, x=60, y=5\)"
+    with pytest.warns(UserWarning, match=warning):
+        kept = gaze_heatmap(
+            [[10, 10], [60, 5], [-1, 3]], (40, 60), sigma=3, source="fix.csv", lines=[6, 7, 8]
+        )
+    np.testing.assert_array_equal(kept, gaze_heatmap([[10, 10]], (40, 60), sigma=3))
+    # all outside: the coordinates are not this image's pixels, which is an error
+    with pytest.raises(GazeError, match=r"fix.csv: 1 of 1 fixations lie outside .* row 4"):
+        gaze_heatmap([[60, 5]], (40, 60), source="fix.csv", lines=[4])
+    with pytest.raises(GazeError, match=r"fix.csv: row 3: fixation \(x=nan, y=5\) is not finite"):
+        gaze_heatmap([[1, 1], [np.nan, 5]], (40, 60), source="fix.csv", lines=[2, 3])
     with pytest.raises(GazeError, match="row 1: duration -1"):
         gaze_heatmap([[1, 1], [2, 2]], (40, 60), durations=[1, -1])
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from visprior.engine.config import ConfigError, load_config, save_config
+from visprior.cxr.config import CXRTrainConfig
+from visprior.engine.config import MAX_CONFIG_BYTES, ConfigError, load_config, save_config
 from visprior.seg.config import Preprocessing, SegTrainConfig
 
 
@@ -65,3 +66,91 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(SegTrainConfig, path)
     with pytest.raises(ConfigError, match="config file not found: .*missing.yaml"):
         load_config(SegTrainConfig, tmp_path / "missing.yaml")
+
+
+def test_yaml_that_would_build_python_objects_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "it-ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f'dataset: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"evil.yaml: not valid YAML \(line 1, column 10\): .*python/object/apply:os.system",
+    ):
+        load_config(SegTrainConfig, path)
+    with pytest.raises(ConfigError, match=r"override 'dataset=!!python.*not valid YAML"):
+        load_config(
+            SegTrainConfig, None, [f'dataset=!!python/object/apply:os.system ["touch {marker}"]']
+        )
+    assert not marker.exists()
+
+
+def _alias_bomb(levels: int = 9, fan_out: int = 10) -> str:
+    """A YAML "billion laughs": a few lines whose aliases expand to fan_out ** levels values."""
+    lines = ["  l0: &l0 [" + ", ".join(["lol"] * fan_out) + "]"]
+    for level in range(1, levels + 1):
+        lines.append(f"  l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * fan_out) + "]")
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model_kwargs:\n" + _alias_bomb() + "\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml: more than 100000 values \(YAML aliases"):
+        load_config(CXRTrainConfig, path)
+    flow = "{" + _alias_bomb().replace("\n", ",").replace("  ", "") + "}"
+    with pytest.raises(ConfigError, match=r"override 'model_kwargs=.*: more than 100000 values"):
+        load_config(CXRTrainConfig, None, [f"model_kwargs={flow}"])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model_kwargs: &a {again: *a}\n", "nested deeper than 32 levels (or contains itself)"),
+        ("lr: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: nested too deeply"),
+        ("[[lr, 0.1]]\n", "expected a mapping of option names, got list"),
+        ("0\n", "expected a mapping of option names, got int"),
+        ("dataset: 2001-13-01\n", "not valid YAML: month must be in 1..12"),
+        ("dataset: 2001-01-01\n", "datetime.date(2001, 1, 1) is a date, not text"),
+        ("amp: !!bool maybe\n", "not valid YAML: 'maybe'"),
+        ("1: 2\n", "key 1 is not text"),
+        ("model_kwargs: {1: 2}\n", "key 1 is not text"),
+        ("lr: 1" + "0" * 2000 + "\n", "0 is too large for a number"),
+        (
+            "".join(f"k{i}: 1\n" for i in range(8)),
+            "unknown option(s) k0, k1, k2, k3, k4 (and 3 more)",
+        ),
+        ("lr: .nan\n", "option 'lr': expected a number, got NaN"),
+        ("lr: 1\nlr: [1,\n", "not valid YAML (line 3, column 1): while parsing a flow node"),
+    ],
+)
+def test_hostile_yaml_gets_a_one_line_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(CXRTrainConfig, path)
+    assert str(error.value).startswith(f"{path}")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 1000  # values cut short
+
+
+def test_infinity_is_a_number():
+    assert (
+        load_config(CXRTrainConfig, None, ["time_limit_minutes=.inf"]).time_limit_minutes
+        == math.inf
+    )
+
+
+def test_unreadable_oversized_and_non_utf8_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path}: cannot be read"):
+        load_config(SegTrainConfig, tmp_path)  # a folder
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"big.yaml: \d+ bytes; a configuration file may have"):
+        load_config(SegTrainConfig, big)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"lr: 0.1\ndataset: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml: line 2: not UTF-8 text \(byte 0xe9\)"):
+        load_config(SegTrainConfig, latin)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbflr: 0.1\n")
+    assert load_config(SegTrainConfig, bom).lr == 0.1

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,10 @@ def read_egd_cxr(
         masks_folder: the folder of per-image anatomy masks under ``root``.
 
     Raises:
-        GazeDataError: a missing file or column, a row without exactly one class, an image
-            that cannot be found (all named).
+        GazeDataError: a missing, empty or malformed file or column, a duplicate or empty
+            id, a label that is not 0 or 1, a row without exactly one class, a coordinate or
+            duration that is not a finite number (or a negative duration), an image that
+            cannot be found (each named with its file and row).
     """
     root = Path(root)
     images_root = root if images_root is None else Path(images_root)
@@ -119,9 +122,13 @@ def read_egd_cxr(
     gaze_path = root / gaze_file
     gaze = _read_fixation_table(gaze_path)
     cases = []
+    first_row: dict[str, int] = {}
     for line, row in rows:
-        dicom_id = row["dicom_id"].strip()
+        dicom_id = _plain_id(row["dicom_id"], f"{sheet_path}: row {line}", "dicom_id")
         where = f"{sheet_path}: row {line} (dicom_id {dicom_id})"
+        if dicom_id in first_row:
+            raise GazeDataError(f"{where}: duplicate dicom_id, also on row {first_row[dicom_id]}")
+        first_row[dicom_id] = line
         label = _one_hot_label(row, classes, where)
         image = _find_image(images_root, dicom_id, row.get("path", ""), where)
         points, durations, lines = gaze.get(dicom_id, (None, None, None))
@@ -170,7 +177,10 @@ def read_reflacx(
         phases: which ``metadata_phase_<n>.csv`` files to read (those that exist).
 
     Raises:
-        GazeDataError: no metadata file, a missing column or fixation file (named).
+        GazeDataError: no metadata file; a missing, empty or malformed file or column; a
+            duplicate or empty id; a grade, coordinate or time that is not a finite number;
+            negative times or a fixation ending before it starts (each named with its file
+            and row).
     """
     root = Path(root) / "main_data"
     images_root = Path(images_root)
@@ -180,25 +190,30 @@ def read_reflacx(
     if not sheets:
         raise GazeDataError(f"{root}: no metadata_phase_<n>.csv file")
     cases = []
+    first_row: dict[str, str] = {}
     for sheet in sheets:
         for line, row in _read_csv(sheet, required=("id", "dicom_id", "image")):
             if row.get("eye_tracking_data_discarded", "").strip().lower() == "true":
                 continue
-            where = f"{sheet}: row {line} (id {row['id']})"
+            case_id = _plain_id(row["id"], f"{sheet}: row {line}", "id")
+            where = f"{sheet}: row {line} (id {case_id})"
+            if case_id in first_row:
+                raise GazeDataError(f"{where}: duplicate id, also on {first_row[case_id]}")
+            first_row[case_id] = f"{sheet.name} row {line}"
             missing = [c for c in classes if c not in row]
             if missing:
                 raise GazeDataError(f"{sheet}: no column {', '.join(map(repr, missing))}")
-            grades = [_number(row[c], where, c) for c in classes]
+            grades = [_number(row[c], where, c, minimum=0) for c in classes]
             if max(grades) > 0:
                 label = int(np.argmax(grades))
             elif normal_class:
                 label = len(classes)
             else:
                 continue
-            image = _find_image(images_root, row["dicom_id"].strip(), row["image"], where)
-            fixation_file = root / row["id"].strip() / "fixations.csv"
+            dicom_id = _plain_id(row["dicom_id"], where, "dicom_id")
+            image = _find_image(images_root, dicom_id, row["image"], where)
+            fixation_file = root / case_id / "fixations.csv"
             points, durations, lines = _reflacx_fixations(fixation_file)
-            case_id = row["id"].strip()
             cases.append(
                 GazeCase(case_id, image, label, points, durations, {}, str(fixation_file), lines)
             )
@@ -237,36 +252,98 @@ def split_per_class(
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    """Rows with their line numbers (the header is line 1)."""
+    """Rows as column -> text, each with the line it starts on (the header is line 1).
+
+    The file must be UTF-8 (a byte-order mark before the header, as Excel writes, is
+    accepted); column names are stripped of spaces; blank rows are skipped; every other row
+    must have the header's number of fields (extra empty fields, trailing commas, are ignored).
+
+    Raises:
+        GazeDataError: a missing, unreadable, empty or non-UTF-8 file, a missing or repeated
+            column, a row with the wrong number of fields (file and row named).
+    """
     if not path.is_file():
         raise GazeDataError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise GazeDataError(
-                f"{path}: missing column(s) {', '.join(map(repr, missing))}; "
-                f"found {', '.join(header) or 'no header'}"
-            )
-        return [(line, row) for line, row in enumerate(reader, start=2)]
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise GazeDataError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise GazeDataError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[error.start]:02x})"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise GazeDataError(f"{path}: empty file; expected a header with {', '.join(required)}")
+        header = [name.strip() for name in header]
+        _check_header(path, header, required)
+        rows = []
+        line = reader.line_num  # where the last record ended; a quoted field may span lines
+        for fields in reader:
+            line, start = reader.line_num, line + 1
+            if not any(value.strip() for value in fields):
+                continue
+            extra = fields[len(header) :]
+            if len(fields) < len(header) or any(value.strip() for value in extra):
+                raise GazeDataError(
+                    f"{path}: row {start}: {len(fields)} fields, but the header has {len(header)}"
+                )
+            rows.append((start, dict(zip(header, fields, strict=False))))
+    except csv.Error as error:
+        raise GazeDataError(f"{path}: row {line + 1}: not valid CSV ({error})") from None
+    return rows
 
 
-def _number(text: str | None, where: str, column: str) -> float:
+def _check_header(path: Path, header: list[str], required: Sequence[str]) -> None:
+    named = [name for name in header if name]
+    repeated = sorted({name for name in named if named.count(name) > 1})
+    if repeated:
+        raise GazeDataError(f"{path}: column(s) {', '.join(map(repr, repeated))} appear twice")
+    missing = [c for c in required if c not in header]
+    if missing:
+        found = ", ".join(map(repr, named[:12])) + (
+            f" and {len(named) - 12} more" if named[12:] else ""
+        )
+        raise GazeDataError(
+            f"{path}: missing column(s) {', '.join(map(repr, missing))}; found {found or 'none'}"
+        )
+
+
+def _plain_id(text: str, where: str, column: str) -> str:
+    """An identifier that is also one file or folder name (ids name files in both layouts)."""
+    value = text.strip()
+    if not value:
+        raise GazeDataError(f"{where}: {column} is empty")
+    if "/" in value or "\\" in value or value in (".", "..") or not value.isprintable():
+        raise GazeDataError(f"{where}: {column} = {value!r} is not a plain name")
+    return value
+
+
+def _number(text: str | None, where: str, column: str, minimum: float | None = None) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise GazeDataError(f"{where}: {column} = {text!r} is not a number") from None
     if not np.isfinite(value):
         raise GazeDataError(f"{where}: {column} = {text!r} is not a finite number")
+    if minimum is not None and value < minimum:
+        raise GazeDataError(f"{where}: {column} = {text!r} is below {minimum:g}")
     return value
 
 
 def _one_hot_label(row: dict[str, str], classes: Sequence[str], where: str) -> int:
     flags = [_number(row[c], where, c) for c in classes]
-    chosen = [i for i, flag in enumerate(flags) if flag > 0]
+    for name, flag in zip(classes, flags, strict=True):
+        if flag not in (0, 1):
+            raise GazeDataError(f"{where}: {name} = {row[name]!r} is not 0 or 1")
+    chosen = [i for i, flag in enumerate(flags) if flag == 1]
     if len(chosen) != 1:
-        found = ", ".join(f"{c}={row[c]}" for c in classes)
+        found = ", ".join(f"{c}={row[c].strip()}" for c in classes)
         raise GazeDataError(f"{where}: expected exactly one class set, found {found}")
     return chosen[0]
 
@@ -299,13 +376,18 @@ def _read_fixation_table(path: Path) -> dict[str, Fixations]:
         where = f"{path}: row {line}"
         x = _number(row["X_ORIGINAL"], where, "X_ORIGINAL")
         y = _number(row["Y_ORIGINAL"], where, "Y_ORIGINAL")
-        points, durations, lines = grouped.setdefault(row["DICOM_ID"].strip(), ([], [], []))
+        dicom_id = _plain_id(row["DICOM_ID"], where, "DICOM_ID")
+        points, durations, lines = grouped.setdefault(dicom_id, ([], [], []))
         points.append((x, y))
         lines.append(line)
         if timed:
-            durations.append(_number(row["FPOGD"], where, "FPOGD"))
+            durations.append(_number(row["FPOGD"], where, "FPOGD", minimum=0))
     return {
-        key: (np.asarray(p, dtype=np.float64), np.asarray(d) if timed else None, np.asarray(n))
+        key: (
+            np.asarray(p, dtype=np.float64),
+            np.asarray(d, dtype=np.float64) if timed else None,
+            np.asarray(n, dtype=np.int64),
+        )
         for key, (p, d, n) in grouped.items()
     }
 
@@ -313,9 +395,16 @@ def _read_fixation_table(path: Path) -> dict[str, Fixations]:
 def _reflacx_fixations(path: Path) -> Fixations:
     columns = ("x_position", "y_position", "timestamp_start_fixation", "timestamp_end_fixation")
     rows = _read_csv(path, required=columns)
-    values = np.asarray(
-        [[_number(row[c], f"{path}: row {line}", c) for c in columns] for line, row in rows],
-        dtype=np.float64,
-    ).reshape(-1, 4)
-    durations = np.maximum(values[:, 3] - values[:, 2], 0.0)
-    return values[:, :2], durations, np.asarray([line for line, _ in rows])
+    values = np.zeros((len(rows), 4), dtype=np.float64)
+    for index, (line, row) in enumerate(rows):
+        where = f"{path}: row {line}"
+        x, y = (_number(row[c], where, c) for c in columns[:2])
+        start, end = (_number(row[c], where, c, minimum=0) for c in columns[2:])
+        if end < start:
+            raise GazeDataError(
+                f"{where}: timestamp_end_fixation {end:g} is before "
+                f"timestamp_start_fixation {start:g}"
+            )
+        values[index] = (x, y, start, end)
+    lines = np.asarray([line for line, _ in rows], dtype=np.int64)
+    return values[:, :2], values[:, 3] - values[:, 2], lines

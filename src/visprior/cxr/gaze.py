@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,20 +59,29 @@ def gaze_heatmap(
     Returns:
         float32 array of shape ``grid`` with maximum 1 (all zeros if there are no points).
 
+    Fixations outside the image (eye trackers record the whole screen) are left out with a
+    warning that names ``source``, their count and the first one's row.
+
     Raises:
-        GazeError: a point outside the image (its row is named), non-finite values, negative
-            durations, or mismatched lengths.
+        GazeError: non-finite coordinates or durations (their row is named), negative
+            durations, mismatched lengths, or every fixation outside the image (the
+            coordinates are then not in this image's pixels).
     """
     rows, cols = (int(v) for v in image_size)
     if rows < 1 or cols < 1:
         raise GazeError(f"{source}: image size must be positive, got {image_size}")
     grid = (rows, cols) if grid is None else (int(grid[0]), int(grid[1]))
+    if grid[0] < 1 or grid[1] < 1:
+        raise GazeError(f"{source}: grid must be positive, got {grid}")
+    if not sigma > 0:
+        raise GazeError(f"{source}: sigma must be positive, got {sigma}")
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     lines = np.arange(len(points)) if lines is None else np.asarray(lines).reshape(-1)
+    if len(lines) != len(points):
+        raise GazeError(f"{source}: {len(points)} fixations but {len(lines)} line numbers")
     weights = _weights(points, durations, source, lines)
-    _check_inside(points, rows, cols, source, lines)
-    if sigma <= 0:
-        raise GazeError(f"{source}: sigma must be positive, got {sigma}")
+    inside = _inside(points, rows, cols, source, lines)
+    points, weights = points[inside], weights[inside]
 
     scale = min(1.0, _WORK_SIDE / max(rows, cols))
     work = (max(1, round(rows * scale)), max(1, round(cols * scale)))
@@ -105,27 +115,36 @@ def _weights(points: np.ndarray, durations, source: str, lines: np.ndarray) -> n
     return weights
 
 
-def _check_inside(points: np.ndarray, rows: int, cols: int, source: str, lines) -> None:
-    outside = np.flatnonzero(
-        ~np.isfinite(points).all(1)
-        | (points[:, 0] < 0)
-        | (points[:, 0] >= cols)
-        | (points[:, 1] < 0)
-        | (points[:, 1] >= rows)
-    )
+def _inside(points: np.ndarray, rows: int, cols: int, source: str, lines) -> np.ndarray:
+    """Which points lie on the image; warns about the others, refuses non-finite ones."""
+    finite = np.isfinite(points).all(1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)[0]
+        x, y = points[bad]
+        raise GazeError(f"{source}: row {lines[bad]}: fixation (x={x:g}, y={y:g}) is not finite")
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= 0) & (x < cols) & (y >= 0) & (y < rows)
+    outside = np.flatnonzero(~inside)
     if len(outside):
         x, y = points[outside[0]]
-        raise GazeError(
-            f"{source}: row {lines[outside[0]]}: fixation (x={x:g}, y={y:g}) lies outside the "
-            f"{cols} x {rows} image ({len(outside)} such rows)"
+        where = (
+            f"{source}: {len(outside)} of {len(points)} fixations lie outside the "
+            f"{cols} x {rows} image (first: row {lines[outside[0]]}, x={x:g}, y={y:g})"
         )
+        if len(outside) == len(points):
+            raise GazeError(f"{where}; are the coordinates in this image's pixels?")
+        warnings.warn(f"{where}; left out", stacklevel=3)
+    return inside
 
 
 class GazeCache:
     """Heatmaps kept as ``.npy`` files, keyed by the fixations and every parameter.
 
     A changed fixation file, sigma or grid gives a new key, so a stale map is never read.
-    Files are written atomically: a crash leaves no half-written map.
+    Files are written atomically: a crash leaves no half-written map. A cached file that is
+    not a finite float32 map of the grid's shape in [0, 1] (damaged, truncated, or written by
+    something else) is rebuilt with a warning; files are read without unpickling, so a
+    planted file cannot run code. A folder that cannot be written only costs the caching.
     """
 
     def __init__(self, folder: str | Path):
@@ -141,14 +160,51 @@ class GazeCache:
         source: str = "fixations",
         lines: np.ndarray | None = None,
     ) -> np.ndarray:
+        grid = (int(grid[0]), int(grid[1]))
         key = _cache_key(points, image_size, sigma, grid, durations)
         path = self.folder / f"{key}.npy"
         if path.is_file():
-            return np.load(path, allow_pickle=False)
+            cached, problem = _load_cached(path, grid)
+            if cached is not None:
+                return cached
+            warnings.warn(f"{path}: {problem}; rebuilding this gaze map", stacklevel=2)
         heatmap = gaze_heatmap(points, image_size, sigma, grid, durations, source, lines)
-        with atomic_path(path) as temporary, open(temporary, "wb") as stream:
-            np.save(stream, heatmap, allow_pickle=False)
+        try:
+            with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+                np.save(stream, heatmap, allow_pickle=False)
+        except OSError as error:
+            warnings.warn(f"{path}: gaze map not cached ({error})", stacklevel=2)
         return heatmap
+
+
+def _load_cached(path: Path, grid: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """The cached map, or ``None`` and what is wrong with the file.
+
+    The header is checked before the data is read, so a file claiming a huge shape costs
+    nothing; the data is read with ``allow_pickle=False``.
+    """
+    try:
+        # a damaged header makes numpy's parser warn (invalid escapes...) before it fails
+        with open(path, "rb") as stream, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                return None, f"unsupported .npy version {version}"
+            if shape != grid or dtype != np.float32:
+                return None, f"holds {dtype} of shape {shape}; expected float32 of shape {grid}"
+            stream.seek(0)
+            heatmap = np.load(stream, allow_pickle=False)
+    # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError... on damaged
+    # files; each means the file must be rebuilt.
+    except Exception as error:
+        return None, f"not a readable .npy file ({' '.join(str(error).split())[:200]})"
+    if not (np.isfinite(heatmap).all() and heatmap.min() >= 0 and heatmap.max() <= 1):
+        return None, "values are not finite numbers in [0, 1]"
+    return np.ascontiguousarray(heatmap), ""
 
 
 def _cache_key(points, image_size, sigma, grid, durations) -> str:

@@ -9,7 +9,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -23,6 +25,18 @@ from visprior.fileio import atomic_path
 __all__ = ["ConfigError", "config_to_dict", "config_from_dict", "load_config", "save_config"]
 
 ConfigT = TypeVar("ConfigT")
+
+# A configuration is a few kilobytes of YAML. These bounds refuse hostile ones before anything
+# walks them: a YAML alias bomb expands a few lines into billions of values, and an alias can
+# make a list contain itself.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+# Values quoted in messages are cut short, so that every message stays one line.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
 
 
 class ConfigError(ValueError):
@@ -54,10 +68,11 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any], source: str = "
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(_name(key) for key in values if key not in fields)
     if unknown:
+        listed = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if unknown[5:] else "")
         raise ConfigError(
-            f"{source}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+            f"{source}: unknown option(s) {listed}; known: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, value in values.items():
@@ -71,7 +86,15 @@ def load_config(
     overrides: Sequence[str] = (),
     **values: Any,
 ) -> ConfigT:
-    """Defaults of ``cls``, then the YAML file ``path``, then ``values``, then ``overrides``."""
+    """Defaults of ``cls``, then the YAML file ``path``, then ``values``, then ``overrides``.
+
+    Raises:
+        ConfigError: a file that is missing, unreadable, larger than ``MAX_CONFIG_BYTES``, not
+            YAML (or YAML that would build Python objects), not a mapping, or holding more than
+            ``MAX_CONFIG_VALUES`` values or nesting deeper than ``MAX_CONFIG_DEPTH``; an
+            override not of the form ``key=value``; an unknown option or a value of the wrong
+            type (the file or override and the option named).
+    """
     merged: dict[str, Any] = {}
     if path is not None:
         merged.update(_read_yaml(Path(path)))
@@ -90,22 +113,100 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {size} bytes; a configuration file may have at most {MAX_CONFIG_BYTES}"
+            )
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return values or {}
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[error.start]:02x})"
+        ) from None
+    values = _parse_yaml(text, f"{path}: not valid YAML")
+    _check_plain(values, str(path))
+    if values is None:  # an empty file
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of option names, got {type(values).__name__}"
+        )
+    return values
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not of the form key=value")
+        raise ConfigError(f"override {_SHORT.repr(text)} is not of the form key=value")
+    where = f"override {_SHORT.repr(text)}"
+    value = _parse_yaml(raw, f"{where}: value is not valid YAML")
+    _check_plain(value, where)
+    return key.strip(), value
+
+
+def _parse_yaml(text: str, failure: str) -> Any:
+    """``yaml.safe_load`` (no Python object is ever built), every failure a ``ConfigError``."""
     try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {error}") from None
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = ", ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{failure}{at}: {_one_line(problem or str(error))}") from None
+    except RecursionError:
+        raise ConfigError(f"{failure}: nested too deeply") from None
+    # PyYAML's constructors raise ValueError, KeyError, AttributeError... on malformed tagged
+    # scalars (a 13th month, "!!bool x").
+    except Exception as error:
+        raise ConfigError(f"{failure}: {_one_line(str(error)) or type(error).__name__}") from None
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse values that are not plain YAML data (str, numbers, bools, null, lists, mappings
+    with text keys), nest deeper than ``MAX_CONFIG_DEPTH`` (or contain themselves), or
+    count more than ``MAX_CONFIG_VALUES`` with every alias expanded. Walks without recursion,
+    stopping at the first bound."""
+    pending = [(value, 0)]
+    seen = 0
+    while pending:
+        item, depth = pending.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where}: more than {MAX_CONFIG_VALUES} values (YAML aliases expanding?)"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels (or contains itself)"
+            )
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise ConfigError(f"{where}: key {_SHORT.repr(key)} is not text")
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend((v, depth + 1) for v in item)
+        elif not isinstance(item, _PLAIN_SCALARS):
+            kind = "a date" if isinstance(item, datetime.date) else type(item).__name__
+            raise ConfigError(
+                f"{where}: {_SHORT.repr(item)} is {kind}, not text, a number, a bool or null"
+            )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _name(key: Any) -> str:
+    """An option name as written, or quoted when it would not read as one."""
+    return key if isinstance(key, str) and key.isidentifier() else _SHORT.repr(key)
 
 
 def _set_dotted(values: dict[str, Any], key: str, value: Any, text: str) -> None:
@@ -124,7 +225,7 @@ def _set_dotted(values: dict[str, Any], key: str, value: Any, text: str) -> None
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     """Check ``value`` against a field's type hint; lists become tuples where tuples are due."""
     if dataclasses.is_dataclass(hint):
-        if dataclasses.is_dataclass(value):
+        if isinstance(value, hint):
             return value
         return config_from_dict(hint, value, where)
     origin = typing.get_origin(hint)
@@ -140,33 +241,43 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 return _coerce(option, value, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {_SHORT.repr(value)}")
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(c) for c in typing.get_args(hint))
-            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+            raise ConfigError(f"{where}: {_SHORT.repr(value)} is not one of {choices}")
         return value
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_SHORT.repr(value)}")
         if args and args[-1] is not Ellipsis and len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
         item = args[0] if args else Any
         return tuple(_coerce(item, v, where) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_SHORT.repr(value)}")
+        _check_plain(value, where)  # what it holds is passed on as keyword arguments
         return dict(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return _float(value, where)
     if hint in (int, str, bool) and type(value) is not hint:
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {_SHORT.repr(value)}")
     return value
+
+
+def _float(value: Any, where: str) -> float:
+    """A number as float; YAML 1.1 reads "3e-4" (no dot) as text, which is taken too. NaN is
+    refused (no option means anything by it); infinity is kept (``time_limit_minutes``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: expected a number, got {_SHORT.repr(value)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {_SHORT.repr(value)}") from None
+    except OverflowError:
+        raise ConfigError(f"{where}: {_SHORT.repr(value)} is too large for a number") from None
+    if number != number:
+        raise ConfigError(f"{where}: expected a number, got NaN")
+    return number
