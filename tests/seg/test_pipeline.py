@@ -143,7 +143,8 @@ def test_predict_and_evaluate(trained, tmp_path, capsys):
         np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-6)
         assert prediction.get_data_dtype() == np.uint8
     assert main(["seg", "predict", str(run), str(images), "-o", str(out)]) == 2
-    assert "a.nii.gz exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert "a.nii.gz exists; pass --force to replace it" in capsys.readouterr().err
+    assert main(["seg", "predict", str(run), str(images), "-o", str(out), "--force"]) == 0
 
     report = tmp_path / "eval"
     labels = dataset / "labelsTr"
@@ -153,6 +154,11 @@ def test_predict_and_evaluate(trained, tmp_path, capsys):
     assert "cube" in table and "ball" in table and "mean foreground" in table
     summary = json.loads((report / "summary.json").read_text())
     assert 0.0 <= summary["mean_foreground_dice"] <= 1.0
+    assert main(args) == 2  # an earlier evaluation is replaced only with --force
+    assert "per_case.csv exists; pass --force" in capsys.readouterr().err
+    (report / "summary.json").write_text("{}")
+    assert main([*args, "--force"]) == 0
+    assert json.loads((report / "summary.json").read_text()) == summary
 
 
 def test_bad_arguments_are_named(tmp_path, capsys):

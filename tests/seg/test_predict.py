@@ -188,7 +188,7 @@ def test_run_folder_prefers_best_then_last(tmp_path):
 def test_never_overwrites_an_input(tmp_path, predictor):
     source = _save(tmp_path / "case.nii.gz", _ct_volume(), np.eye(4))
     for overwrite in (False, True):
-        with pytest.raises(ValueError, match="would overwrite the input"):
+        with pytest.raises(FileExistsError, match="case.nii.gz would replace the input"):
             predict_files(predictor, [source], tmp_path, overwrite=overwrite)
     assert nib.load(source).get_fdata().min() == -1000.0
 

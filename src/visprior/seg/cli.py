@@ -130,6 +130,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         classes=classes,
         out_dir=args.output,
         nsd_tolerance_mm=args.nsd_tolerance,
+        overwrite=args.overwrite,
     )
     print(format_table(result))
     return 0

@@ -33,7 +33,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from visprior.data.segmentation import read_volume
-from visprior.fileio import atomic_path, nifti_stem
+from visprior.fileio import atomic_path, check_outputs, nifti_stem
 
 __all__ = [
     "STATUSES",
@@ -47,6 +47,7 @@ __all__ = [
 STATUSES = ("present", "missed", "false-positive", "absent")
 METRICS = ("dice", "hd95", "nsd")
 CSV_COLUMNS = ("case", "class", "value", "dice", "hd95", "nsd", "status")
+OUTPUT_FILES = ("per_case.csv", "summary.json")
 HD_PERCENTILE = 95
 
 
@@ -319,11 +320,11 @@ def _csv_cell(value: Any) -> str:
 
 def _write_outputs(out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "per_case.csv") as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(out_dir / OUTPUT_FILES[0]) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         writer.writerows([_csv_cell(row[key]) for key in CSV_COLUMNS] for row in rows)
-    with atomic_path(out_dir / "summary.json") as tmp:
+    with atomic_path(out_dir / OUTPUT_FILES[1]) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
 
@@ -333,6 +334,7 @@ def evaluate_folder(
     classes: Mapping[str, int] | None = None,
     out_dir: str | os.PathLike | None = None,
     nsd_tolerance_mm: float = 1.0,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Evaluate every prediction in ``pred_dir`` against the label of the same case name.
 
@@ -347,6 +349,7 @@ def evaluate_folder(
         out_dir: if given, ``per_case.csv`` and ``summary.json`` are written there (atomically).
             Nothing is ever written into ``pred_dir`` or ``label_dir`` unless named here.
         nsd_tolerance_mm: NSD tolerance in mm.
+        overwrite: replace an earlier ``per_case.csv`` / ``summary.json`` in ``out_dir``.
 
     Returns:
         The per-case rows and the summary.
@@ -357,8 +360,11 @@ def evaluate_folder(
             if a label map holds non-integer or negative values, or values that are neither 0
             nor in ``classes`` (the case, file and values are named).
         DatasetError: a file cannot be read (a ValueError too; the case and file are named).
+        FileExistsError: an earlier evaluation is in ``out_dir`` and ``overwrite`` is false.
     """
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    if out_dir is not None:
+        check_outputs([Path(out_dir) / name for name in OUTPUT_FILES], overwrite=overwrite)
     cases = _pair_cases(pred_dir, label_dir)
     if classes is None:
         classes = _classes_from_labels(cases)

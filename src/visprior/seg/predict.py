@@ -42,7 +42,7 @@ from visprior.engine.checkpoint import (
 )
 from visprior.engine.config import config_from_dict
 from visprior.engine.distributed import resolve_device
-from visprior.fileio import NIFTI_SUFFIXES, nifti_stem, save_nifti_atomic
+from visprior.fileio import NIFTI_SUFFIXES, check_outputs, nifti_stem, save_nifti_atomic
 from visprior.reparam import reparameterize_model
 from visprior.seg.config import Preprocessing
 from visprior.seg.transforms import inference_transforms, resolve_intensity
@@ -490,18 +490,8 @@ def _output_paths(output_dir: Path, case: str, save_probabilities: bool) -> list
 def _check_outputs(
     cases: dict[str, list[Path]], outputs: dict[str, list[Path]], overwrite: bool
 ) -> None:
-    inputs = {path.resolve(): path for paths in cases.values() for path in paths}
-    for paths in outputs.values():
-        for path in paths:
-            if path.resolve() in inputs:
-                raise ValueError(
-                    f"output {path} would overwrite the input {inputs[path.resolve()]}; "
-                    "choose another output folder"
-                )
-            if path.exists() and not overwrite:
-                raise FileExistsError(
-                    f"output {path} exists; pass overwrite=True (--overwrite) to replace it"
-                )
+    inputs = [path for paths in cases.values() for path in paths]
+    check_outputs([path for paths in outputs.values() for path in paths], inputs, overwrite)
 
 
 def save_nifti(data: np.ndarray, header: Any, path: str | os.PathLike) -> Path:
