@@ -321,6 +321,14 @@ def test_bad_master_sheets_are_named_with_their_row(tmp_path, sheet, message):
         read_egd_cxr(_egd(tmp_path, sheet=sheet))
 
 
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.png", "x/../../a.png", "C:\\a.png"])
+def test_image_paths_leaving_the_image_folder_are_refused(tmp_path, path):
+    (tmp_path / "outside.png").write_bytes(b"")
+    sheet = SHEET + f"a,{path},1,0,0\nb,b.png,0,1,0\n"
+    with pytest.raises(GazeDataError, match=r"row 2 .*leaves the image folder .*it was not read"):
+        read_egd_cxr(_egd(tmp_path, sheet=sheet))
+
+
 def test_a_byte_order_mark_blank_rows_and_trailing_commas_are_accepted(tmp_path):
     sheet = (
         "\ufeff dicom_id ,path,Normal,CHF,pneumonia\r\n"
@@ -564,3 +572,16 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_the_caching(tmp_path):
     with pytest.warns(UserWarning, match=r"cache/[0-9a-f]+\.npy: gaze map not cached"):
         heatmap = cache.heatmap(POINTS, (40, 40), 3, (5, 5))
     np.testing.assert_array_equal(heatmap, gaze_heatmap(POINTS, (40, 40), 3, (5, 5)))
+
+
+def test_fixations_off_the_image_give_one_warning_for_the_whole_set(tmp_path):
+    from visprior.cxr.train import GazeImageDataset
+
+    fixations = "DICOM_ID,X_ORIGINAL,Y_ORIGINAL,FPOGD\na,5,6,1\na,500,6,1\nb,7,8,1\nb,-1,2,1\n"
+    data = read_egd_cxr(_egd(tmp_path, fixations=fixations))
+    with pytest.warns(UserWarning) as caught:
+        dataset = GazeImageDataset(data.cases, data.classes, 32, (4, 4), 5.0, tmp_path / "cache")
+    messages = [str(w.message) for w in caught if "outside" in str(w.message)]
+    assert len(messages) == 1 and messages[0].startswith("2 case(s) have fixations outside")
+    assert "fixations.csv: 1 of 2 fixations lie outside the 30 x 20 image" in messages[0]
+    assert all(item["has_gaze"] for item in dataset.items)

@@ -29,7 +29,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -352,7 +352,17 @@ def _find_image(images_root: Path, case_id: str, relative: str, where: str) -> P
     candidates = []
     relative = (relative or "").strip()
     if relative:
-        candidates.append(images_root / relative)
+        candidate = images_root / relative
+        # A sheet is data from elsewhere: its paths may not climb out of the image folder.
+        # (Links inside the folder are followed: MIMIC-CXR is often linked in from a disk.)
+        parts = PurePosixPath(relative.replace("\\", "/"))
+        windows_drive = PureWindowsPath(relative).drive
+        if parts.is_absolute() or ".." in parts.parts or windows_drive or "\x00" in relative:
+            raise GazeDataError(
+                f"{where}: image path {relative!r} leaves the image folder {images_root}; "
+                "it was not read"
+            )
+        candidates.append(candidate)
     candidates += [images_root / f"{case_id}{suffix}" for suffix in CXR_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():

@@ -32,6 +32,9 @@ DEFAULT_SIGMA_PX = 80.0
 _WORK_SIDE = 512
 
 
+OUTSIDE_THE_IMAGE = "; left out"  # ends the warning about fixations off the image
+
+
 class GazeError(ValueError):
     """Fixations that cannot make a heatmap; the message names the source and the row."""
 
@@ -133,7 +136,7 @@ def _inside(points: np.ndarray, rows: int, cols: int, source: str, lines) -> np.
         )
         if len(outside) == len(points):
             raise GazeError(f"{where}; are the coordinates in this image's pixels?")
-        warnings.warn(f"{where}; left out", stacklevel=3)
+        warnings.warn(f"{where}{OUTSIDE_THE_IMAGE}", stacklevel=3)
     return inside
 
 

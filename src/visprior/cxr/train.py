@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from visprior.cxr.data import (
     read_reflacx,
     split_per_class,
 )
-from visprior.cxr.gaze import GazeCache, gaze_heatmap
+from visprior.cxr.gaze import OUTSIDE_THE_IMAGE, GazeCache, gaze_heatmap
 from visprior.cxr.io import read_cxr
 from visprior.cxr.loss import gaze_guided_loss
 from visprior.cxr.metrics import classification_metrics
@@ -120,20 +121,30 @@ class GazeImageDataset(Dataset):
         cache = GazeCache(cache_dir) if cache_dir else None
         build = cache.heatmap if cache else gaze_heatmap
         self.items = []
+        off_image: list[str] = []
         for case in self.cases:
             original = read_cxr(case.image)
             image = square_image(original, image_size)
             gaze, has_gaze = np.zeros(grid, np.float32), False
             if case.fixations is not None and len(case.fixations):
-                gaze = build(
-                    case.fixations,
-                    original.shape,
-                    sigma,
-                    grid,
-                    case.durations,
-                    source=case.source or str(case.image),
-                    lines=case.lines,
-                )
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    gaze = build(
+                        case.fixations,
+                        original.shape,
+                        sigma,
+                        grid,
+                        case.durations,
+                        source=case.source or str(case.image),
+                        lines=case.lines,
+                    )
+                for warning in caught:  # one summary below, not a line per case
+                    if str(warning.message).endswith(OUTSIDE_THE_IMAGE):
+                        off_image.append(str(warning.message))
+                    else:
+                        warnings.warn_explicit(
+                            warning.message, warning.category, warning.filename, warning.lineno
+                        )
                 has_gaze = True
             elif need_gaze:
                 raise GazeDataError(
@@ -153,6 +164,13 @@ class GazeImageDataset(Dataset):
                     "index": len(self.items),
                     "original_size": torch.tensor(original.shape),
                 }
+            )
+
+        if off_image:
+            warnings.warn(
+                f"{len(off_image)} case(s) have fixations outside their image, left out of the "
+                f"gaze maps; the first: {off_image[0]}",
+                stacklevel=2,
             )
 
     def __len__(self) -> int:
