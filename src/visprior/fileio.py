@@ -16,6 +16,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "atomic_path",
     "check_outputs",
+    "decode_utf8",
     "nifti_stem",
     "remove_stale_temporaries",
     "save_nifti_atomic",
@@ -78,6 +79,18 @@ def check_outputs(
                 f"{output} exists; pass --force to replace it, or choose another output folder "
                 "(nothing was written)"
             )
+
+
+def decode_utf8(data: bytes, path: str | os.PathLike, error: type[Exception]) -> str:
+    """``data`` read from ``path`` as UTF-8 text (a leading byte-order mark, as spreadsheets
+    write, is dropped); otherwise ``error`` naming the line and the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as problem:
+        line = data[: problem.start].count(b"\n") + 1
+        raise error(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[problem.start]:02x})"
+        ) from None
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from tests.cxr.dicom_files import write_dicom
 from visprior.cxr.data import (
     GazeDataError,
     read_egd_cxr,
@@ -22,44 +20,23 @@ from visprior.cxr.io import CXRReadError, read_cxr
 from visprior.cxr.synthetic import write_synthetic_egd
 
 
-def _dicom(path, pixels, photometric="MONOCHROME2", bits=12, **tags):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_dicom_full_range_of_the_stored_bits(tmp_path):
     pixels = np.array([[0, 1024], [2048, 4095]])
-    image = read_cxr(_dicom(tmp_path / "a.dcm", pixels, bits=12))
+    image = read_cxr(write_dicom(tmp_path / "a.dcm", pixels, bits=12))
     np.testing.assert_allclose(image, pixels / 4095, atol=1e-6)
     assert image.dtype == np.float32
 
 
 def test_monochrome1_is_inverted(tmp_path):
     pixels = np.array([[0, 1024], [2048, 4095]])
-    image = read_cxr(_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
+    image = read_cxr(write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
     np.testing.assert_allclose(image, 1 - pixels / 4095, atol=1e-6)
 
 
 def test_window_from_the_header(tmp_path):
     # window centre 2048, width 1024: values 1536..2560 span the output, outside clip
     pixels = np.array([[1000, 1536], [2048, 3000]])
-    image = read_cxr(_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2048, WindowWidth=1024))
+    image = read_cxr(write_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2048, WindowWidth=1024))
     assert image[0, 0] == 0.0 and image[1, 1] == 1.0
     assert image[1, 0] == pytest.approx(0.5, abs=0.01)
     assert image[0, 1] == pytest.approx(0.0, abs=0.01)

@@ -16,37 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from tests.cxr.dicom_files import write_dicom
 from visprior.cxr.data import GazeDataError, read_egd_cxr, read_reflacx
 from visprior.cxr.gaze import GazeCache, gaze_heatmap
 from visprior.cxr.io import MAX_CXR_PIXELS, CXRReadError, read_cxr
 
 # -- radiographs ---------------------------------------------------------------------------------
-
-
-def _dicom(path, pixels=None, photometric="MONOCHROME2", with_pixels=True, **tags):
-    pixels = np.arange(12, dtype=np.uint16).reshape(3, 4) if pixels is None else pixels
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    if with_pixels:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _png_header_only(path, columns, rows):
@@ -68,13 +44,13 @@ def _png_header_only(path, columns, rows):
 
 
 def test_dicom_without_pixel_data_is_named(tmp_path):
-    path = _dicom(tmp_path / "empty.dcm", with_pixels=False)
+    path = write_dicom(tmp_path / "empty.dcm", with_pixels=False)
     with pytest.raises(CXRReadError, match=r"empty.dcm: DICOM file without pixel data"):
         read_cxr(path)
 
 
 def test_truncated_dicom_is_named(tmp_path):
-    whole = _dicom(tmp_path / "whole.dcm", np.zeros((40, 50), np.uint16)).read_bytes()
+    whole = write_dicom(tmp_path / "whole.dcm", np.zeros((40, 50), np.uint16)).read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(whole[:-1000])  # inside the pixel data
     with pytest.raises(CXRReadError, match=r"cut.dcm: not a readable DICOM image \(.*less than"):
@@ -97,7 +73,7 @@ def test_non_dicom_bytes_named_dcm_are_named(tmp_path, content):
 
 @pytest.mark.parametrize("photometric", ["RGB", "PALETTE COLOR", "YBR_FULL", "ODD", None])
 def test_dicom_that_is_not_grey_is_refused(tmp_path, photometric):
-    path = _dicom(tmp_path / "colour.dcm", photometric=photometric)
+    path = write_dicom(tmp_path / "colour.dcm", photometric=photometric)
     with pytest.raises(
         CXRReadError, match=r"colour.dcm: photometric interpretation '.+' is not a grey radiograph"
     ):
@@ -106,14 +82,14 @@ def test_dicom_that_is_not_grey_is_refused(tmp_path, photometric):
 
 @pytest.mark.parametrize("shape", [(0, 4), (3, 0), (0, 0)])
 def test_dicom_with_no_rows_or_columns_is_refused(tmp_path, shape):
-    path = _dicom(tmp_path / "flat.dcm", np.zeros(shape, np.uint16))
+    path = write_dicom(tmp_path / "flat.dcm", np.zeros(shape, np.uint16))
     rows, columns = shape
     with pytest.raises(CXRReadError, match=rf"flat.dcm: image of {rows} x {columns} pixels"):
         read_cxr(path)
 
 
 def test_huge_header_with_little_data_is_refused_before_decoding(tmp_path, monkeypatch):
-    path = _dicom(tmp_path / "huge.dcm", Rows=60000, Columns=60000)
+    path = write_dicom(tmp_path / "huge.dcm", Rows=60000, Columns=60000)
 
     def no_decoding(self):
         raise AssertionError("pixel data decoded")
@@ -128,7 +104,7 @@ def test_huge_header_with_little_data_is_refused_before_decoding(tmp_path, monke
 
 
 def test_multi_frame_dicom_is_refused(tmp_path):
-    path = _dicom(tmp_path / "cine.dcm", np.zeros((6, 4), np.uint16), Rows=3, NumberOfFrames=2)
+    path = write_dicom(tmp_path / "cine.dcm", np.zeros((6, 4), np.uint16), Rows=3, NumberOfFrames=2)
     with pytest.raises(CXRReadError, match=r"cine.dcm: 2 frames; expected a single image"):
         read_cxr(path)
 
@@ -142,7 +118,7 @@ def test_multi_frame_dicom_is_refused(tmp_path):
     ],
 )
 def test_dicom_with_unusable_rescale_or_window_is_named(tmp_path, tags):
-    path = _dicom(tmp_path / "lut.dcm", **tags)
+    path = write_dicom(tmp_path / "lut.dcm", **tags)
     # pydicom refuses to write a value that is not a number, so the written file is damaged
     path.write_bytes(path.read_bytes().replace(b"7.25", b"abcd"))
     with pytest.raises(CXRReadError, match=r"lut.dcm: unusable rescale or window values"):
@@ -150,7 +126,7 @@ def test_dicom_with_unusable_rescale_or_window_is_named(tmp_path, tags):
 
 
 def test_dicom_with_an_element_of_unknown_kind_is_named(tmp_path):
-    path = _dicom(tmp_path / "vr.dcm", WindowCenter="100", WindowWidth="200")
+    path = write_dicom(tmp_path / "vr.dcm", WindowCenter="100", WindowWidth="200")
     window_width = b"\x28\x00\x51\x10DS"  # tag (0028,1051), explicit VR "DS"
     path.write_bytes(path.read_bytes().replace(window_width, window_width[:-1] + b"f"))
     with pytest.raises(CXRReadError, match=r"vr.dcm: not a readable DICOM file \(Unknown Value"):
@@ -201,7 +177,8 @@ def sound_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sound")
     pixels = (np.arange(64 * 48).reshape(64, 48) % 4096).astype(np.uint16)
     tags = {"WindowCenter": "2000", "WindowWidth": "3000", "RescaleSlope": "1"}
-    files = {".dcm": _dicom(folder / "a.dcm", pixels, RescaleIntercept="0", **tags).read_bytes()}
+    dicom = write_dicom(folder / "a.dcm", pixels, RescaleIntercept="0", **tags)
+    files = {".dcm": dicom.read_bytes()}
     picture = Image.fromarray((pixels % 256).astype(np.uint8))
     for suffix, kind in ((".png", "PNG"), (".jpg", "JPEG")):
         stream = io.BytesIO()

@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from visprior.cxr.io import CXR_SUFFIXES
+from visprior.fileio import decode_utf8
 
 __all__ = [
     "EGD_CLASSES",
@@ -268,13 +269,7 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, 
         data = path.read_bytes()
     except OSError as error:
         raise GazeDataError(f"{path}: cannot be read ({error.strerror or error})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise GazeDataError(
-            f"{path}: line {line}: not UTF-8 text (byte 0x{data[error.start]:02x})"
-        ) from None
+    text = decode_utf8(data, path, GazeDataError)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)

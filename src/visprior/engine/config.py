@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from visprior.fileio import atomic_path
+from visprior.fileio import atomic_path, decode_utf8
 
 __all__ = ["ConfigError", "config_to_dict", "config_from_dict", "load_config", "save_config"]
 
@@ -123,13 +123,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{path}: line {line}: not UTF-8 text (byte 0x{data[error.start]:02x})"
-        ) from None
+    text = decode_utf8(data, path, ConfigError)
     values = _parse_yaml(text, f"{path}: not valid YAML")
     _check_plain(values, str(path))
     if values is None:  # an empty file
