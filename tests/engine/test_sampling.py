@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 from monai.data import CacheDataset, DataLoader
-from monai.transforms import Compose, Lambdad, RandGaussianNoised, RandSpatialCropd
+from monai.data import Dataset as MonaiDataset
+from monai.transforms import Compose, Lambda, Lambdad, RandGaussianNoised, RandSpatialCropd
 from torch.utils.data import DistributedSampler
 
 from visprior.engine.sampling import (
@@ -99,3 +100,14 @@ def test_a_loader_generator_leaves_the_global_random_state_alone():
     before = torch.get_rng_state()
     iter(loader)  # a new pass draws its base seed
     torch.testing.assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
+
+
+def test_an_input_error_comes_out_of_monais_wrapping():
+    def refuse(item):
+        raise ValueError(f"case {item['name']!r}: label.nii.gz has values 7")
+
+    volumes = MonaiDataset(
+        [{"name": "a"}], Compose([Lambda(refuse), RandGaussianNoised("x", prob=0.0)])
+    )
+    with pytest.raises(ValueError, match=r"^case 'a': label.nii.gz has values 7$"):
+        SeededSamples(volumes)[(0, 1)]

@@ -90,7 +90,25 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
         self.dataset.transform.set_random_state(seed=seed)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        except RuntimeError as error:
+            # MONAI wraps a transform's error in "applying transform ..."; an input error
+            # (a ValueError naming the case and file) is the message worth showing.
+            cause = _input_error_in(error)
+            if cause is None:
+                raise
+            raise cause from error
+
+
+def _input_error_in(error: BaseException | None) -> ValueError | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ValueError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
+    return None
 
 
 def training_sampler(dataset: Dataset, seed: int, with_seeds: bool = False) -> TrainingSampler:
