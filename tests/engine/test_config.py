@@ -154,3 +154,26 @@ def test_unreadable_oversized_and_non_utf8_files_are_named(tmp_path):
     bom = tmp_path / "bom.yaml"
     bom.write_bytes(b"\xef\xbb\xbflr: 0.1\n")
     assert load_config(SegTrainConfig, bom).lr == 0.1
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1.0e-3\npreprocessing:\n  spacing: [1, 1, 1]\n  spacing: [2, 2, 2]\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: .*line 4.*key 'spacing' is given twice"):
+        load_config(SegTrainConfig, path)
+    # keys brought in by a YAML merge may be overridden
+    values = "model_kwargs:\n  <<: {feature_size: 8, depth: 2}\n  feature_size: 16\n"
+    path.write_text(values)
+    assert load_config(SegTrainConfig, path).model_kwargs == {"feature_size": 16, "depth": 2}
+
+
+def test_a_bad_override_is_named_not_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"^override 'lr=abc': option 'lr': expected a number"):
+        load_config(SegTrainConfig, path, ["lr=abc"])
+    with pytest.raises(ConfigError, match=r"^override 'lrr=1': unknown option\(s\) lrr;"):
+        load_config(SegTrainConfig, path, ["lrr=1"])
+    path.write_text("lr: abc\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: option 'lr': expected a number"):
+        load_config(SegTrainConfig, path, ["seed=3"])

@@ -60,23 +60,36 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
-def config_from_dict(cls: type[ConfigT], values: dict[str, Any], source: str = "config") -> ConfigT:
-    """Build ``cls`` from ``values``, checking names and converting lists back to tuples."""
+def config_from_dict(
+    cls: type[ConfigT],
+    values: dict[str, Any],
+    source: str = "config",
+    origins: dict[str, str] | None = None,
+) -> ConfigT:
+    """Build ``cls`` from ``values``, checking names and converting lists back to tuples.
+
+    ``origins`` names where an option came from when not from ``source`` (an override), so
+    that an error points at what the user wrote.
+    """
+    origins = origins or {}
     if not isinstance(values, dict):
         raise ConfigError(
             f"{source}: expected a mapping of option names, got {type(values).__name__}"
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(_name(key) for key in values if key not in fields)
-    if unknown:
+    unknown_keys = [key for key in values if key not in fields]
+    if unknown_keys:
+        unknown = sorted(_name(key) for key in unknown_keys)
         listed = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if unknown[5:] else "")
+        where = origins.get(unknown_keys[0], source)
         raise ConfigError(
-            f"{source}: unknown option(s) {listed}; known: {', '.join(sorted(fields))}"
+            f"{where}: unknown option(s) {listed}; known: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, value in values.items():
-        kwargs[name] = _coerce(hints[name], value, f"{source}: option {name!r}")
+        where = origins.get(name, source)
+        kwargs[name] = _coerce(hints[name], value, f"{where}: option {name!r}")
     return cls(**kwargs)
 
 
@@ -99,10 +112,12 @@ def load_config(
     if path is not None:
         merged.update(_read_yaml(Path(path)))
     merged.update({k: v for k, v in values.items() if v is not None})
+    origins = {}
     for text in overrides:
         key, value = _parse_override(text)
         _set_dotted(merged, key, value, text)
-    return config_from_dict(cls, merged, source=str(path) if path else "config")
+        origins[key.split(".")[0]] = f"override {_SHORT.repr(text)}"
+    return config_from_dict(cls, merged, str(path) if path else "config", origins)
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:
@@ -145,10 +160,32 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+class _SafeUniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML would keep
+    the last one silently, so a typo'd second ``lr:`` would win unnoticed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<": merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: refused later as not text
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_SHORT.repr(key)} is given twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_yaml(text: str, failure: str) -> Any:
     """``yaml.safe_load`` (no Python object is ever built), every failure a ``ConfigError``."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeUniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
