@@ -20,6 +20,7 @@ from torch import nn
 
 from tests.data.test_segmentation import (
     SHAPE,
+    edit_json,
     image,
     kinds,
     label,
@@ -29,6 +30,7 @@ from tests.data.test_segmentation import (
     write_json,
 )
 from visprior.data.segmentation import (
+    MAX_LABEL_VALUE,
     MAX_VOXELS,
     DatasetError,
     check_dataset,
@@ -714,3 +716,12 @@ def test_channels_that_cannot_be_stacked_name_the_case_and_files(tmp_path):
     first, second = data["image"]
     assert str(error.value).startswith(f"case 'case_a': cannot load {first}, {second}, ")
     assert "\n" not in str(error.value)
+
+
+def test_a_huge_label_value_is_refused_before_any_network_is_built(tmp_path):
+    root = make_nnunet(tmp_path)
+    edit_json(root, labels={"background": 0, "liver": 1, "stray": 65535})
+    with pytest.raises(DatasetError, match=r"label 'stray' in dataset.json has the value 65535"):
+        load_dataset(root)
+    edit_json(root, labels={"background": 0, "liver": 1, "tumour": MAX_LABEL_VALUE})
+    assert load_dataset(root).num_classes == MAX_LABEL_VALUE + 1  # gaps are allowed

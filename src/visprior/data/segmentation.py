@@ -70,6 +70,10 @@ __all__ = [
 # terabytes. 2**31 voxels are 8 GiB as float32: four times a 512 x 512 x 2000-slice CT.
 MAX_VOXELS = 2**31
 
+# The largest label value accepted: a network gets one output per value up to the largest, so
+# a stray 65535 would make a head of 65536 channels. Whole-body sets have about 120 classes.
+MAX_LABEL_VALUE = 1000
+
 # Problems that make ``load_dataset`` fail; the others (stray files, ...) are only reported.
 _BLOCKING = frozenset(
     {
@@ -400,6 +404,15 @@ def _parse_labels(meta: dict, layout: str, problems: _Problems) -> dict[str, int
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             labels[str(name)] = value
     values = list(labels.values())
+    if values and max(values) > MAX_LABEL_VALUE:
+        name = max(labels, key=labels.__getitem__)
+        message = (
+            f"label {_brief(name)} in dataset.json has the value {_brief(labels[name])}; values "
+            f"above {MAX_LABEL_VALUE} are refused (the network would get one output per value "
+            "up to the largest): renumber the labels"
+        )
+        problems.add("invalid-value", message, path=path)
+        return None
     if len(labels) != len(raw) or len(set(values)) != len(values) or 0 not in values:
         message = (
             "dataset.json 'labels' must give each label its own integer >= 0, with background 0;"
