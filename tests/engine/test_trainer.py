@@ -214,3 +214,24 @@ def test_the_loader_sampler_learns_each_epoch(tmp_path):
         torch.device("cpu"),
     ).fit()
     assert seen == [0, 1, 2]  # two batches a pass, six iterations
+
+
+def test_a_resumed_log_replaces_the_steps_after_its_checkpoint_in_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from visprior.engine.metrics_log import MetricsLog
+
+    first = MetricsLog(tmp_path)
+    for step in range(1, 5):  # steps 3 and 4 came after the last checkpoint, then a kill
+        first.log(step, train_loss=float(step))
+    first.close()
+    resumed = MetricsLog(tmp_path, resume_from=2)
+    for step in (3, 4):
+        resumed.log(step, train_loss=10.0 * step)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    shown = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert shown == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    with open(tmp_path / "metrics.csv") as handle:
+        assert [float(r["train_loss"]) for r in csv.DictReader(handle)] == [1, 2, 30, 40]

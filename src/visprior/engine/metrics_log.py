@@ -29,7 +29,8 @@ class MetricsLog:
         self.rows: dict[int, dict[str, float]] = {}
         if resume_from is not None and self.path.is_file():
             self.rows = {i: r for i, r in _read_rows(self.path).items() if i <= resume_from}
-        self._writer = _tensorboard_writer(Path(run_dir) / "tensorboard") if tensorboard else None
+        folder = Path(run_dir) / "tensorboard"
+        self._writer = _tensorboard_writer(folder, resume_from) if tensorboard else None
 
     def log(self, iteration: int, **metrics: float) -> None:
         row = self.rows.setdefault(int(iteration), {})
@@ -64,9 +65,11 @@ def _read_rows(path: Path) -> dict[int, dict[str, float]]:
     return rows
 
 
-def _tensorboard_writer(folder: Path):
+def _tensorboard_writer(folder: Path, resume_from: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # TensorBoard is optional: the CSV holds the same numbers
         return None
-    return SummaryWriter(log_dir=str(folder))
+    # A resumed run redoes the steps after its checkpoint: TensorBoard hides the earlier ones.
+    purge = resume_from + 1 if resume_from is not None else None
+    return SummaryWriter(log_dir=str(folder), purge_step=purge)
