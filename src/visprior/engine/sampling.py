@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from visprior.engine.distributed import get_rank, get_world_size
+from visprior.engine.errors import find_cause
 
 __all__ = [
     "SeededSamples",
@@ -95,20 +96,10 @@ class SeededSamples(Dataset):
         except RuntimeError as error:
             # MONAI wraps a transform's error in "applying transform ..."; an input error
             # (a ValueError naming the case and file) is the message worth showing.
-            cause = _input_error_in(error)
+            cause = find_cause(error, ValueError)
             if cause is None:
                 raise
             raise cause from error
-
-
-def _input_error_in(error: BaseException | None) -> ValueError | None:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ValueError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__
-    return None
 
 
 def training_sampler(dataset: Dataset, seed: int, with_seeds: bool = False) -> TrainingSampler:

@@ -50,6 +50,7 @@ from monai.transforms import (
 from monai.transforms.utils import map_binary_to_indices
 
 from visprior.data.segmentation import DatasetError, read_volume, read_volume_header
+from visprior.engine.errors import find_cause
 from visprior.seg.config import Preprocessing, SegTrainConfig
 
 __all__ = [
@@ -335,21 +336,10 @@ class _Pipeline(Compose):
         try:
             return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
         except RuntimeError as error:
-            cause = _dataset_error_in(error)
+            cause = find_cause(error, DatasetError)
             if cause is None:
                 raise
             raise cause from cause.__cause__
-
-
-def _dataset_error_in(error: BaseException) -> DatasetError | None:
-    """The DatasetError that (perhaps through several MONAI wrappers) caused ``error``."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, DatasetError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__
-    return None
 
 
 class LoadVolumesd(LoadImaged):
