@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from visprior.engine.errors import error_text
+
 __all__ = ["CXR_SUFFIXES", "CXRReadError", "MAX_CXR_PIXELS", "read_cxr"]
 
 CXR_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
@@ -147,7 +149,7 @@ def _check_size(path: Path, rows: int, columns: int) -> None:
 
 def _reason(error: BaseException) -> str:
     """An error's message on one line and of bounded length, to quote in ours."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = error_text(error)
     return text if len(text) <= 240 else text[:237] + "..."
 
 

@@ -34,7 +34,6 @@ import os
 import posixpath
 import random
 import re
-import reprlib
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from visprior.engine.errors import brief, error_text
 from visprior.fileio import atomic_path
 
 __all__ = [
@@ -226,10 +226,7 @@ class SegmentationDataset:
 
 def _brief(value: Any) -> str:
     """A repr of a ``dataset.json`` value short enough for a one-line message."""
-    shortener = reprlib.Repr()
-    shortener.maxlevel, shortener.maxdict, shortener.maxlist = 2, 6, 6
-    shortener.maxstring = shortener.maxother = shortener.maxlong = 80
-    return shortener.repr(value)
+    return brief(value, width=80, depth=2)
 
 
 def _printable(text: str) -> str:
@@ -357,17 +354,13 @@ def _read_meta(root: Path, problems: _Problems) -> dict | None:
             return None
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
             # ValueError: an integer too long to convert; RecursionError: arrays nested too deep
-            message = f"cannot read {path}: {type(err).__name__}: {_one_line(err)}"
+            message = f"cannot read {path}: {type(err).__name__}: {error_text(err)}"
             problems.add("invalid-json", message, path=path)
             return None
         if isinstance(meta, dict):
             return meta
         problems.add("invalid-json", f"{path} must hold a JSON object", path=path)
     return None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _parse_channels(meta: dict, key: str, problems: _Problems) -> tuple[str, ...] | None:
@@ -910,7 +903,7 @@ def _describe_error(error: BaseException) -> str:
     name = type(error).__name__
     if name.islower():  # zlib.error, struct.error: the bare name says nothing
         name = f"{type(error).__module__}.{name}"
-    return f"{name}: {_one_line(error)}"
+    return f"{name}: {error_text(error)}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from visprior.engine.errors import brief, error_text, one_line
 from visprior.fileio import atomic_path, decode_utf8
 
 __all__ = ["ConfigError", "config_to_dict", "config_from_dict", "load_config", "save_config"]
@@ -33,10 +33,6 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
 MAX_CONFIG_DEPTH = 32
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-# Values quoted in messages are cut short, so that every message stays one line.
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
 
 
 class ConfigError(ValueError):
@@ -116,7 +112,7 @@ def load_config(
     for text in overrides:
         key, value = _parse_override(text)
         _set_dotted(merged, key, value, text)
-        origins[key.split(".")[0]] = f"override {_SHORT.repr(text)}"
+        origins[key.split(".")[0]] = f"override {_short(text)}"
     return config_from_dict(cls, merged, str(path) if path else "config", origins)
 
 
@@ -153,8 +149,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {_SHORT.repr(text)} is not of the form key=value")
-    where = f"override {_SHORT.repr(text)}"
+        raise ConfigError(f"override {_short(text)} is not of the form key=value")
+    where = f"override {_short(text)}"
     value = _parse_yaml(raw, f"{where}: value is not valid YAML")
     _check_plain(value, where)
     return key.strip(), value
@@ -177,7 +173,7 @@ class _SafeUniqueKeyLoader(yaml.SafeLoader):
                 continue
             if repeated:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {_SHORT.repr(key)} is given twice", key_node.start_mark
+                    None, None, f"key {_short(key)} is given twice", key_node.start_mark
                 )
         return super().construct_mapping(node, deep=deep)
 
@@ -190,13 +186,13 @@ def _parse_yaml(text: str, failure: str) -> Any:
         mark = error.problem_mark or error.context_mark
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = ", ".join(part for part in (error.context, error.problem) if part)
-        raise ConfigError(f"{failure}{at}: {_one_line(problem or str(error))}") from None
+        raise ConfigError(f"{failure}{at}: {one_line(problem or str(error))}") from None
     except RecursionError:
         raise ConfigError(f"{failure}: nested too deeply") from None
     # PyYAML's constructors raise ValueError, KeyError, AttributeError... on malformed tagged
     # scalars (a 13th month, "!!bool x").
     except Exception as error:
-        raise ConfigError(f"{failure}: {_one_line(str(error)) or type(error).__name__}") from None
+        raise ConfigError(f"{failure}: {error_text(error)}") from None
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -220,24 +216,25 @@ def _check_plain(value: Any, where: str) -> None:
         if isinstance(item, dict):
             for key in item:
                 if not isinstance(key, str):
-                    raise ConfigError(f"{where}: key {_SHORT.repr(key)} is not text")
+                    raise ConfigError(f"{where}: key {_short(key)} is not text")
             pending.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, (list, tuple)):
             pending.extend((v, depth + 1) for v in item)
         elif not isinstance(item, _PLAIN_SCALARS):
             kind = "a date" if isinstance(item, datetime.date) else type(item).__name__
             raise ConfigError(
-                f"{where}: {_SHORT.repr(item)} is {kind}, not text, a number, a bool or null"
+                f"{where}: {_short(item)} is {kind}, not text, a number, a bool or null"
             )
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _short(value: Any) -> str:
+    """A value quoted in a message, cut short so that every message stays one line."""
+    return brief(value, width=60, depth=3)
 
 
 def _name(key: Any) -> str:
     """An option name as written, or quoted when it would not read as one."""
-    return key if isinstance(key, str) and key.isidentifier() else _SHORT.repr(key)
+    return key if isinstance(key, str) and key.isidentifier() else _short(key)
 
 
 def _set_dotted(values: dict[str, Any], key: str, value: Any, text: str) -> None:
@@ -272,29 +269,29 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 return _coerce(option, value, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {_SHORT.repr(value)}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {_short(value)}")
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(c) for c in typing.get_args(hint))
-            raise ConfigError(f"{where}: {_SHORT.repr(value)} is not one of {choices}")
+            raise ConfigError(f"{where}: {_short(value)} is not one of {choices}")
         return value
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {_SHORT.repr(value)}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         if args and args[-1] is not Ellipsis and len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
         item = args[0] if args else Any
         return tuple(_coerce(item, v, where) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {_SHORT.repr(value)}")
+            raise ConfigError(f"{where}: expected a mapping, got {_short(value)}")
         _check_plain(value, where)  # what it holds is passed on as keyword arguments
         return dict(value)
     if hint is float:
         return _float(value, where)
     if hint in (int, str, bool) and type(value) is not hint:
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {_SHORT.repr(value)}")
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {_short(value)}")
     return value
 
 
@@ -302,13 +299,13 @@ def _float(value: Any, where: str) -> float:
     """A number as float; YAML 1.1 reads "3e-4" (no dot) as text, which is taken too. NaN is
     refused (no option means anything by it); infinity is kept (``time_limit_minutes``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where}: expected a number, got {_SHORT.repr(value)}")
+        raise ConfigError(f"{where}: expected a number, got {_short(value)}")
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{where}: expected a number, got {_SHORT.repr(value)}") from None
+        raise ConfigError(f"{where}: expected a number, got {_short(value)}") from None
     except OverflowError:
-        raise ConfigError(f"{where}: {_SHORT.repr(value)} is too large for a number") from None
+        raise ConfigError(f"{where}: {_short(value)} is too large for a number") from None
     if number != number:
         raise ConfigError(f"{where}: expected a number, got NaN")
     return number

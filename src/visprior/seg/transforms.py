@@ -50,7 +50,7 @@ from monai.transforms import (
 from monai.transforms.utils import map_binary_to_indices
 
 from visprior.data.segmentation import DatasetError, read_volume, read_volume_header
-from visprior.engine.errors import find_cause
+from visprior.engine.errors import find_cause, one_line
 from visprior.seg.config import Preprocessing, SegTrainConfig
 
 __all__ = [
@@ -371,7 +371,7 @@ class LoadVolumesd(LoadImaged):
             where = f"case {case!r}: " if case is not None else ""
             listed = ", ".join(map(str, files))
             message = f"{where}cannot load {listed}: {type(error).__name__}: {error}"
-            raise DatasetError(" ".join(message.split())) from error
+            raise DatasetError(one_line(message)) from error
 
 
 def _files(value: Any) -> list[str | os.PathLike]:
