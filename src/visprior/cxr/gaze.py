@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from visprior.engine.errors import error_text
 from visprior.fileio import atomic_path
 
 __all__ = ["DEFAULT_SIGMA_PX", "GazeCache", "GazeError", "gaze_heatmap"]
@@ -204,7 +205,7 @@ def _load_cached(path: Path, grid: tuple[int, int]) -> tuple[np.ndarray | None, 
     # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError... on damaged
     # files; each means the file must be rebuilt.
     except Exception as error:
-        return None, f"not a readable .npy file ({' '.join(str(error).split())[:200]})"
+        return None, f"not a readable .npy file ({error_text(error)[:200]})"
     if not (np.isfinite(heatmap).all() and heatmap.min() >= 0 and heatmap.max() <= 1):
         return None, "values are not finite numbers in [0, 1]"
     return np.ascontiguousarray(heatmap), ""
