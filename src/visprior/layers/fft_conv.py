@@ -166,9 +166,21 @@ def _channel_chunks(channels: int, elements_per_channel: int, device: torch.devi
     return [slice(c, min(c + step, channels)) for c in range(0, channels, step)]
 
 
+def _no_autocast(device: torch.device) -> torch.autocast:
+    """Autocast switched off: under it the DFT-matrix products would run in bf16/fp16, which
+    ``torch.fft`` refuses on the CPU, and cuFFT takes in half precision only for power-of-two
+    sizes; the FFT path therefore always computes in float32 (or float64)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 class _FFTDepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        with _no_autocast(x.device):
+            return _FFTDepthwiseConv._forward(ctx, x, weight)
+
+    @staticmethod
+    def _forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         spatial = tuple(x.shape[2:])
         k = weight.shape[-1]
         sizes = circular_sizes(spatial, k)
@@ -188,6 +200,11 @@ class _FFTDepthwiseConv(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
+        with _no_autocast(grad_out.device):
+            return _FFTDepthwiseConv._backward(ctx, grad_out.to(ctx.w_spectra[0].real.dtype))
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor):
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x, grad_w = [], []
         for chunk, x_hat, w_hat in zip(ctx.chunks, ctx.x_spectra, ctx.w_spectra, strict=True):
@@ -212,7 +229,8 @@ def fft_depthwise_conv(
     """Depth-wise 'same' convolution (cross-correlation, as ``F.conv3d``) through FFTs.
 
     Args:
-        x: ``(N, C, *spatial)``, float32 or float64 (other dtypes compute in float32).
+        x: ``(N, C, *spatial)``, float32 or float64; other dtypes, and any input under
+            ``torch.autocast``, compute in float32 and the output is cast back to ``x``'s dtype.
         weight: ``(C, 1, k, ..., k)`` with odd ``k``.
         bias: ``(C,)`` or ``None``.
 
