@@ -45,7 +45,8 @@ def run_network(name: str, minutes: float, workdir: Path) -> dict:
 
 
 def _training_figures(run_dir: Path) -> dict:
-    from visprior.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from visprior.checkpoint_io import load_checkpoint
+    from visprior.nets.build import build_model_from_checkpoint
 
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     model = build_model_from_checkpoint(state)

@@ -29,7 +29,7 @@ def write_inputs(folder: Path, shape: tuple[int, int, int], roi: tuple[int, int,
 
     from visprior.engine.checkpoint import save_checkpoint
     from visprior.engine.config import config_to_dict
-    from visprior.registry import get_model
+    from visprior.nets.registry import get_model
     from visprior.seg.config import Preprocessing
 
     folder.mkdir(parents=True, exist_ok=True)

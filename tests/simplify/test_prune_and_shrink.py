@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tolerances import assert_close_to_scale
 from visprior.cli import main
 from visprior.cxr.config import CXRTrainConfig
 from visprior.cxr.evaluate import load_classifier
@@ -53,8 +54,8 @@ def test_cutting_unused_channels_of_the_last_stage_leaves_the_output_unchanged()
     assert cut == {"blocks_removed": 0, "channels_removed": 256}
     assert model.head.weight.shape == (3, 256) and model.head.in_channels == 256
     assert model.backbone[7][1].conv2.out_channels == 256
-    torch.testing.assert_close(after.cams, before.cams, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(after.logits, before.logits, atol=1e-5, rtol=1e-4)
+    assert_close_to_scale(after.cams, before.cams, rtol=1e-4)  # values of about 1e-2
+    assert_close_to_scale(after.logits, before.logits, rtol=1e-4)
 
 
 def test_a_stream_channel_needs_a_majority_and_groups_keep_min_channels():

@@ -1,72 +1,107 @@
-"""``visprior cxr synth | train | evaluate | predict``: gaze-guided chest X-ray classification."""
+"""``visprior cxr synth | train | evaluate | predict``: chest X-rays with radiologists' gaze.
+
+The parser is built from light modules; each command imports its heavy work when it runs, so
+that ``visprior --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from visprior.commands import add_force_flag, add_train_arguments, dispatch, train_config_from_args
+from visprior.cxr.config import CXRTrainConfig
+
 __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    from visprior.engine.commands import add_force_flag
-
-    cxr = commands.add_parser("cxr", help="chest X-ray classification guided by gaze (GG-CAM)")
+    cxr = commands.add_parser("cxr", help="chest X-rays with gaze: GG-CAM and MT-UNet")
     actions = cxr.add_subparsers(dest="cxr_command", required=True)
 
     synth = actions.add_parser(
         "synth", help="write a SYNTHETIC EGD-CXR-layout set (for trying things out only)"
     )
     synth.add_argument("output", type=Path, help="an empty folder")
-    synth.add_argument("--cases-per-class", type=int, default=40)
-    synth.add_argument("--size", type=int, default=256, help="image side in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--cases-per-class", type=int, default=40, help="images per class (default %(default)s)"
+    )
+    synth.add_argument(
+        "--size", type=int, default=256, help="image side in pixels (default %(default)s)"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
 
+    defaults = CXRTrainConfig()
     train = actions.add_parser(
         "train",
-        help="train a CAM classifier (GG-CAM recipe defaults; see cxr/config.py)",
+        help="train GG-CAM, a plain CAM classifier or MT-UNet (recipe defaults; see cxr/config.py)",
         description="Options apply in this order: defaults, --config, flags, --set.",
     )
-    train.add_argument("dataset", nargs="?", help="EGD-CXR (or REFLACX) folder")
-    train.add_argument("--format", choices=("egd", "reflacx"))
-    train.add_argument("--images-root", help="folder of the images (MIMIC-CXR)")
-    train.add_argument("--model", help="ggcam_resnet50, ggcam_efficientnet_v2_s, ...")
-    train.add_argument("--weights", help="torchvision ImageNet weights file for the backbone")
-    train.add_argument("--output", "-o", help="run folder (default runs/cxr)")
-    train.add_argument("--config", type=Path, help="YAML file with options")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--time-limit", type=float, dest="time_limit_minutes", metavar="MIN")
+    add_train_arguments(train, defaults, "EGD-CXR (or REFLACX) folder")
+    train.add_argument(
+        "--format",
+        choices=("egd", "reflacx"),
+        help=f"dataset layout (default {defaults.format})",
+    )
+    train.add_argument(
+        "--images-root", help="folder of the images, e.g. MIMIC-CXR (default: the dataset folder)"
+    )
+    train.add_argument(
+        "--weights",
+        help="torchvision ImageNet weights file for the backbone (default: random initialisation)",
+    )
+    train.add_argument(
+        "--epochs", type=int, help=f"passes over the training part (default {defaults.epochs})"
+    )
     train.add_argument(
         "--no-gaze",
         dest="use_gaze",
         action="store_false",
         default=None,
-        help="train the plain CAM classifier (no gaze term)",
+        help="train the plain CAM classifier, without the gaze term (default: with gaze)",
     )
-    train.add_argument("--seeds", type=int, default=1, help="repeat with N seeds, seed_<n>/")
-    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat with N seeds (seed, seed+1, ...) in <output>/seed_<n> (default %(default)s)",
+    )
 
     evaluate = actions.add_parser("evaluate", help="AUC, accuracy, localisation on a split part")
     evaluate.add_argument("run", type=Path, help="run folder, or a folder of seed_<n> runs")
-    evaluate.add_argument("--part", default="test", choices=("train", "val", "test"))
-    evaluate.add_argument("--overlays", type=int, default=8, help="CAM overlay PNGs to draw")
-    evaluate.add_argument("--dataset", help="where the dataset is now, if it moved")
-    evaluate.add_argument("--images-root", help="where the images are now, if they moved")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument(
+        "--part",
+        default="test",
+        choices=("train", "val", "test"),
+        help="part of the run's split to score (default %(default)s)",
+    )
+    evaluate.add_argument(
+        "--overlays", type=int, default=8, help="map overlay PNGs to draw (default %(default)s)"
+    )
+    evaluate.add_argument(
+        "--dataset", help="where the dataset is now, if it moved (default: the run's)"
+    )
+    evaluate.add_argument(
+        "--images-root", help="where the images are now, if they moved (default: the run's)"
+    )
+    evaluate.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)"
+    )
     add_force_flag(evaluate, "replace an earlier evaluation of this part")
 
     predict = actions.add_parser("predict", help="classify radiographs, write CSV + CAM PNGs")
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
     predict.add_argument("inputs", nargs="+", type=Path, help="DICOM/PNG/JPEG files or folders")
-    predict.add_argument("--output", "-o", type=Path, required=True)
+    predict.add_argument(
+        "--output", "-o", type=Path, required=True, help="folder for the CSV and overlays"
+    )
     add_force_flag(predict, "replace earlier predictions (an input is never replaced)")
-    predict.add_argument("--device", default="cpu")
+    predict.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from visprior.engine.commands import dispatch
-
     handlers = {"synth": _synth, "train": _train, "evaluate": _evaluate, "predict": _predict}
     return dispatch("cxr", args.cxr_command, handlers, args)
 
@@ -80,15 +115,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from visprior.cxr.config import CXRTrainConfig
     from visprior.cxr.train import train_cxr, train_seeds
-    from visprior.engine.commands import train_config_from_args
     from visprior.engine.distributed import is_main_process
 
-    names = ("format", "images_root", "model", "weights", "output", "epochs")
-    config = train_config_from_args(
-        CXRTrainConfig, args, (*names, "time_limit_minutes", "use_gaze")
-    )
+    config = train_config_from_args(CXRTrainConfig, args)
     if args.seeds > 1 and not args.resume:
         results = train_seeds(config, args.seeds)
         if is_main_process():  # under torchrun: one summary, not one per process
@@ -127,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from visprior.cxr.evaluate import load_classifier, predict_images
+    from visprior.cxr.predict import load_classifier, predict_images
 
     classifier = load_classifier(args.checkpoint, device=args.device)
     table = predict_images(classifier, args.inputs, args.output, overwrite=args.overwrite)

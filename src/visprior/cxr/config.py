@@ -8,21 +8,29 @@ ours, chosen as what such work commonly uses.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from visprior.cxr.gaze import DEFAULT_SIGMA_PX
+from visprior.engine.config import RunConfig
 
 __all__ = ["CXRTrainConfig"]
 
 
 @dataclass
-class CXRTrainConfig:
-    """Everything ``visprior cxr train`` needs; each field is a ``key=value`` override."""
+class CXRTrainConfig(RunConfig):
+    """Everything ``visprior cxr train`` needs; each field is a ``key=value`` override.
 
+    The fields shared with ``seg train`` are :class:`~visprior.engine.config.RunConfig`'s
+    (dataset, output, model, batch size, learning rate, seed, device, ...).
+    """
+
+    # RunConfig's fields, with this task's defaults
+    output: str = "runs/cxr"
+    model: str = "ggcam_resnet50"
+    batch_size: int = 16
+    lr: float = 5e-3
     # Data
-    dataset: str = ""
     format: Literal["egd", "reflacx"] = "egd"
     images_root: str = ""  # default: the dataset folder
     gaze_file: str = "fixations.csv"  # EGD-CXR: or eye_gaze.csv
@@ -34,9 +42,6 @@ class CXRTrainConfig:
     gaze_sigma_px: float = DEFAULT_SIGMA_PX  # in pixels of the original image
     cache_dir: str = ""  # gaze maps; default <output>/cache
     # Model
-    output: str = "runs/cxr"
-    model: str = "ggcam_resnet50"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str = ""  # a torchvision ImageNet weights file for the backbone
     use_gaze: bool = True  # GG-CAM; False: a plain CAM classifier (no gaze term)
     # MT-UNet: train both heads, or one of them alone (the single-task baselines)
@@ -46,18 +51,7 @@ class CXRTrainConfig:
     loss_init: tuple[float, ...] = ()
     # Training
     epochs: int = 100
-    time_limit_minutes: float = math.inf
-    batch_size: int = 16
-    lr: float = 5e-3
-    weight_decay: float = 0.0
     plateau_patience: int = 40  # epochs
     plateau_factor: float = 0.1
     early_stop_patience: int = 0  # epochs without gain before stopping; 0: never
     metric: Literal["val_loss", "val_auc", "val_kl"] = "val_loss"  # val_kl: MT-UNet only
-    # Runtime
-    seed: int = 0
-    deterministic: bool = False
-    amp: bool = True
-    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm over the global batch
-    device: str = "auto"
-    num_workers: int = 0

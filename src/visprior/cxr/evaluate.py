@@ -1,4 +1,4 @@
-"""``visprior cxr evaluate`` and ``visprior cxr predict``: scores, CAMs and overlays.
+"""``visprior cxr evaluate``: scores, CAMs and overlays of a trained run.
 
 ``evaluate`` scores a trained run on a part of its own split (the test part by default):
 macro and per-class one-vs-rest ROC-AUC, accuracy, the confusion matrix and the localisation
@@ -6,8 +6,8 @@ hit rate, written as ``metrics.json`` and ``predictions.csv`` beside CAM overlay
 true class's CAM, gaze map). Given a folder of ``seed_<n>`` runs, it scores each and reports
 the median AUC.
 
-``predict`` classifies radiograph files (DICOM, PNG, JPEG) with a trained network and writes
-``predictions.csv`` and one CAM overlay per image into the output folder; inputs are only read.
+Prediction on radiograph files, and the classifier loader both use, are ``cxr/predict.py``'s
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -17,28 +17,28 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
-from visprior.cxr.config import CXRTrainConfig
-from visprior.cxr.io import CXR_SUFFIXES
-from visprior.cxr.metrics import classification_metrics, localisation_hit
-from visprior.engine.checkpoint import (
-    CheckpointError,
-    build_model_from_checkpoint,
-    find_checkpoint,
-    load_checkpoint,
+from visprior.cxr.dataset import GazeImageDataset, load_cxr_dataset
+from visprior.cxr.predict import (
+    CXRClassifier,
+    load_classifier,
+    predict_images,
+    save_cam_overlay,
 )
-from visprior.engine.config import config_from_dict
-from visprior.engine.distributed import resolve_device
 from visprior.fileio import atomic_path, check_outputs, write_csv_rows
+from visprior.metrics.classification import classification_metrics, localisation_hit
+from visprior.metrics.saliency import (
+    auc_judd,
+    correlation_coefficient,
+    kl_divergence,
+    normalized_scanpath_saliency,
+    similarity,
+)
 
 __all__ = [
     "CXRClassifier",
@@ -48,59 +48,6 @@ __all__ = [
     "load_classifier",
     "predict_images",
 ]
-
-
-@dataclass
-class CXRClassifier:
-    model: nn.Module
-    classes: list[str]
-    image_size: int
-    map_grid: tuple[int, int]
-    config: CXRTrainConfig
-    device: torch.device
-    source: str
-
-    @property
-    def predicts_saliency(self) -> bool:
-        """MT-UNet: the maps are gaze saliency (N, 1, S, S), not class activation maps."""
-        from visprior.cxr.mtunet import MTUNet
-
-        return isinstance(self.model, MTUNet)
-
-    @property
-    def map_name(self) -> str:
-        return "predicted gaze saliency" if self.predicts_saliency else "class activation map"
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N, K) and maps of a batch of (N, 1, S, S) images: the CAMs
-        (N, K, h, w) of a CAM classifier, or MT-UNet's saliency probabilities (N, 1, S, S)."""
-        logits, maps = self.model(images.to(self.device))
-        if self.predicts_saliency:
-            maps = maps.float().exp()
-        return logits.float().softmax(1).cpu().numpy(), maps.float().cpu().numpy()
-
-
-def load_classifier(
-    run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
-) -> CXRClassifier:
-    """The trained network of a run folder (best checkpoint, else last) or checkpoint file.
-
-    Raises:
-        FileNotFoundError: no checkpoint there.
-        CheckpointError: not a CXR checkpoint, or its weights do not fit its network.
-    """
-    path = find_checkpoint(run_or_checkpoint)
-    state = load_checkpoint(path, map_location="cpu")
-    if state.get("task") != "cxr":
-        raise CheckpointError(f"{path}: not a CXR classification checkpoint")
-    device = resolve_device(device)
-    model = build_model_from_checkpoint(state, source=str(path)).eval().to(device)
-    config = config_from_dict(CXRTrainConfig, state["config"], source=f"{path}: config")
-    grid = tuple(int(v) for v in state["map_grid"])
-    return CXRClassifier(
-        model, list(state["classes"]), int(state["image_size"]), grid, config, device, str(path)
-    )
 
 
 def evaluate_run(
@@ -126,8 +73,6 @@ def evaluate_run(
     Returns:
         The metrics (also in ``metrics.json``), with ``hit_rate`` and ``hits_per_class``.
     """
-    from visprior.cxr.train import GazeImageDataset, load_cxr_dataset
-
     run_dir = Path(run_dir)
     classifier = load_classifier(run_dir, device)
     split_path = run_dir / "split.json"
@@ -202,14 +147,6 @@ SALIENCY_METRICS = ("kl", "cc", "sim", "nss", "auc_judd")
 def saliency_scores(tensors, cases, maps: np.ndarray) -> tuple[list[dict], dict[str, Any]]:
     """Per image KL, CC, SIM (against the gaze map) and NSS, AUC-Judd (against the fixations
     on the map's grid); with the mean and median of each over the images that have gaze."""
-    from visprior.metrics.saliency import (
-        auc_judd,
-        correlation_coefficient,
-        kl_divergence,
-        normalized_scanpath_saliency,
-        similarity,
-    )
-
     rows = []
     for item, case, predicted in zip(tensors, cases, maps, strict=True):
         if not item["has_gaze"]:
@@ -311,112 +248,6 @@ def format_report(metrics: dict[str, Any], classes: Sequence[str] | None = None)
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
-
-
-def predict_images(
-    classifier: CXRClassifier,
-    inputs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    overwrite: bool = False,
-) -> Path:
-    """Classify image files (or every image in given folders); write CSV and map overlays
-    (``<name>_cam.png``, or ``<name>_saliency.png`` for MT-UNet).
-
-    Raises:
-        FileExistsError: an output exists (without ``overwrite``), or an output path is one
-            of the inputs.
-    """
-    from visprior.cxr.train import load_image
-
-    files = collect_images(inputs)
-    out_dir = Path(out_dir)
-    table = out_dir / "predictions.csv"
-    suffix = "_saliency" if classifier.predicts_saliency else "_cam"
-    overlays = [out_dir / f"{path.stem}{suffix}.png" for path in files]
-    check_outputs([table, *overlays], inputs=files, overwrite=overwrite)
-    if len({o.name for o in overlays}) != len(overlays):
-        raise ValueError("two inputs share a file name; predict them into separate folders")
-    rows = []
-    for path, overlay in zip(files, overlays, strict=True):
-        image = load_image(path, classifier.image_size)
-        probabilities, cams = classifier(image[None])
-        predicted = int(probabilities[0].argmax())
-        rows.append(
-            {
-                "file": str(path),
-                "predicted": classifier.classes[predicted],
-                **{
-                    f"p_{c}": f"{p:.6f}"
-                    for c, p in zip(classifier.classes, probabilities[0], strict=True)
-                },
-            }
-        )
-        save_cam_overlay(
-            image[0].numpy(),
-            cams[0, 0 if classifier.predicts_saliency else predicted],
-            overlay,
-            map_name=classifier.map_name,
-            title=f"{path.name}: {classifier.classes[predicted]} "
-            f"(p = {probabilities[0, predicted]:.2f})",
-        )
-    return write_csv_rows(table, rows)
-
-
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    files = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in CXR_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"{item}: no .dcm/.png/.jpg file in this folder")
-            files += found
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return files
-
-
-def save_cam_overlay(
-    image: np.ndarray,
-    cam: np.ndarray,
-    path: str | os.PathLike,
-    gaze: np.ndarray | None = None,
-    title: str = "",
-    map_name: str = "class activation map",
-) -> Path:
-    """The image with a map (CAM or saliency) over it, and the gaze map beside it when given
-    (PNG, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = image.shape
-    upsample = lambda grid: F.interpolate(  # noqa: E731
-        torch.as_tensor(grid, dtype=torch.float32)[None, None], size=size, mode="bilinear"
-    )[0, 0].numpy()
-    panels = 2 if gaze is None else 3
-    figure, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4))
-    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("image")
-    axes[1].imshow(image, cmap="gray", vmin=0, vmax=1)
-    axes[1].imshow(upsample(cam), cmap="jet", alpha=0.45)
-    axes[1].set_title(map_name)
-    if gaze is not None:
-        axes[2].imshow(image, cmap="gray", vmin=0, vmax=1)
-        axes[2].imshow(upsample(gaze), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[2].set_title("gaze map")
-    for axis in axes:
-        axis.axis("off")
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    return path
 
 
 def _write_json(path: Path, values: dict[str, Any]) -> None:

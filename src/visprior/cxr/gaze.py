@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from visprior.engine.errors import error_text
+from visprior.errors import error_text
 from visprior.fileio import atomic_path
 
 __all__ = ["DEFAULT_SIGMA_PX", "GazeCache", "GazeError", "gaze_heatmap"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from visprior.engine.errors import error_text
+from visprior.errors import error_text
 
 __all__ = ["CXR_SUFFIXES", "CXRReadError", "MAX_CXR_PIXELS", "read_cxr"]
 
@@ -75,9 +77,6 @@ def _read_picture(path: Path) -> np.ndarray:
 
 
 def _read_dicom(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     # pydicom raises many kinds of errors on malformed files (InvalidDicomError, struct.error,
     # KeyError, NotImplementedError, ...); each means the file cannot be used.
     try:

@@ -1,4 +1,6 @@
-"""GG-CAM's loss: classification plus agreement of the true class's CAM with the gaze map.
+"""The CXR networks' losses: GG-CAM's (below) and MT-UNet's (``multitask_loss``).
+
+GG-CAM's loss: classification plus agreement of the true class's CAM with the gaze map.
 
     L = CE / s_c^2 + log(s_c + 1) + D / (2 s_d^2) + log(s_d + 1)
     D = mean over the CAM grid of (sigmoid(k * CAM_y) - G)^2
@@ -23,9 +25,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from visprior.cxr.models import CAMOutput, GazeLossWeights
+from visprior.nets.ggcam import CAMOutput, GazeLossWeights
+from visprior.nets.mtunet import MTUNetOutput, MultiTaskWeights
 
-__all__ = ["GazeLossParts", "gaze_guided_loss"]
+__all__ = ["GazeLossParts", "gaze_guided_loss", "multitask_loss"]
 
 
 class GazeLossParts(NamedTuple):
@@ -71,3 +74,53 @@ def gaze_guided_loss(
         classification / s_c**2 + torch.log1p(s_c) + disagreement / (2 * s_d**2) + torch.log1p(s_d)
     )
     return GazeLossParts(total, classification.detach(), disagreement.detach())
+
+
+def multitask_loss(
+    output: MTUNetOutput,
+    target: torch.Tensor,
+    gaze: torch.Tensor,
+    weights: MultiTaskWeights,
+    tasks: str = "both",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L = CE / s_c^2 + log(s_c + 1) + KL(G || P) / (2 s_s^2) + log(s_s + 1).
+
+    ``tasks="classification"`` gives CE alone, ``"saliency"`` KL alone: the single-task
+    baselines MT-UNet is compared with.
+
+    Args:
+        output: the network's logits and log saliency map (N, 1, H, W).
+        target: classes (N,).
+        gaze: gaze maps (N, H, W) or (N, 1, H, W), non-negative; each is scaled to sum 1 (G).
+        weights: the network's ``loss_weights`` (s = exp(lg_s)).
+
+    Returns:
+        (total, cross-entropy, KL), the last two detached (KL is NaN for classification).
+
+    Raises:
+        ValueError: a gaze map of another size, or one that sums to 0 (no gaze to learn).
+    """
+    logits, log_saliency = output
+    ce = F.cross_entropy(logits.float(), target)
+    if tasks == "classification":  # no gaze needed
+        return ce, ce.detach(), torch.tensor(float("nan"))
+    if tasks not in ("both", "saliency"):
+        raise ValueError(f"tasks must be 'both', 'classification' or 'saliency', got {tasks!r}")
+    if gaze.numel() != log_saliency.numel():
+        raise ValueError(
+            f"gaze maps of shape {tuple(gaze.shape)} do not match the saliency map of shape "
+            f"{tuple(log_saliency.shape)}"
+        )
+    gaze = gaze.reshape(log_saliency.shape).to(log_saliency.dtype)
+    totals = gaze.sum(dim=(1, 2, 3), keepdim=True)
+    if (totals <= 0).any():
+        raise ValueError("a gaze map sums to 0: MT-UNet needs gaze for every training image")
+    target_distribution = gaze / totals
+    # KL(G || P) = sum G (log G - log P), with 0 log 0 = 0
+    kl = torch.sum(torch.special.xlogy(target_distribution, target_distribution), dim=(1, 2, 3))
+    kl = (kl - torch.sum(target_distribution * log_saliency, dim=(1, 2, 3))).mean()
+    if tasks == "saliency":
+        return kl, ce.detach(), kl.detach()
+    s_c, s_s = weights.lg_s_c.exp(), weights.lg_s_s.exp()
+    total = ce / s_c**2 + torch.log1p(s_c) + kl / (2 * s_s**2) + torch.log1p(s_s)
+    return total, ce.detach(), kl.detach()

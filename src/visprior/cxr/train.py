@@ -2,17 +2,15 @@
 
 The loop is the shared ``engine.Trainer`` run by epochs: one validation per pass over the
 training cases, the plateau schedule on the validation loss with the best weights reloaded at
-each drop (GG-CAM's recipe), best / last checkpoints, resume. This module supplies the data
-(images resized to a square, gaze heatmaps and anatomy masks on the CAM grid, cached), the
-loss, the validation scores and the checkpoint entries ``cxr predict`` / ``cxr evaluate``
-need.
+each drop (GG-CAM's recipe), best / last checkpoints, resume. This module supplies the loss,
+the validation scores, the run's split and the checkpoint entries ``cxr predict`` / ``cxr
+evaluate`` need; the data comes from ``cxr/dataset.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,182 +19,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from visprior.checkpoint_io import load_checkpoint
 from visprior.cxr.config import CXRTrainConfig
-from visprior.cxr.data import (
-    CLASS_REGION,
-    EGD_CLASSES,
-    GazeCase,
-    GazeDataError,
-    GazeDataset,
-    read_egd_cxr,
-    read_reflacx,
-    split_per_class,
-)
-from visprior.cxr.gaze import OUTSIDE_THE_IMAGE, GazeCache, gaze_heatmap
-from visprior.cxr.io import read_cxr
-from visprior.cxr.loss import gaze_guided_loss
-from visprior.cxr.metrics import classification_metrics
-from visprior.cxr.mtunet import MTUNetOutput, multitask_loss
-from visprior.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from visprior.cxr.data import GazeDataset, split_per_class
+from visprior.cxr.dataset import GazeImageDataset, load_cxr_dataset, load_image, output_grid
+from visprior.cxr.loss import gaze_guided_loss, multitask_loss
 from visprior.engine.config import config_to_dict, save_config
 from visprior.engine.distributed import is_main_process, unwrap
 from visprior.engine.sampling import loader_generator, training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, start_run
 from visprior.fileio import atomic_path
-from visprior.registry import canonical_name, get_model
+from visprior.metrics.classification import classification_metrics
+from visprior.metrics.saliency import kl_divergence
+from visprior.nets.build import ModelSpec, build_model_from_checkpoint
+from visprior.nets.ggcam import load_backbone_weights
+from visprior.nets.mtunet import MTUNetOutput
+from visprior.nets.registry import canonical_name
 
+# GazeImageDataset, load_cxr_dataset, load_image and output_grid live in cxr/dataset.py; they
+# stay importable from here.
 __all__ = [
     "CXRTask",
     "GazeImageDataset",
-    "output_grid",
     "load_cxr_dataset",
     "load_image",
+    "output_grid",
     "train_cxr",
     "train_seeds",
 ]
-
-
-def load_cxr_dataset(config: CXRTrainConfig) -> GazeDataset:
-    """The dataset ``config`` names, read by its format's reader."""
-    images_root = config.images_root or None
-    if config.format == "egd":
-        classes = tuple(config.classes) or EGD_CLASSES
-        return read_egd_cxr(config.dataset, images_root, config.gaze_file, classes)
-    if config.format == "reflacx":
-        if not config.classes:
-            raise ValueError("REFLACX needs classes=[...]: the abnormality columns to classify")
-        if images_root is None:
-            raise ValueError("REFLACX needs images_root: the MIMIC-CXR folder")
-        return read_reflacx(config.dataset, images_root, config.classes, config.normal_class)
-    raise ValueError(f"format must be 'egd' or 'reflacx', got {config.format!r}")
-
-
-def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """A radiograph as a (1, size, size) float tensor in [0, 1] (area-averaged resize)."""
-    return square_image(read_cxr(path), size)
-
-
-def square_image(image: np.ndarray, size: int) -> torch.Tensor:
-    """A (rows, columns) image as a (1, size, size) tensor, area-averaged."""
-    return F.interpolate(torch.from_numpy(image)[None, None], size=(size, size), mode="area")[0]
-
-
-def output_grid(model: nn.Module, image_size: int, in_channels: int = 1) -> tuple[int, int]:
-    """The (rows, columns) of the maps ``model`` gives for a square ``image_size`` input: the
-    CAMs of a CAM classifier, the saliency map of MT-UNet (the second output of either)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        probe = torch.zeros(1, in_channels, image_size, image_size)
-        probe = probe.to(next(model.parameters()).device)
-        grid = tuple(model(probe)[1].shape[-2:])
-    model.train(was_training)
-    return int(grid[0]), int(grid[1])
-
-
-class GazeImageDataset(Dataset):
-    """Cases as tensors: image (1, S, S), label, gaze map and anatomy region on the CAM grid.
-
-    Images are read once and kept resized in memory; gaze maps go through a disk cache. A case
-    without fixations has ``has_gaze`` False and a zero map; a case whose class has no region
-    (or whose masks are missing) has ``has_region`` False.
-
-    Raises:
-        GazeDataError: with ``need_gaze``, a case without fixations (named).
-    """
-
-    def __init__(
-        self,
-        cases: Sequence[GazeCase],
-        classes: Sequence[str],
-        image_size: int,
-        grid: tuple[int, int],
-        sigma: float,
-        cache_dir: str | Path | None = None,
-        need_gaze: bool = False,
-    ):
-        self.cases = list(cases)
-        cache = GazeCache(cache_dir) if cache_dir else None
-        build = cache.heatmap if cache else gaze_heatmap
-        self.items = []
-        off_image: list[str] = []
-        for case in self.cases:
-            original = read_cxr(case.image)
-            image = square_image(original, image_size)
-            gaze, has_gaze = np.zeros(grid, np.float32), False
-            if case.fixations is not None and len(case.fixations):
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    gaze = build(
-                        case.fixations,
-                        original.shape,
-                        sigma,
-                        grid,
-                        case.durations,
-                        source=case.source or str(case.image),
-                        lines=case.lines,
-                    )
-                for warning in caught:  # one summary below, not a line per case
-                    if str(warning.message).endswith(OUTSIDE_THE_IMAGE):
-                        off_image.append(str(warning.message))
-                    else:
-                        warnings.warn_explicit(
-                            warning.message, warning.category, warning.filename, warning.lineno
-                        )
-                has_gaze = True
-            elif need_gaze:
-                raise GazeDataError(
-                    f"case {case.case_id} ({case.image}) has no fixations; train with "
-                    "use_gaze=false, or leave the case out"
-                )
-            region = _region_on_grid(case, classes, grid)
-            has_region = region is not None
-            self.items.append(
-                {
-                    "image": image,
-                    "label": case.label,
-                    "gaze": torch.from_numpy(np.asarray(gaze, np.float32)),
-                    "has_gaze": has_gaze,
-                    "region": torch.from_numpy(region if has_region else np.zeros(grid, bool)),
-                    "has_region": has_region,
-                    "index": len(self.items),
-                    "original_size": torch.tensor(original.shape),
-                }
-            )
-
-        if off_image:
-            warnings.warn(
-                f"{len(off_image)} case(s) have fixations outside their image, left out of the "
-                f"gaze maps; the first: {off_image[0]}",
-                stacklevel=2,
-            )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.items[index]
-
-
-def _region_on_grid(
-    case: GazeCase, classes: Sequence[str], grid: tuple[int, int]
-) -> np.ndarray | None:
-    """The case's class region (union of its masks), a cell counting if the mask touches it."""
-    region_name = CLASS_REGION.get(classes[case.label])
-    files = case.masks.get(region_name, []) if region_name else []
-    if not files:
-        return None
-    from PIL import Image
-
-    union = None
-    for path in files:
-        with Image.open(path) as picture:
-            mask = np.asarray(picture.convert("L")) > 0
-        union = mask if union is None else union | mask
-    pooled = F.adaptive_max_pool2d(torch.from_numpy(union.astype(np.float32))[None, None], grid)
-    return pooled[0, 0].numpy() > 0
 
 
 class CXRTask:
@@ -207,7 +59,7 @@ class CXRTask:
         config: CXRTrainConfig,
         classes: Sequence[str],
         validation: DataLoader,
-        model_spec: dict[str, Any],
+        model_spec: ModelSpec,
         grid: tuple[int, int],
         device: torch.device,
     ):
@@ -254,7 +106,7 @@ class CXRTask:
     def checkpoint_extras(self) -> dict[str, Any]:
         return {
             "task": "cxr",
-            "model": self.model_spec,
+            "model": self.model_spec.to_dict(),
             "classes": self.classes,
             "image_size": self.config.image_size,
             "map_grid": list(self.grid),
@@ -264,8 +116,6 @@ class CXRTask:
 
 def _saliency_divergences(log_saliency: torch.Tensor, batch: dict) -> list[float]:
     """KL(G || P) of each validation image that has a gaze map."""
-    from visprior.metrics.saliency import kl_divergence
-
     maps = log_saliency.float().exp()[:, 0].cpu().numpy()
     return [
         kl_divergence(predicted, gaze)
@@ -294,29 +144,27 @@ def train_cxr(
     device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
 
     dataset = load_cxr_dataset(config)
-    model_spec = {
-        "name": canonical_name(config.model),
-        "kwargs": {
+    model_spec = ModelSpec(
+        canonical_name(config.model),
+        {
             "num_classes": len(dataset.classes),
             **({"loss_init": tuple(config.loss_init)} if config.loss_init else {}),
             **config.model_kwargs,
         },
-    }
+    )
     last = run_dir / "checkpoints" / "last.pt"
     if resume and model is None and last.is_file():
         saved = load_checkpoint(last)
         if saved["model"].get("pruned"):
             model = build_model_from_checkpoint(saved, str(last))
     if model is not None:
-        model_spec["pruned"] = True
+        model_spec.pruned = True
     else:
-        model = get_model(model_spec["name"], **model_spec["kwargs"])
-    if config.weights and not resume and not model_spec.get("pruned"):
-        from visprior.cxr.models import load_backbone_weights
-
+        model = model_spec.build()
+    if config.weights and not resume and not model_spec.pruned:
         load_backbone_weights(model, config.weights)
     model.to(device)
-    grid = output_grid(model, config.image_size, model_spec["kwargs"].get("in_channels", 1))
+    grid = output_grid(model, config.image_size, model_spec.kwargs.get("in_channels", 1))
     if is_main_process():
         save_config(config, run_dir / "config.yaml")
 

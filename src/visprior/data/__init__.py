@@ -1,18 +1,18 @@
-"""Datasets: read, check and split 3D segmentation data in the nnU-Net v2 and MSD layouts."""
+"""Readers of 3D segmentation data: nnU-Net v2 and MSD datasets (``dataset.py``), volume files
+(``volumes.py``), the dataset checker (``checks.py``) and cross-validation splits (``splits.py``).
+"""
 
-from visprior.data.segmentation import (
+from visprior.data.checks import check_dataset, format_problems
+from visprior.data.dataset import (
     DatasetError,
     DatasetProblem,
     ProblemList,
     SegmentationCase,
     SegmentationDataset,
-    check_dataset,
-    format_problems,
-    kfold_split,
     load_dataset,
-    load_split,
-    save_split,
+    num_classes_for,
 )
+from visprior.data.splits import kfold_split, load_split, save_split
 
 __all__ = [
     "DatasetError",
@@ -25,5 +25,6 @@ __all__ = [
     "kfold_split",
     "load_dataset",
     "load_split",
+    "num_classes_for",
     "save_split",
 ]

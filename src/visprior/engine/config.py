@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import types
 import typing
@@ -19,10 +20,17 @@ from typing import Any, TypeVar
 
 import yaml
 
-from visprior.engine.errors import brief, error_text, one_line
+from visprior.errors import brief, error_text, one_line
 from visprior.fileio import atomic_path, decode_utf8
 
-__all__ = ["ConfigError", "config_to_dict", "config_from_dict", "load_config", "save_config"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
 
 ConfigT = TypeVar("ConfigT")
 
@@ -37,6 +45,31 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 class ConfigError(ValueError):
     """A configuration file, key or value that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The options every training command shares; each task's config extends it (and may give
+    a field another default). Keys stay flat in YAML: ``lr: 3e-4``, not ``run: {lr: ...}``.
+
+    How long a run trains is the task's own: ``iterations`` for segmentation, ``epochs`` for
+    CXR classification.
+    """
+
+    dataset: str = ""
+    output: str = "runs/run"
+    model: str = ""
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    time_limit_minutes: float = math.inf  # summed over resumed sessions
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = True  # bf16 autocast on CUDA
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm over the global batch
+    device: str = "auto"
+    num_workers: int = 0
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -66,9 +66,9 @@ def _read_rows(path: Path) -> dict[int, dict[str, float]]:
 
 
 def _tensorboard_writer(folder: Path, resume_from: int | None):
-    try:
+    try:  # imported here: TensorBoard is optional, and the CSV holds the same numbers
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # TensorBoard is optional: the CSV holds the same numbers
+    except ImportError:
         return None
     # A resumed run redoes the steps after its checkpoint: TensorBoard hides the earlier ones.
     purge = resume_from + 1 if resume_from is not None else None

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from visprior.engine.distributed import get_rank, get_world_size
-from visprior.engine.errors import find_cause
+from visprior.errors import find_cause
 
 __all__ = [
     "SeededSamples",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from monai.utils import set_determinism
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,12 +35,14 @@ from visprior.engine.distributed import (
     barrier,
     get_rank,
     get_world_size,
+    init_distributed,
     is_main_process,
     unwrap,
     wrap_distributed,
 )
 from visprior.engine.metrics_log import MetricsLog
 from visprior.fileio import remove_stale_temporaries
+from visprior.viz.curves import save_curves_png
 
 __all__ = [
     "DistributedFailure",
@@ -469,8 +472,6 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _plot(self, log: MetricsLog) -> None:
-        from visprior.viz.curves import save_curves_png
-
         save_curves_png(log.as_rows(), self.run_dir / "curves.png")
 
 
@@ -488,10 +489,6 @@ def start_run(
     """Join the ``torchrun`` job if there is one, check the run folder, seed every generator
     (process r with ``seed + r``: its own random augmentations), set determinism; return the
     device."""
-    from monai.utils import set_determinism
-
-    from visprior.engine.distributed import init_distributed
-
     device = init_distributed(device)
     check_run_folder(run_dir, resume)
     set_determinism(seed=seed + get_rank())

@@ -1,7 +1,32 @@
-"""Networks, one file per family; importing this package registers them all."""
+"""Networks, one file per family; importing this package registers them all.
 
+``visprior.nets.registry`` imports none of them; this package imports every family, so that
+``import visprior`` is enough for ``list_models`` to see each network.
+"""
+
+from visprior.nets.ggcam import CAMClassifier, CAMHead, CAMOutput, GazeLossWeights
 from visprior.nets.monai_nets import swinunetr, unetr
+from visprior.nets.mtunet import MTUNet, MTUNetOutput, MultiTaskWeights
+from visprior.nets.registry import canonical_name, get_model, list_models, register_model
 from visprior.nets.repuxnet import RepUXBlock, RepUXNet
 from visprior.nets.uxnet import UXBlock, UXNet
 
-__all__ = ["RepUXBlock", "RepUXNet", "UXBlock", "UXNet", "swinunetr", "unetr"]
+__all__ = [
+    "CAMClassifier",
+    "CAMHead",
+    "CAMOutput",
+    "GazeLossWeights",
+    "MTUNet",
+    "MTUNetOutput",
+    "MultiTaskWeights",
+    "RepUXBlock",
+    "RepUXNet",
+    "UXBlock",
+    "UXNet",
+    "canonical_name",
+    "get_model",
+    "list_models",
+    "register_model",
+    "swinunetr",
+    "unetr",
+]

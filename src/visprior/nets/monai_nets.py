@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from monai.networks.nets import UNETR, SwinUNETR, UNet
 
 from visprior.layers.depthwise import check_spatial_dims
-from visprior.registry import register_model
+from visprior.nets.registry import register_model
 
 __all__ = ["swinunetr", "unet", "unetr"]
 

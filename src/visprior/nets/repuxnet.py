@@ -26,7 +26,7 @@ from visprior.layers.depthwise import DepthwiseConv, check_kernel_size
 from visprior.layers.frequency_prior import BFRDepthwiseConv
 from visprior.layers.structural_reparam import StructuralReparamConv
 from visprior.nets.hierarchical import EncoderUNETRDecoder
-from visprior.registry import register_model
+from visprior.nets.registry import register_model
 
 __all__ = ["RepUXBlock", "RepUXNet", "BLOCK_KINDS"]
 

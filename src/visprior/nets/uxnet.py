@@ -20,7 +20,7 @@ from torch import nn
 from visprior.layers.depthwise import DepthwiseConv, check_kernel_size
 from visprior.layers.norm import ChannelsFirstLayerNorm
 from visprior.nets.hierarchical import EncoderUNETRDecoder
-from visprior.registry import register_model
+from visprior.nets.registry import register_model
 
 __all__ = ["UXBlock", "UXNet"]
 

@@ -1,83 +1,129 @@
-"""``visprior seg check | train | predict | evaluate``: the 3D segmentation commands."""
+"""``visprior seg check | train | predict | evaluate``: the 3D segmentation commands.
+
+The parser is built from light modules; each command imports its heavy work (MONAI pipelines,
+training) when it runs, so that ``visprior --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from visprior.commands import add_force_flag, add_train_arguments, dispatch, train_config_from_args
+from visprior.seg.config import SegTrainConfig
+
 __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    from visprior.engine.commands import add_force_flag
-
     seg = commands.add_parser("seg", help="3D segmentation: check, train, predict, evaluate")
     actions = seg.add_subparsers(dest="seg_command", required=True)
 
     check = actions.add_parser("check", help="report every problem of a dataset at once")
     check.add_argument("dataset", type=Path, help="nnU-Net or MSD dataset folder")
 
+    defaults = SegTrainConfig()
     train = actions.add_parser(
         "train",
         help="train a network (recipe defaults; see seg/config.py for every option)",
         description="Options apply in this order: defaults, --config, flags, --set.",
     )
-    train.add_argument("dataset", nargs="?", help="dataset folder (not needed with --resume)")
-    train.add_argument("--model", help="registered network name (visprior models)")
-    train.add_argument("--output", "-o", help="run folder (default runs/seg)")
-    train.add_argument("--config", type=Path, help="YAML file with options")
-    train.add_argument("--fold", type=int, help="cross-validation fold, -1: train on all")
-    train.add_argument("--iterations", type=int)
-    train.add_argument("--time-limit", type=float, dest="time_limit_minutes", metavar="MIN")
-    train.add_argument("--roi", type=int, nargs=3, dest="roi_size", metavar=("X", "Y", "Z"))
-    train.add_argument("--init", dest="init_checkpoint", help="checkpoint to fine-tune from")
-    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_train_arguments(train, defaults, "nnU-Net or MSD dataset folder")
+    train.add_argument(
+        "--fold",
+        type=int,
+        help=f"cross-validation fold, -1: train on every case (default {defaults.fold})",
+    )
+    train.add_argument(
+        "--iterations",
+        type=int,
+        help=f"optimizer steps in total, resumed runs included (default {defaults.iterations})",
+    )
+    train.add_argument(
+        "--roi",
+        type=int,
+        nargs=3,
+        dest="roi_size",
+        metavar=("X", "Y", "Z"),
+        help="training crop size in voxels after resampling "
+        f"(default {' '.join(map(str, defaults.roi_size))})",
+    )
+    train.add_argument(
+        "--init",
+        dest="init_checkpoint",
+        metavar="CHECKPOINT",
+        help="fine-tune from this visprior or authors' checkpoint; weights that do not fit "
+        "(a new label set's head) start fresh (default: none)",
+    )
 
     predict = actions.add_parser("predict", help="label volumes in their original geometry")
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
     predict.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     predict.add_argument("--output", "-o", type=Path, required=True, help="output folder")
-    predict.add_argument("--overlap", type=float, default=0.5)
-    predict.add_argument("--sw-batch-size", type=int, default=2)
-    predict.add_argument("--probabilities", action="store_true", help="also write softmax")
+    predict.add_argument(
+        "--overlap",
+        type=float,
+        default=0.5,
+        help="sliding-window overlap between neighbouring windows (default %(default)s)",
+    )
+    predict.add_argument(
+        "--sw-batch-size",
+        type=int,
+        default=2,
+        help="windows run through the network at once (default %(default)s)",
+    )
+    predict.add_argument(
+        "--probabilities", action="store_true", help="also write the softmax (default: labels only)"
+    )
     add_force_flag(predict, "replace earlier predictions (an input is never replaced)")
     predict.add_argument(
         "--largest-component",
         action="store_true",
-        help="keep each class's largest connected component only",
+        help="keep each class's largest connected component only (default: off)",
     )
-    predict.add_argument("--device", default="auto")
+    predict.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto: a GPU if any (default auto)"
+    )
     predict.add_argument(
         "--stitch-device",
         default="auto",
-        help="where the whole-volume output is assembled (auto: the GPU if it fits, else CPU)",
+        help="where the whole-volume output is assembled: auto is the GPU if it fits, else the "
+        "CPU (default auto)",
     )
     predict.add_argument(
         "--buffer-dtype",
         default="float32",
         choices=("float32", "float16", "bfloat16"),
-        help="whole-volume buffers' type; float16/bfloat16 halve their memory",
+        help="whole-volume buffers' type; float16/bfloat16 halve their memory "
+        "(default %(default)s)",
     )
 
     evaluate = actions.add_parser("evaluate", help="Dice, HD95, surface Dice per case and class")
-    evaluate.add_argument("predictions", type=Path)
-    evaluate.add_argument("labels", type=Path)
-    evaluate.add_argument("--dataset", type=Path, help="dataset folder, for class names")
-    evaluate.add_argument("--output", "-o", type=Path, help="folder for CSV and JSON")
-    evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM")
+    evaluate.add_argument("predictions", type=Path, help="folder of predicted label volumes")
+    evaluate.add_argument("labels", type=Path, help="folder of reference label volumes")
+    evaluate.add_argument(
+        "--dataset", type=Path, help="dataset folder, for class names (default: label values)"
+    )
+    evaluate.add_argument(
+        "--output", "-o", type=Path, help="folder for CSV and JSON (default: print only)"
+    )
+    evaluate.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=1.0,
+        metavar="MM",
+        help="surface Dice tolerance in mm (default %(default)s)",
+    )
     add_force_flag(evaluate, "replace an earlier evaluation in --output")
 
 
 def run(args: argparse.Namespace) -> int:
-    from visprior.engine.commands import dispatch
-
     handlers = {"check": _check, "train": _train, "predict": _predict, "evaluate": _evaluate}
     return dispatch("seg", args.seg_command, handlers, args)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from visprior.data.segmentation import check_dataset, format_problems
+    from visprior.data import check_dataset, format_problems
 
     problems = check_dataset(args.dataset)
     print(format_problems(problems))
@@ -85,13 +131,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from visprior.engine.commands import train_config_from_args
     from visprior.engine.distributed import is_main_process
-    from visprior.seg.config import SegTrainConfig
     from visprior.seg.train import train_segmentation
 
-    names = ("model", "output", "fold", "iterations", "time_limit_minutes")
-    config = train_config_from_args(SegTrainConfig, args, (*names, "roi_size", "init_checkpoint"))
+    config = train_config_from_args(SegTrainConfig, args)
     result = train_segmentation(config, resume=bool(args.resume))
     if is_main_process():  # under torchrun: one summary, not one per process
         print(result.summary("val_mean_dice"))
@@ -121,7 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     classes = None
     if args.dataset is not None:
-        from visprior.data.segmentation import load_dataset
+        from visprior.data import load_dataset
 
         classes = {n: v for n, v in load_dataset(args.dataset).labels.items() if v}
     result = evaluate_folder(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from visprior.engine.config import RunConfig
 
 __all__ = ["Preprocessing", "SegTrainConfig"]
 
@@ -37,23 +39,28 @@ class Preprocessing:
 
 
 @dataclass
-class SegTrainConfig:
+class SegTrainConfig(RunConfig):
     """Everything ``visprior seg train`` needs; each field is a ``key=value`` override.
 
-    Sizes are in voxels after resampling; times in minutes.
+    The fields shared with ``cxr train`` are :class:`~visprior.engine.config.RunConfig`'s
+    (dataset, output, model, batch size, learning rate, seed, device, ...). Sizes are in voxels
+    after resampling; times in minutes.
     """
 
-    dataset: str = ""
+    # RunConfig's fields, with this task's defaults
     output: str = "runs/seg"
     model: str = "repuxnet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    num_workers: int = 2
+    # Data
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     fold: int = 0  # -1: train on every case (and validate on them: no held-out set)
     folds: int = 5
+    cache_rate: float = 1.0
+    init_checkpoint: str | None = None
     # Training
     iterations: int = 40000
-    time_limit_minutes: float = math.inf
-    batch_size: int = 1
     crops_per_volume: int = 2
     roi_size: tuple[int, int, int] = (96, 96, 96)
     # "pos_neg": crops centred on foreground / background voxels by positive_weight and
@@ -62,8 +69,6 @@ class SegTrainConfig:
     crop_sampling: Literal["pos_neg", "classes"] = "pos_neg"
     positive_weight: float = 1.0
     negative_weight: float = 1.0
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
     lr_schedule: Literal["constant", "poly", "cosine"] = "constant"
     warmup_iterations: int = 0
     # Augmentation
@@ -78,12 +83,3 @@ class SegTrainConfig:
     val_every: int = 500
     val_overlap: float = 0.25
     sw_batch_size: int = 2
-    # Runtime
-    seed: int = 0
-    deterministic: bool = False
-    amp: bool = True
-    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm over the global batch
-    num_workers: int = 2
-    cache_rate: float = 1.0
-    device: str = "auto"
-    init_checkpoint: str | None = None

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
-from visprior.data.segmentation import read_volume
+from visprior.data.volumes import read_volume
 from visprior.fileio import atomic_path, check_outputs, nifti_stem
 
 __all__ = [
@@ -202,7 +202,7 @@ def _read_label_map(path: Path, case: str, role: str) -> tuple[Any, np.ndarray]:
     """A label map as integers, its header checked before its voxels are read.
 
     Raises:
-        DatasetError: the file cannot be read (see ``visprior.data.segmentation.read_volume``).
+        DatasetError: the file cannot be read (see ``visprior.data.volumes.read_volume``).
         ValueError: it holds non-numeric, non-integer, NaN or negative values; the message
             names the case, the file and the values.
     """

@@ -33,7 +33,8 @@ from monai.transforms import Compose, Invertd, KeepLargestConnectedComponent
 from torch import nn
 from tqdm.auto import tqdm
 
-from visprior.data.segmentation import read_volume_header
+from visprior.data.dataset import num_classes_for
+from visprior.data.volumes import read_volume_header
 from visprior.engine.checkpoint import (
     CheckpointError,
     build_model_from_checkpoint,
@@ -110,8 +111,8 @@ class SegmentationPredictor:
 
     @property
     def num_classes(self) -> int:
-        """Output channels: the largest label value plus one."""
-        return max(self.labels.values()) + 1
+        """Output channels (see :func:`visprior.data.num_classes_for`)."""
+        return num_classes_for(self.labels.values())
 
     def check_case(self, image_paths: Sequence[str | os.PathLike], case: str) -> None:
         """Check, from the headers alone, that a case's files fit the network.
@@ -120,7 +121,7 @@ class SegmentationPredictor:
             ValueError: the channel count differs from the checkpoint's, or the channel
                 files differ in shape or affine; the message names the case.
             DatasetError: a header is unusable (see
-                :func:`visprior.data.segmentation.check_volume_header`); the message names
+                :func:`visprior.data.volumes.check_volume_header`); the message names
                 the case and file.
         """
         images = [_load_nifti(path, case) for path in image_paths]

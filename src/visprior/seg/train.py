@@ -21,24 +21,21 @@ from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from torch import nn
 
-from visprior.data.segmentation import (
-    SegmentationDataset,
-    kfold_split,
-    load_dataset,
-    load_split,
-    save_split,
-    verify_headers,
-)
-from visprior.engine.checkpoint import (
-    CheckpointError,
-    is_visprior_checkpoint,
-    read_weights_only,
-)
+from visprior.checkpoint_io import CheckpointError, is_visprior_checkpoint, read_weights_only
+from visprior.data.dataset import SegmentationDataset, load_dataset
+from visprior.data.splits import kfold_split, load_split, save_split
+from visprior.data.volumes import verify_headers
 from visprior.engine.config import config_to_dict, save_config
 from visprior.engine.distributed import is_main_process
 from visprior.engine.sampling import SeededSamples, loader_generator, training_sampler
 from visprior.engine.trainer import Trainer, TrainerSettings, TrainingResult, start_run
-from visprior.registry import get_model
+from visprior.nets.build import ModelSpec
+from visprior.nets.official import (
+    extract_state_dict,
+    infer_official_config,
+    load_official_checkpoint,
+)
+from visprior.nets.registry import get_model
 from visprior.seg.config import SegTrainConfig
 from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
 
@@ -55,7 +52,7 @@ class SegmentationTask:
         config: SegTrainConfig,
         dataset: SegmentationDataset,
         validation: torch.utils.data.Dataset,
-        model_spec: dict[str, Any],
+        model_spec: ModelSpec,
         device: torch.device,
     ):
         self.config, self.dataset, self.validation = config, dataset, validation
@@ -97,7 +94,7 @@ class SegmentationTask:
     def checkpoint_extras(self) -> dict[str, Any]:
         return {
             "task": "segmentation",
-            "model": self.model_spec,
+            "model": self.model_spec.to_dict(),
             "labels": dict(self.dataset.labels),
             "channel_names": list(self.dataset.channel_names),
             "preprocessing": config_to_dict(self.config.preprocessing),
@@ -120,15 +117,15 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     config = dataclasses.replace(
         config, preprocessing=resolve_intensity(config.preprocessing, dataset.modality)
     )
-    model_spec = {
-        "name": config.model,
-        "kwargs": {
+    model_spec = ModelSpec(
+        config.model,
+        {
             "in_channels": dataset.num_channels,
             "out_channels": dataset.num_classes,
             **config.model_kwargs,
         },
-    }
-    model = get_model(config.model, **model_spec["kwargs"])
+    )
+    model = model_spec.build()
     _check_roi(config, model)
     train_cases, val_cases = _fold_cases(config, dataset, run_dir)
     if config.init_checkpoint and not resume:
@@ -183,14 +180,16 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
 
 
 def initialize_from(
-    model: nn.Module, path: str | Path, model_name: str, model_spec: dict[str, Any]
+    model: nn.Module, path: str | Path, model_name: str, model_spec: ModelSpec | dict[str, Any]
 ) -> list[str]:
     """Copy every weight of a checkpoint whose name and shape fit ``model``.
 
     ``path`` is a visprior checkpoint or an authors' RepUX-Net / 3D UX-Net checkpoint. Weights
     that do not fit (the output head, for a new label set) keep their fresh initialisation;
-    their names are returned.
+    their names are returned. ``model_spec``: how ``model`` was built (or its checkpoint entry).
     """
+    if not isinstance(model_spec, ModelSpec):
+        model_spec = ModelSpec.from_dict(model_spec)
     raw = read_weights_only(path)
     if is_visprior_checkpoint(raw):
         source = raw["state_dict"]
@@ -204,21 +203,15 @@ def initialize_from(
     return sorted(set(target) - set(fitting))
 
 
-def _official_state(raw: Any, model_name: str, spec: dict[str, Any], source: str) -> dict:
+def _official_state(raw: Any, model_name: str, spec: ModelSpec, source: str) -> dict:
     """An authors' checkpoint, converted through a donor network with its own head size."""
-    from visprior.nets.official import (
-        extract_state_dict,
-        infer_official_config,
-        load_official_checkpoint,
-    )
-
     try:
         official = infer_official_config(extract_state_dict(raw, source), source)
     except (ValueError, AttributeError) as error:
         raise CheckpointError(
             f"{source}: neither a visprior nor an authors' checkpoint: {error}"
         ) from None
-    donor_kwargs = {**spec["kwargs"], "out_channels": official["out_channels"]}
+    donor_kwargs = {**spec.kwargs, "out_channels": official["out_channels"]}
     donor = load_official_checkpoint(raw, model=get_model(model_name, **donor_kwargs))
     return donor.state_dict()
 

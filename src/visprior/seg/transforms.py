@@ -11,7 +11,7 @@ error messages.
 
 Files are untrusted: each header is checked before MONAI reads the voxels, a file that cannot
 be read and a label map one-hot encoding would garble raise a one-line
-:class:`~visprior.data.segmentation.DatasetError` naming the case and file, and the pipelines
+:class:`~visprior.data.dataset.DatasetError` naming the case and file, and the pipelines
 let that error out as it is rather than wrapped in MONAI's "applying transform" RuntimeError.
 
 Example:
@@ -21,11 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,8 +51,9 @@ from monai.transforms import (
 )
 from monai.transforms.utils import map_binary_to_indices
 
-from visprior.data.segmentation import DatasetError, read_volume, read_volume_header
-from visprior.engine.errors import find_cause, one_line
+from visprior.data.dataset import DatasetError
+from visprior.data.volumes import read_volume, read_volume_header
+from visprior.errors import find_cause, one_line
 from visprior.seg.config import Preprocessing, SegTrainConfig
 
 __all__ = [
@@ -349,7 +352,7 @@ class LoadVolumesd(LoadImaged):
     A header declaring more voxels than its file can hold (or a compressed file more than
     ``MAX_VOXELS``), with no, non-positive or more than 5 dimensions, or that nibabel cannot
     parse, is refused before any voxel array is allocated (see
-    :func:`visprior.data.segmentation.check_volume_header`). When MONAI's reader then fails
+    :func:`visprior.data.volumes.check_volume_header`). When MONAI's reader then fails
     (file cut short, corrupt gzip stream), the files are read one by one to find the culprit.
 
     Raises:
@@ -357,6 +360,10 @@ class LoadVolumesd(LoadImaged):
             EOFError: Compressed file ended before the end-of-stream marker was reached"``;
             the case comes from the dictionary's ``"case"`` entry, when there is one.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _quiet_unused_dicom_reader():
+            super().__init__(*args, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict:
         case = data.get("case")
@@ -372,6 +379,29 @@ class LoadVolumesd(LoadImaged):
             listed = ", ".join(map(str, files))
             message = f"{where}cannot load {listed}: {type(error).__name__}: {error}"
             raise DatasetError(one_line(message)) from error
+
+
+_NO_NVIMGCODEC_LOG = "nvImageCodec is not available"
+_NO_NVIMGCODEC_WARNING = "NvImgCodecPydicomReader: nvImageCodec decoder plugin"
+
+
+@contextlib.contextmanager
+def _quiet_unused_dicom_reader() -> Iterator[None]:
+    """Without nvImageCodec, MONAI's ``LoadImage`` says so twice each time it is built (a log
+    line from its nvimgcodec plugin, a ``UserWarning`` from its DICOM reader), although the
+    volumes read here are NIfTI. Both are silenced while the reader is built, and only those."""
+    logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_NO_NVIMGCODEC_LOG)
+
+    logger.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_NVIMGCODEC_WARNING, category=UserWarning)
+            yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _files(value: Any) -> list[str | os.PathLike]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from visprior.commands import add_force_flag, dispatch
+from visprior.simplify.shrink import ShrinkSettings
+
 __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    from visprior.engine.commands import add_force_flag
-    from visprior.simplify.shrink import ShrinkSettings
-
     defaults = ShrinkSettings()
     simplify = commands.add_parser(
         "simplify", help="kernel redundancy of a trained CNN, and a smaller network from it"
@@ -25,8 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     measure.add_argument(
         "data", type=Path, help="probe images: an EGD-CXR-layout folder, image files or folders"
     )
-    measure.add_argument("--probes", type=int, default=defaults.probes, help="images to use")
-    measure.add_argument("--threshold", type=float, default=defaults.threshold, help="SSIM")
+    _add_measure_options(measure, defaults)
     measure.add_argument(
         "--output", "-o", type=Path, help="folder for the report (default <run>/redundancy)"
     )
@@ -38,50 +37,86 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     shrink.add_argument("run", type=Path, help="a `visprior cxr train` run folder")
     shrink.add_argument("--output", "-o", type=Path, required=True, help="an unused folder")
-    shrink.add_argument("--threshold", type=float, default=defaults.threshold, help="SSIM")
-    shrink.add_argument("--probes", type=int, default=defaults.probes)
-    shrink.add_argument("--rounds", type=int, default=defaults.max_rounds, dest="max_rounds")
+    _add_measure_options(shrink, defaults)
     shrink.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="fine-tuning epochs per round"
+        "--rounds",
+        type=int,
+        default=defaults.max_rounds,
+        dest="max_rounds",
+        help="most cut-and-fine-tune rounds (default %(default)s)",
+    )
+    shrink.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="fine-tuning epochs per round (default %(default)s)",
     )
     shrink.add_argument(
         "--reinit",
         action="store_true",
         help="train each cut network from fresh weights (default: fine-tune the kept ones)",
     )
-    shrink.add_argument("--lr", type=float, default=defaults.lr, help="0: the run's own")
+    shrink.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.lr,
+        help="fine-tuning learning rate, 0: the run's own (default %(default)s)",
+    )
     shrink.add_argument(
         "--auc-tolerance",
         type=float,
         default=defaults.auc_tolerance,
-        help="largest validation AUC loss a kept round may have",
+        help="largest validation AUC loss a kept round may have (default %(default)s)",
     )
     shrink.add_argument(
         "--target-params",
         type=int,
         default=defaults.target_parameters,
         dest="target_parameters",
-        help="stop once the network has at most this many parameters",
+        help="stop once the network has at most this many parameters, 0: no target "
+        "(default %(default)s)",
     )
     shrink.add_argument(
         "--max-cut",
         type=float,
         default=defaults.max_cut,
-        help="largest share of a layer's kernels cut in one round",
+        help="largest share of a layer's kernels cut in one round (default %(default)s)",
     )
     shrink.add_argument(
         "--min-cut",
         type=float,
         default=defaults.min_cut,
-        help="a round that loses AUC is retried with half the cut, down to this share",
+        help="a round that loses AUC is retried with half the cut, down to this share "
+        "(default %(default)s)",
     )
-    shrink.add_argument("--min-channels", type=int, default=defaults.min_channels)
-    shrink.add_argument("--device", default=defaults.device)
+    shrink.add_argument(
+        "--min-channels",
+        type=int,
+        default=defaults.min_channels,
+        help="kernels every layer keeps (default %(default)s)",
+    )
+    shrink.add_argument(
+        "--device", default=defaults.device, help="cpu, cuda, cuda:N or auto (default %(default)s)"
+    )
+
+
+def _add_measure_options(parser: argparse.ArgumentParser, defaults: ShrinkSettings) -> None:
+    """The redundancy measure's options, which ``measure`` and ``shrink`` share."""
+    parser.add_argument(
+        "--probes",
+        type=int,
+        default=defaults.probes,
+        help="probe images to use (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=defaults.threshold,
+        help="SSIM from which a kernel counts as redundant (default %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from visprior.engine.commands import dispatch
-
     return dispatch(
         "simplify", args.simplify_command, {"measure": _measure, "shrink": _shrink}, args
     )
@@ -110,7 +145,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _shrink(args: argparse.Namespace) -> int:
     from visprior.engine.distributed import is_main_process
-    from visprior.simplify.shrink import ShrinkSettings, format_rounds, shrink_run
+    from visprior.simplify.shrink import format_rounds, shrink_run
 
     names = [field for field in vars(ShrinkSettings()) if hasattr(args, field)]
     settings = ShrinkSettings(**{name: getattr(args, name) for name in names})

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from visprior.fileio import atomic_path
 from visprior.simplify.redundancy import RedundancyReport
@@ -29,14 +31,10 @@ def save_redundancy_png(
     """Write the figure (atomically): the share of redundant kernels per layer (bars) with the
     residual blocks' similarities, then, for a few layers, the most and the least redundant
     kernel's map on one probe beside its repainting from the layer's other kernels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     examples = _example_layers(report, example_layers)
     rows = 1 + len(examples)
-    figure = plt.figure(figsize=(12, 3.2 + 2.4 * len(examples)), layout="constrained")
+    figure = Figure(figsize=(12, 3.2 + 2.4 * len(examples)), layout="constrained")
+    FigureCanvasAgg(figure)
     grid = figure.add_gridspec(rows, 4, height_ratios=[1.4] + [1] * len(examples))
 
     bars = figure.add_subplot(grid[0, :])
@@ -85,5 +83,4 @@ def save_redundancy_png(
                 axis.set_title(title, fontsize=8)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
     return Path(path)

@@ -12,7 +12,8 @@ Two cuts, both from a :class:`~visprior.simplify.redundancy.RedundancyReport`:
   output is unchanged by the cut itself.
 
 A pruned network is saved as the original architecture's name and keyword arguments plus a
-``pruned`` mark; :func:`fit_to_state_dict` rebuilds it from the saved tensors' shapes.
+``pruned`` mark; :func:`~visprior.nets.widths.fit_to_state_dict` rebuilds it from the saved
+tensors' shapes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch_pruning as tp
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from visprior.simplify.redundancy import RedundancyReport, check_supported, residual_blocks
+from visprior.nets.ggcam import CAMClassifier, CAMHead
+from visprior.nets.widths import fit_to_state_dict, set_module
+from visprior.simplify.redundancy import RedundancyReport, check_supported
 
 __all__ = [
     "ModelCost",
@@ -41,12 +46,6 @@ class ModelCost:
     parameters: int
     flops: int  # multiply-adds count as two, for one image
     milliseconds: float  # median CPU time of one image's forward pass
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 def prune_redundant(
@@ -68,14 +67,12 @@ def prune_redundant(
     """
     if not 0 < max_cut <= 1:
         raise ValueError(f"max_cut must be in (0, 1], got {max_cut}")
-    import torch_pruning as tp
-
     check_supported(model)
     removed_blocks = 0
     if remove_blocks:
         for block in report.blocks:
             if block.redundant and block.removable:
-                _set_module(model, block.name, nn.Identity())
+                set_module(model, block.name, nn.Identity())
                 removed_blocks += 1
 
     measured = {
@@ -128,8 +125,6 @@ def _channels_to_cut(graph, group, measured, min_channels: int, max_cut: float) 
 def _pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
     """What torch-pruning traces: the model itself, or for a CAM classifier its backbone with
     the CAM head as a 1x1 convolution (the head's einsum is not a layer torch-pruning knows)."""
-    from visprior.cxr.models import CAMClassifier
-
     if not isinstance(model, CAMClassifier):
         return model, None
     weight = model.head.weight.detach()
@@ -151,8 +146,6 @@ def _restore_cam_head(model: nn.Module, proxy: nn.Conv2d) -> None:
 def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     """Fresh weights for every layer of ``model`` (in place), at its current widths: each
     layer's own default initialisation, torchvision's for the ResNet blocks."""
-    from visprior.cxr.models import CAMHead
-
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -171,61 +164,10 @@ def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def fit_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Reshape ``model``'s layers (built at its original widths) to ``state_dict``'s tensors, and
-    turn the residual blocks that ``state_dict`` lacks into ``nn.Identity``; then load it.
-
-    Raises:
-        RuntimeError: the tensors still do not fit (load_state_dict's message).
-    """
-    from visprior.cxr.models import CAMHead
-
-    for name, _ in residual_blocks(model):
-        if not any(key.startswith(f"{name}.") for key in state_dict):
-            _set_module(model, name, nn.Identity())
-    for name, module in list(model.named_modules()):
-        weight = state_dict.get(f"{name}.weight" if name else "weight")
-        if weight is None:
-            continue
-        if isinstance(module, nn.Conv2d) and weight.shape != module.weight.shape:
-            depthwise = module.groups == module.in_channels == module.out_channels > 1
-            groups = weight.shape[0] if depthwise else module.groups
-            replacement = nn.Conv2d(
-                weight.shape[1] * groups,
-                weight.shape[0],
-                module.kernel_size,
-                module.stride,
-                module.padding,
-                module.dilation,
-                groups,
-                module.bias is not None,
-                module.padding_mode,
-            )
-            _set_module(model, name, replacement)
-        elif isinstance(module, nn.BatchNorm2d) and weight.shape != module.weight.shape:
-            replacement = nn.BatchNorm2d(
-                weight.shape[0],
-                module.eps,
-                module.momentum,
-                module.affine,
-                module.track_running_stats,
-            )
-            _set_module(model, name, replacement)
-        elif isinstance(module, nn.Linear) and weight.shape != module.weight.shape:
-            replacement = nn.Linear(weight.shape[1], weight.shape[0], module.bias is not None)
-            _set_module(model, name, replacement)
-        elif isinstance(module, CAMHead) and weight.shape != module.weight.shape:
-            module.weight = nn.Parameter(torch.empty_like(weight))
-            module.in_channels = weight.shape[1]
-    model.load_state_dict(state_dict)
-    return model
-
-
 @torch.no_grad()
 def model_cost(model: nn.Module, example: torch.Tensor, repeats: int = 10) -> ModelCost:
     """Parameters, FLOPs of one image (torch's FLOP counter) and the median CPU time of one
     image's forward pass over ``repeats`` runs after a warm-up."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()

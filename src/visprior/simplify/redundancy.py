@@ -41,6 +41,10 @@ import numpy as np
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 from torch import nn
+from torchvision.ops import StochasticDepth
+
+from visprior.nets.ggcam import CAMHead, GazeLossWeights
+from visprior.nets.widths import residual_blocks
 
 __all__ = [
     "BlockRedundancy",
@@ -62,33 +66,28 @@ class UnsupportedNetworkError(ValueError):
     """A network with layers the redundancy measure or the simplifier cannot handle."""
 
 
-def _supported_leaf_types() -> tuple[type, ...]:
-    from torchvision.ops import StochasticDepth
-
-    from visprior.cxr.models import CAMHead, GazeLossWeights
-
-    return (
-        nn.Conv2d,
-        nn.BatchNorm2d,
-        nn.Linear,
-        nn.ReLU,
-        nn.ReLU6,
-        nn.SiLU,
-        nn.GELU,
-        nn.Sigmoid,
-        nn.Hardswish,
-        nn.Hardsigmoid,
-        nn.MaxPool2d,
-        nn.AvgPool2d,
-        nn.AdaptiveAvgPool2d,
-        nn.AdaptiveMaxPool2d,
-        nn.Dropout,
-        nn.Identity,
-        nn.Flatten,
-        StochasticDepth,
-        CAMHead,
-        GazeLossWeights,
-    )
+_SUPPORTED_LEAF_TYPES = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.Linear,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Identity,
+    nn.Flatten,
+    StochasticDepth,
+    CAMHead,
+    GazeLossWeights,
+)
 
 
 def check_supported(model: nn.Module, source: str = "network") -> None:
@@ -98,7 +97,7 @@ def check_supported(model: nn.Module, source: str = "network") -> None:
     dropout, and visprior's CAM head; containers of them (torchvision's ResNets and
     EfficientNets, GG-CAM's classifiers).
     """
-    allowed = _supported_leaf_types()
+    allowed = _SUPPORTED_LEAF_TYPES
     unknown = sorted(
         {
             type(module).__name__
@@ -115,17 +114,6 @@ def check_supported(model: nn.Module, source: str = "network") -> None:
         )
     if not any(isinstance(module, nn.Conv2d) for module in model.modules()):
         raise UnsupportedNetworkError(f"{source}: no Conv2d layer to measure")
-
-
-def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """torchvision's BasicBlock / Bottleneck modules, by name."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, (BasicBlock, Bottleneck))
-    ]
 
 
 @dataclass

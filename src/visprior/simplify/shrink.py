@@ -36,8 +36,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from visprior.checkpoint_io import load_checkpoint
+from visprior.cxr.config import CXRTrainConfig
+from visprior.cxr.data import read_egd_cxr
+from visprior.cxr.dataset import load_cxr_dataset, load_image
+from visprior.cxr.predict import collect_images, load_classifier
+from visprior.cxr.train import train_cxr
+from visprior.engine.checkpoint import find_checkpoint
 from visprior.engine.distributed import barrier, init_distributed, is_main_process
 from visprior.fileio import atomic_path, write_csv_rows
+from visprior.metrics.classification import classification_metrics
+from visprior.nets.build import build_model_from_checkpoint
 from visprior.simplify.plot import save_redundancy_png
 from visprior.simplify.prune import (
     ModelCost,
@@ -104,12 +113,6 @@ def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, An
     Raises:
         UnsupportedNetworkError: a network outside 2-D CNNs; the message names the layer types.
     """
-    from visprior.engine.checkpoint import (
-        build_model_from_checkpoint,
-        find_checkpoint,
-        load_checkpoint,
-    )
-
     path = find_checkpoint(checkpoint)
     state = load_checkpoint(path)
     model = build_model_from_checkpoint(state, source=str(path)).eval()
@@ -120,8 +123,6 @@ def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, An
 
 def probe_images(paths: Sequence[str | os.PathLike], count: int, size: int) -> torch.Tensor:
     """``count`` images spread evenly over ``paths`` (in their order), as (N, 1, size, size)."""
-    from visprior.cxr.train import load_image
-
     if not paths:
         raise ValueError("no probe images")
     picks = np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int))
@@ -131,9 +132,6 @@ def probe_images(paths: Sequence[str | os.PathLike], count: int, size: int) -> t
 def data_images(data: str | os.PathLike) -> list[Path]:
     """The images of ``data``: an EGD-CXR-layout folder (its cases' images), or image files and
     folders of them."""
-    from visprior.cxr.data import read_egd_cxr
-    from visprior.cxr.evaluate import collect_images
-
     folder = Path(data)
     if (folder / "master_sheet.csv").is_file():
         return [case.image for case in read_egd_cxr(folder).cases]
@@ -170,8 +168,6 @@ def _refuse_used_folder(folder: Path, what: str) -> None:
 
 @torch.no_grad()
 def _macro_auc(model: nn.Module, images: torch.Tensor, labels: np.ndarray, classes) -> float:
-    from visprior.cxr.metrics import classification_metrics
-
     model.eval()
     probabilities = [model(batch)[0].float().softmax(1).numpy() for batch in images.split(16)]
     return float(classification_metrics(np.concatenate(probabilities), labels, classes)["auc"])
@@ -188,9 +184,6 @@ def shrink_run(
         FileExistsError: ``output`` already holds files.
         UnsupportedNetworkError: the run's network is not a 2-D CNN classifier.
     """
-    from visprior.cxr.evaluate import load_classifier
-    from visprior.cxr.train import load_cxr_dataset, train_cxr
-
     run_dir, output = Path(run_dir), Path(output)
     init_distributed(settings.device)  # under torchrun: join the job before anything else
     _refuse_used_folder(output, "output folder")
@@ -202,16 +195,8 @@ def shrink_run(
         )
     model = classifier.model.cpu()
     check_supported(model, source=classifier.source)
-    config = classifier.config
-    split = json.loads((run_dir / "split.json").read_text())
-    by_id = {case.case_id: case for case in load_cxr_dataset(config).cases}
-    missing = [i for ids in split.values() for i in ids if i not in by_id]
-    if missing:
-        raise ValueError(f"{config.dataset}: case(s) of {run_dir}'s split not found: {missing[:5]}")
+    parts = _split_parts(run_dir, classifier.config)
     size = classifier.image_size
-    parts = {
-        name: [by_id[i] for i in split[name]] for name in ("train", "val", "test") if split[name]
-    }
     probes = probe_images([c.image for c in parts["train"]], settings.probes, size)
     scored = {
         name: (
@@ -221,62 +206,20 @@ def shrink_run(
         for name, cases in parts.items()
         if name != "train"
     }
-    example = probes[:1]
-
-    def result(net, number, cut, share, max_cut, kept, checkpoint) -> RoundResult:
-        cost: ModelCost = model_cost(net, example)
-        aucs = {name: _macro_auc(net, *scored[name], classifier.classes) for name in scored}
-        return RoundResult(
-            number,
-            cost.parameters,
-            cost.flops,
-            round(cost.milliseconds, 3),
-            aucs.get("val", float("nan")),
-            aucs.get("test", float("nan")),
-            cut["blocks_removed"],
-            cut["channels_removed"],
-            share,
-            max_cut,
-            kept,
-            checkpoint,
-        )
+    job = _ShrinkJob(
+        run_dir, output, settings, classifier.config, probes, _RoundScorer(probes[:1], scored)
+    )
 
     output.mkdir(parents=True, exist_ok=True)
-    nothing = {"blocks_removed": 0, "channels_removed": 0}
-    rounds = [result(model, 0, nothing, 0.0, 0.0, True, classifier.source)]
-    original, baseline = model, rounds[0].val_auc
-    cache = config.cache_dir or str(run_dir / "cache")
-    max_cut = settings.max_cut
+    first = job.scorer.score(model, 0, _NO_CUT, 0.0, 0.0, classifier.source, classifier.classes)
+    first.kept = True
+    rounds = [first]
+    original, baseline, max_cut = model, first.val_auc, settings.max_cut
     for number in range(1, settings.max_rounds + 1):
-        folder = output / f"round_{number}"
-        report = measure_redundancy(model, probes, settings.threshold)  # same on every process
-        if is_main_process():
-            write_report(report, folder / "redundancy")
-        candidate = copy.deepcopy(model)
-        cut = prune_redundant(candidate, report, example, settings.min_channels, max_cut=max_cut)
-        if not cut["blocks_removed"] and not cut["channels_removed"]:
-            if is_main_process():
-                shutil.rmtree(folder)
+        attempt = job.try_round(model, number, max_cut, classifier.classes)
+        if attempt is None:  # nothing left to cut
             break
-        if settings.reinit:
-            reinitialise(candidate, seed=config.seed)
-        if is_main_process():
-            shutil.copy(run_dir / "split.json", folder / "split.json")
-        barrier()
-        round_config = dataclasses.replace(
-            config,
-            output=str(folder),
-            epochs=settings.epochs,
-            lr=settings.lr or config.lr,
-            cache_dir=cache,
-            device=settings.device,
-            weights="",
-        )
-        train_cxr(round_config, model=candidate)
-        trained = load_classifier(folder).model.cpu()
-        checkpoint = str(folder / "checkpoints" / "best.pt")
-        share = report.redundant_parameters
-        outcome = result(trained, number, cut, share, max_cut, False, checkpoint)
+        outcome, trained = attempt
         outcome.kept = outcome.val_auc >= baseline - settings.auc_tolerance
         rounds.append(outcome)
         _save_rounds(rounds, output)
@@ -291,10 +234,108 @@ def shrink_run(
     final = [r for r in rounds if r.kept][-1]
     if final.round:  # the original and the final network timed again, taking turns
         rounds[0].ms_per_image, final.ms_per_image = (
-            round(ms, 3) for ms in paired_milliseconds([original, model], example, repeats=30)
+            round(ms, 3) for ms in paired_milliseconds([original, model], probes[:1], repeats=30)
         )
     _save_rounds(rounds, output)
     return rounds
+
+
+_NO_CUT = {"blocks_removed": 0, "channels_removed": 0}
+
+
+def _split_parts(run_dir: Path, config: CXRTrainConfig) -> dict[str, list]:
+    """The run's training, validation and test cases (the non-empty parts of its split)."""
+    split = json.loads((run_dir / "split.json").read_text())
+    by_id = {case.case_id: case for case in load_cxr_dataset(config).cases}
+    missing = [i for ids in split.values() for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"{config.dataset}: case(s) of {run_dir}'s split not found: {missing[:5]}")
+    names = [name for name in ("train", "val", "test") if split[name]]
+    return {name: [by_id[i] for i in split[name]] for name in names}
+
+
+@dataclass
+class _RoundScorer:
+    """A round's cost (on one example image) and AUC on each scored part of the split."""
+
+    example: torch.Tensor
+    scored: dict[str, tuple[torch.Tensor, np.ndarray]]  # part -> (images, labels)
+
+    def score(
+        self,
+        net: nn.Module,
+        number: int,
+        cut: dict[str, int],
+        redundant_share: float,
+        max_cut: float,
+        checkpoint: str,
+        classes: Sequence[str],
+    ) -> RoundResult:
+        cost: ModelCost = model_cost(net, self.example)
+        aucs = {name: _macro_auc(net, *data, classes) for name, data in self.scored.items()}
+        return RoundResult(
+            number,
+            cost.parameters,
+            cost.flops,
+            round(cost.milliseconds, 3),
+            aucs.get("val", float("nan")),
+            aucs.get("test", float("nan")),
+            cut["blocks_removed"],
+            cut["channels_removed"],
+            redundant_share,
+            max_cut,
+            kept=False,
+            checkpoint=checkpoint,
+        )
+
+
+@dataclass
+class _ShrinkJob:
+    """What every round of one shrink shares: where it reads and writes, how it trains."""
+
+    run_dir: Path
+    output: Path
+    settings: ShrinkSettings
+    config: CXRTrainConfig
+    probes: torch.Tensor
+    scorer: _RoundScorer
+
+    def try_round(
+        self, model: nn.Module, number: int, max_cut: float, classes: Sequence[str]
+    ) -> tuple[RoundResult, nn.Module] | None:
+        """Measure ``model``, cut a copy, fine-tune it in ``round_<number>/`` and score it;
+        ``None`` when the measure finds nothing to cut. Whether it is kept is the caller's."""
+        folder = self.output / f"round_{number}"
+        report = measure_redundancy(model, self.probes, self.settings.threshold)  # same everywhere
+        if is_main_process():
+            write_report(report, folder / "redundancy")
+        candidate = copy.deepcopy(model)
+        example = self.scorer.example
+        minimum = self.settings.min_channels
+        cut = prune_redundant(candidate, report, example, minimum, max_cut=max_cut)
+        if not cut["blocks_removed"] and not cut["channels_removed"]:
+            if is_main_process():
+                shutil.rmtree(folder)
+            return None
+        if self.settings.reinit:
+            reinitialise(candidate, seed=self.config.seed)
+        if is_main_process():
+            shutil.copy(self.run_dir / "split.json", folder / "split.json")
+        barrier()
+        round_config = dataclasses.replace(
+            self.config,
+            output=str(folder),
+            epochs=self.settings.epochs,
+            lr=self.settings.lr or self.config.lr,
+            cache_dir=self.config.cache_dir or str(self.run_dir / "cache"),
+            device=self.settings.device,
+            weights="",
+        )
+        train_cxr(round_config, model=candidate)
+        trained = load_classifier(folder).model.cpu()
+        checkpoint = str(folder / "checkpoints" / "best.pt")
+        share = report.redundant_parameters
+        return self.scorer.score(trained, number, cut, share, max_cut, checkpoint, classes), trained
 
 
 def _outcome(rounds: Sequence[RoundResult]) -> tuple[RoundResult, float, float]:

@@ -1,0 +1,174 @@
+"""The package's layering, read from the source: no import circle, no arrow up from the lower
+layers, the registry importing no network, and no import hidden inside a function without a
+reason. A fresh interpreter that imports ``visprior`` sees every network and loads no task."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SOURCE / "visprior"
+
+# Modules kept only so that earlier import paths keep working; nothing inside visprior may
+# import them, and they are left out of the layering below.
+COMPATIBILITY = {
+    "visprior.registry",
+    "visprior.cxr.models",
+    "visprior.cxr.metrics",
+    "visprior.cxr.mtunet",
+    "visprior.engine.errors",
+    "visprior.engine.commands",
+    "visprior.data.segmentation",
+}
+
+# Layers from the bottom up; a module may import its own layer and those below it.
+# A task's command-line module (seg/cli.py, ...) sits with the command line, at the top.
+LAYERS = [
+    {"errors", "fileio", "checkpoint_io", "layers", "metrics", "viz", "data", "nets"},
+    {"reparam", "export", "engine"},
+    {"seg", "cxr"},
+    {"simplify"},
+    {"commands"},
+    {"cli", "demo", "__init__"},
+]
+
+# Packages whose command-line front ends import their work when a command runs, so that the
+# parser is built without loading training code.
+LAZY_IMPORTS_ALLOWED = {"visprior.cli", "visprior.demo", "visprior.seg.cli", "visprior.cxr.cli"}
+LAZY_IMPORTS_ALLOWED |= {"visprior.simplify.cli"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, bool, int, str]]:
+    """(imported visprior module, inside a function?, line, source line) of every import."""
+    text = path.read_text()
+    lines = text.splitlines()
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            names = []
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                names = [child.module]
+                # "from visprior.nets import ggcam" imports the submodule
+                names += [f"{child.module}.{alias.name}" for alias in child.names]
+            for name in names:
+                if name.startswith("visprior") and _exists(name):
+                    found.append((name, in_function, child.lineno, lines[child.lineno - 1]))
+            visit(child, nested)
+
+    visit(ast.parse(text), False)
+    return found
+
+
+def _exists(name: str) -> bool:
+    relative = Path(*name.split("."))
+    return (SOURCE / relative).with_suffix(".py").is_file() or (SOURCE / relative).is_dir()
+
+
+MODULES = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+IMPORTS = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    if module.endswith(".cli"):
+        top = "cli"
+    for index, layer in enumerate(LAYERS):
+        if top in layer:
+            return index
+    raise AssertionError(f"{module}: its package {top!r} is in no layer of this test")
+
+
+def _imports_where(refused) -> list[str]:
+    """``module:line imports target`` for every import outside the compatibility modules for
+    which ``refused(module, target)`` holds."""
+    return [
+        f"{module}:{line} imports {target}"
+        for module, found in IMPORTS.items()
+        if module not in COMPATIBILITY
+        for target, _, line, _ in found
+        if refused(module, target)
+    ]
+
+
+def test_no_module_imports_a_compatibility_module():
+    offenders = _imports_where(lambda module, target: target in COMPATIBILITY)
+    assert not offenders, offenders
+
+
+def test_no_arrow_runs_up_the_layers():
+    offenders = _imports_where(lambda module, target: _layer(target) > _layer(module))
+    assert not offenders, offenders
+
+
+def test_the_registry_imports_no_network_and_the_engine_no_task():
+    registry = [target for target, *_ in IMPORTS["visprior.nets.registry"]]
+    assert registry == []
+    for module, found in IMPORTS.items():
+        if module.startswith(("visprior.nets", "visprior.data", "visprior.layers")):
+            assert not [t for t, *_ in found if t.startswith("visprior.engine")], module
+
+
+def test_the_import_graph_has_no_circle():
+    graph = {
+        module: {target for target, *_ in found if target in MODULES and target != module}
+        for module, found in IMPORTS.items()
+        if module not in COMPATIBILITY
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def walk(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                circle = path[path.index(target) :] + [target]
+                pytest.fail("import circle: " + " -> ".join(circle))
+            elif target not in state:
+                walk(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [module])
+
+
+def test_imports_inside_functions_have_a_reason():
+    hidden = [
+        f"{module}:{line}: {text.strip()}"
+        for module, found in IMPORTS.items()
+        if module not in LAZY_IMPORTS_ALLOWED
+        for _, in_function, line, text in found
+        if in_function
+    ]
+    assert not hidden, hidden
+
+
+def test_a_fresh_interpreter_lists_every_network_and_loads_no_task():
+    script = (
+        "import sys, visprior\n"
+        "print(','.join(visprior.list_models()))\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('visprior'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    networks, loaded = (line.split(",") for line in result.stdout.strip().splitlines())
+    assert {"ggcam_resnet18", "ggcam_resnet50", "ggcam_efficientnet_v2_s", "mtunet"} <= set(
+        networks
+    )
+    assert {"repuxnet", "uxnet", "swinunetr", "unetr", "unet"} <= set(networks)
+    tasks = ("visprior.cxr", "visprior.seg", "visprior.simplify", "visprior.engine")
+    assert [m for m in loaded if m.startswith(tasks)] == []
