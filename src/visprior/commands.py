@@ -69,8 +69,11 @@ def add_train_arguments(
     )
 
 
-def train_config_from_args(cls: type[ConfigT], args: argparse.Namespace) -> ConfigT:
-    """A training config from defaults, ``--config`` (or the resumed run's), flags, ``--set``.
+def train_config_from_args(
+    cls: type[ConfigT], args: argparse.Namespace, base: dict[str, Any] | None = None
+) -> ConfigT:
+    """A training config from defaults, ``base`` (a dataset's plan), ``--config`` (or the
+    resumed run's), flags, ``--set``.
 
     Every parsed option named like a field of ``cls`` and given on the command line (not
     ``None``) sets that field. With ``--resume RUN`` the run's own ``config.yaml`` is the base,
@@ -88,7 +91,7 @@ def train_config_from_args(cls: type[ConfigT], args: argparse.Namespace) -> Conf
         if not args.dataset:
             raise ValueError("give a dataset folder (or --resume RUN)")
         config_file = args.config
-    return load_config(cls, config_file, args.set, **flags)
+    return load_config(cls, config_file, args.set, base, **flags)
 
 
 def add_force_flag(parser: argparse.ArgumentParser, help: str) -> None:

@@ -126,9 +126,12 @@ def load_config(
     cls: type[ConfigT],
     path: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
+    base: dict[str, Any] | None = None,
     **values: Any,
 ) -> ConfigT:
-    """Defaults of ``cls``, then the YAML file ``path``, then ``values``, then ``overrides``.
+    """Defaults of ``cls``, then ``base`` (e.g. a dataset's plan), then the YAML file ``path``,
+    then ``values``, then ``overrides``. A section (``preprocessing: {...}``) given in the file
+    sets only the keys it names over ``base``'s.
 
     Raises:
         ConfigError: a file that is missing, unreadable, larger than ``MAX_CONFIG_BYTES``, not
@@ -137,9 +140,15 @@ def load_config(
             override not of the form ``key=value``; an unknown option or a value of the wrong
             type (the file or override and the option named).
     """
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = {
+        k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()
+    }
     if path is not None:
-        merged.update(_read_yaml(Path(path)))
+        for key, value in _read_yaml(Path(path)).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
     merged.update({k: v for k, v in values.items() if v is not None})
     origins = {}
     for text in overrides:

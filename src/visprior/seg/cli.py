@@ -1,4 +1,4 @@
-"""``visprior seg check | train | predict | evaluate``: the 3D segmentation commands.
+"""``visprior seg check | plan | train | predict | evaluate``: the 3D segmentation commands.
 
 The parser is built from light modules; each command imports its heavy work (MONAI pipelines,
 training) when it runs, so that ``visprior --help`` stays quick.
@@ -7,6 +7,7 @@ training) when it runs, so that ``visprior --help`` stays quick.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from visprior.commands import add_force_flag, add_train_arguments, dispatch, train_config_from_args
@@ -16,13 +17,35 @@ __all__ = ["add_commands", "run"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    seg = commands.add_parser("seg", help="3D segmentation: check, train, predict, evaluate")
+    seg = commands.add_parser("seg", help="3D segmentation: check, plan, train, predict, evaluate")
     actions = seg.add_subparsers(dest="seg_command", required=True)
 
     check = actions.add_parser("check", help="report every problem of a dataset at once")
     check.add_argument("dataset", type=Path, help="nnU-Net or MSD dataset folder")
 
     defaults = SegTrainConfig()
+    plan = actions.add_parser(
+        "plan", help="fingerprint a dataset and plan spacing, patch, batch and normalisation"
+    )
+    plan.add_argument("dataset", type=Path, help="nnU-Net or MSD dataset folder")
+    plan.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="plan file (default DATASET/visprior_plans.json)",
+    )
+    plan.add_argument(
+        "--model",
+        default=defaults.model,
+        help="registered network the plan is for (default %(default)s)",
+    )
+    plan.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        help="memory budget in GB (default: the GPU's free memory, else 8 on the CPU)",
+    )
+    add_force_flag(plan, "replace an earlier plan file")
+
     train = actions.add_parser(
         "train",
         help="train a network (recipe defaults; see seg/config.py for every option)",
@@ -47,6 +70,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar=("X", "Y", "Z"),
         help="training crop size in voxels after resampling "
         f"(default {' '.join(map(str, defaults.roi_size))})",
+    )
+    plans = train.add_mutually_exclusive_group()
+    plans.add_argument(
+        "--plan",
+        type=Path,
+        metavar="FILE",
+        help="take spacing, normalisation, patch, batch and crop sampling from this `seg plan` "
+        "file (default: DATASET/visprior_plans.json when it exists)",
+    )
+    plans.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="ignore the dataset's plan file (default: use it when it exists)",
     )
     train.add_argument(
         "--init",
@@ -118,7 +154,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers = {"check": _check, "train": _train, "predict": _predict, "evaluate": _evaluate}
+    handlers = {
+        "check": _check,
+        "plan": _plan,
+        "train": _train,
+        "predict": _predict,
+        "evaluate": _evaluate,
+    }
     return dispatch("seg", args.seg_command, handlers, args)
 
 
@@ -130,11 +172,41 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from visprior.data import load_dataset
+    from visprior.fileio import check_outputs
+    from visprior.seg.plan import PLAN_FILE, extract_fingerprint, format_plan, make_plan, save_plan
+
+    output = args.output or args.dataset / PLAN_FILE
+    check_outputs([output], overwrite=args.overwrite)
+    dataset = load_dataset(args.dataset)
+    fingerprint = extract_fingerprint(dataset)
+    plan = make_plan(fingerprint, dataset, args.model, memory_gb=args.gpu_memory_gb)
+    save_plan(output, fingerprint, plan)
+    print(format_plan(plan))
+    print(f"wrote {output}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from visprior.engine.distributed import is_main_process
+    from visprior.seg.plan import PLAN_FILE, load_plan, plan_values, planned_keys
     from visprior.seg.train import train_segmentation
 
     config = train_config_from_args(SegTrainConfig, args)
+    plan_file = None if args.resume or args.no_plan else args.plan
+    if plan_file is None and not (args.resume or args.no_plan):
+        default = Path(config.dataset) / PLAN_FILE
+        plan_file = default if default.is_file() else None
+    if plan_file is not None:  # the plan sits between the defaults and everything given
+        values, notes = plan_values(load_plan(plan_file), config.model)
+        planned = train_config_from_args(SegTrainConfig, args, base=values)
+        keys = planned_keys(config, planned)
+        config = dataclasses.replace(planned, plan_file=str(plan_file), from_plan=keys)
+        if is_main_process():
+            print(f"from the plan {plan_file}: {', '.join(keys) or 'nothing (all given)'}")
+            for note in notes:
+                print(f"  note: {note}")
     result = train_segmentation(config, resume=bool(args.resume))
     if is_main_process():  # under torchrun: one summary, not one per process
         print(result.summary("val_mean_dice"))

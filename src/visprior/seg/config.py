@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from visprior.engine.config import RunConfig
 
@@ -24,15 +24,21 @@ class Preprocessing:
     Args:
         intensity: ``"ct"`` clips to ``ct_window`` (HU) and scales to [0, 1]; ``"mri"``
             normalises each channel to zero mean, unit variance over its non-zero voxels;
-            ``"none"`` keeps the values; ``"auto"`` picks from the dataset's channel names.
+            ``"none"`` keeps the values; ``"auto"`` picks from the dataset's channel names;
+            ``"planned"`` normalises each channel as ``channel_normalization`` says.
         ct_window: HU range mapped to [0, 1] by the CT preset.
+        channel_normalization: with ``"planned"``, one entry per channel, as ``seg plan``
+            writes them: ``{"scheme": "ct", "clip": [low, high], "mean": m, "std": s}`` (clip,
+            then z-score with the dataset's foreground statistics) or ``{"scheme":
+            "zscore"}`` (zero mean, unit variance over the image's non-zero voxels).
         spacing: target voxel size in mm, or ``None`` to keep each volume's own.
         orientation: axis codes every volume is reoriented to.
         crop_foreground: crop to the bounding box of non-zero image voxels.
     """
 
-    intensity: Literal["auto", "ct", "mri", "none"] = "auto"
+    intensity: Literal["auto", "ct", "mri", "none", "planned"] = "auto"
     ct_window: tuple[float, float] = (-125.0, 275.0)
+    channel_normalization: tuple[dict[str, Any], ...] = ()
     spacing: tuple[float, float, float] | None = None
     orientation: str = "RAS"
     crop_foreground: bool = True
@@ -59,6 +65,9 @@ class SegTrainConfig(RunConfig):
     folds: int = 5
     cache_rate: float = 1.0
     init_checkpoint: str | None = None
+    # ``seg plan``'s file these options came from, and which of them it set (dotted keys)
+    plan_file: str = ""
+    from_plan: tuple[str, ...] = ()
     # Training
     iterations: int = 40000
     crops_per_volume: int = 2

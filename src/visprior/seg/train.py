@@ -117,6 +117,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     config = dataclasses.replace(
         config, preprocessing=resolve_intensity(config.preprocessing, dataset.modality)
     )
+    _check_planned_channels(config, dataset)
     model_spec = ModelSpec(
         config.model,
         {
@@ -231,6 +232,16 @@ def _fold_cases(config: SegTrainConfig, dataset: SegmentationDataset, run_dir: P
     if not 0 <= config.fold < len(splits):
         raise ValueError(f"fold {config.fold} does not exist: folds are 0..{len(splits) - 1} or -1")
     return splits[config.fold]["train"], splits[config.fold]["val"]
+
+
+def _check_planned_channels(config: SegTrainConfig, dataset: SegmentationDataset) -> None:
+    pre = config.preprocessing
+    if pre.intensity == "planned" and len(pre.channel_normalization) != dataset.num_channels:
+        source = config.plan_file or "preprocessing.channel_normalization"
+        raise ValueError(
+            f"{source}: normalises {len(pre.channel_normalization)} channel(s) but "
+            f"{config.dataset} has {dataset.num_channels}; run `visprior seg plan` again"
+        )
 
 
 def _check_roi(config: SegTrainConfig, model: nn.Module) -> None:

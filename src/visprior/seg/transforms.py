@@ -59,6 +59,7 @@ from visprior.seg.config import Preprocessing, SegTrainConfig
 __all__ = [
     "CheckLabelValuesd",
     "LoadVolumesd",
+    "PlannedNormalized",
     "PosNegCropd",
     "inference_transforms",
     "preprocessing_transforms",
@@ -169,10 +170,72 @@ def _intensity_transforms(pre: Preprocessing, image_key: str) -> list:
         return [NormalizeIntensityd(image_key, nonzero=True, channel_wise=True)]
     if pre.intensity == "none":
         return []
+    if pre.intensity == "planned":
+        return [PlannedNormalized(image_key, pre.channel_normalization)]
     raise ValueError(
-        f"intensity {pre.intensity!r} is not a preset ('ct', 'mri', 'none'); "
+        f"intensity {pre.intensity!r} is not a preset ('ct', 'mri', 'none', 'planned'); "
         "resolve 'auto' with visprior.seg.transforms.resolve_intensity first"
     )
+
+
+class PlannedNormalized(MapTransform):
+    """Each image channel normalised by the scheme ``seg plan`` chose for it: ``"ct"`` clips to
+    the dataset's foreground percentiles and z-scores with its foreground mean and std (one
+    scale for every case, as HU mean the same everywhere); ``"zscore"`` gives the image's
+    non-zero voxels zero mean and unit variance (MR intensities have no common scale).
+
+    Raises:
+        ValueError: a scheme that is unknown or lacks its numbers, or a channel count that
+            differs from the schemes' (named).
+    """
+
+    def __init__(self, keys: Any, schemes: Sequence[dict[str, Any]]):
+        super().__init__(keys)
+        self.schemes = [_checked_scheme(index, scheme) for index, scheme in enumerate(schemes)]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        result = dict(data)
+        for key in self.key_iterator(result):
+            image = result[key]
+            if image.shape[0] != len(self.schemes):
+                raise ValueError(
+                    f"the image has {image.shape[0]} channel(s) but the plan normalises "
+                    f"{len(self.schemes)}"
+                )
+            # A float copy keeps the MetaTensor's metadata (the spatial steps to invert).
+            out = (image if isinstance(image, torch.Tensor) else torch.as_tensor(image)).float()
+            out = out.clone()
+            for index, scheme in enumerate(self.schemes):
+                channel = out[index]
+                if scheme["scheme"] == "ct":
+                    low, high = scheme["clip"]
+                    out[index] = (channel.clamp(low, high) - scheme["mean"]) / scheme["std"]
+                    continue
+                inside = channel != 0
+                if inside.sum() > 1:
+                    values = channel[inside]
+                    scaled = (channel - values.mean()) / values.std().clamp_min(1e-8)
+                    out[index] = torch.where(inside, scaled, channel)
+            result[key] = out
+        return result
+
+
+def _checked_scheme(index: int, scheme: Any) -> dict[str, Any]:
+    where = f"preprocessing.channel_normalization[{index}]"
+    if not isinstance(scheme, dict) or scheme.get("scheme") not in ("ct", "zscore"):
+        raise ValueError(f"{where}: expected a scheme 'ct' or 'zscore', got {scheme!r}")
+    if scheme["scheme"] == "ct":
+        try:
+            low, high = (float(v) for v in scheme["clip"])
+            mean, std = float(scheme["mean"]), float(scheme["std"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{where}: a 'ct' scheme needs clip [low, high], mean and std"
+            ) from None
+        if not (low <= high and std > 0):
+            raise ValueError(f"{where}: needs clip low <= high and std > 0, got {scheme!r}")
+        return {"scheme": "ct", "clip": (low, high), "mean": mean, "std": std}
+    return {"scheme": "zscore"}
 
 
 def _foreground_selector(pre: Preprocessing) -> functools.partial:

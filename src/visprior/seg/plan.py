@@ -1,0 +1,494 @@
+"""``visprior seg plan``: a dataset's fingerprint, read in one pass, and the training plan made
+from it, so that a new dataset trains without hand-tuning.
+
+**Fingerprint** (every training case read once): per case the voxel spacing and shape (in the
+RAS axis order training resamples in), the shape after cropping to the non-zero image region
+and the voxels of each label value; per channel the mean, standard deviation and 0.5 / 99.5
+percentiles of the foreground (label > 0) intensities, from up to 10,000 foreground voxels a
+case drawn with a fixed seed.
+
+**Plan** (the rules are nnU-Net v2's default experiment planner's, Isensee et al., Nature
+Methods 2021, as its ``default_experiment_planner.py`` states them):
+
+* target spacing: the median spacing per axis. An axis more than 3x coarser than the finest
+  other axis, whose median size is also under a third of the other axes', takes the 10th
+  percentile of its own spacings instead (but never finer than the other axes), so that thick
+  slices are not interpolated into many invented ones;
+* normalisation: a CT channel is clipped to its foreground 0.5 / 99.5 percentiles, then
+  z-scored with the foreground mean and standard deviation; any other channel is z-scored per
+  image;
+* patch size: aspect 1 / spacing at 256^3 voxels' worth, clipped to the median shape after
+  resampling, in multiples of the network's total stride; while the estimated training memory
+  exceeds the budget, the axis largest relative to the median shape shrinks by one stride;
+* batch size: as many patches as the budget holds, at least 2 where it allows, at most 5% of
+  the dataset's voxels;
+* crop sampling: class-balanced (``"classes"``) when the rarest foreground class holds under 1%
+  of the foreground voxels, foreground / background otherwise.
+
+The memory estimate runs the chosen network once on a small input and counts the elements of
+every layer's output (what backpropagation keeps), scaled to the patch; the budget is
+``--gpu-memory-gb``, else the free memory of the GPU, else :data:`CPU_BUDGET_GB`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+
+from visprior.data.checks import format_problems
+from visprior.data.dataset import (
+    DatasetError,
+    DatasetProblem,
+    ProblemList,
+    SegmentationCase,
+    SegmentationDataset,
+)
+from visprior.data.volumes import read_volume
+from visprior.engine.config import config_to_dict
+from visprior.fileio import atomic_path
+from visprior.nets.registry import canonical_name, get_model
+
+__all__ = [
+    "CPU_BUDGET_GB",
+    "CaseFingerprint",
+    "ChannelFingerprint",
+    "DatasetFingerprint",
+    "Plan",
+    "extract_fingerprint",
+    "load_plan",
+    "make_plan",
+    "plan_values",
+    "planned_keys",
+    "save_plan",
+    "target_spacing",
+]
+
+PLAN_FILE = "visprior_plans.json"
+SAMPLES_PER_CASE = 10_000  # foreground intensities kept per case, as nnU-Net does
+ANISOTROPY = 3.0  # an axis this many times coarser than the others is planned apart
+COARSE_AXIS_PERCENTILE = 10
+PATCH_START_VOXELS = 256**3
+RARE_CLASS_SHARE = 0.01  # rarer foreground classes get class-balanced crops
+MAX_BATCH_SHARE = 0.05  # a batch covers at most this share of the dataset's voxels
+CPU_BUDGET_GB = 8.0
+# Backpropagation keeps each layer's output; gradients, optimizer moments and the allocator's
+# slack come on top. nnU-Net uses a similar constant proxy (its VRAM estimate is relative).
+_TRAINING_OVERHEAD = 2.0
+_FLOAT_BYTES = 4
+
+
+@dataclass
+class CaseFingerprint:
+    name: str
+    spacing: tuple[float, float, float]  # mm, RAS axis order
+    shape: tuple[int, int, int]
+    cropped_shape: tuple[int, int, int]  # after cropping to the non-zero image region
+    class_voxels: dict[int, int]  # label value -> voxels
+
+
+@dataclass
+class ChannelFingerprint:
+    name: str
+    mean: float  # over foreground voxels (label > 0)
+    std: float
+    percentile_00_5: float
+    percentile_99_5: float
+
+
+@dataclass
+class DatasetFingerprint:
+    cases: list[CaseFingerprint]
+    channels: list[ChannelFingerprint]
+
+    @property
+    def spacings(self) -> np.ndarray:
+        return np.array([case.spacing for case in self.cases], dtype=np.float64)
+
+    def median_shape_at(self, spacing: Sequence[float]) -> tuple[int, int, int]:
+        """The median cropped shape after resampling every case to ``spacing``."""
+        shapes = [
+            np.array(case.cropped_shape) * np.array(case.spacing) / np.array(spacing)
+            for case in self.cases
+        ]
+        return tuple(int(round(v)) for v in np.median(np.stack(shapes), axis=0))
+
+
+@dataclass
+class Plan:
+    """What ``seg train`` takes from the fingerprint; every field is also a config key."""
+
+    model: str
+    spacing: tuple[float, float, float]
+    normalization: list[dict[str, Any]]  # per channel: scheme, clip range, mean, std
+    roi_size: tuple[int, int, int]
+    batch_size: int
+    crop_sampling: str
+    memory_budget_gb: float
+    estimated_memory_gb: float
+    median_shape: tuple[int, int, int]  # after resampling to ``spacing``
+    stride: int
+    notes: list[str] = field(default_factory=list)
+
+
+def extract_fingerprint(dataset: SegmentationDataset, seed: int = 0) -> DatasetFingerprint:
+    """Read every training case once and describe it (see the module's docstring).
+
+    Raises:
+        DatasetError: every unreadable case, channel count that differs from
+            ``dataset.json``, image and label of other shapes, and spacing of zero or below, all
+            in one message (``problems`` lists them), as ``seg check`` reports them.
+    """
+    problems = ProblemList(num_cases=len(dataset.training))
+    cases, samples = [], [[] for _ in dataset.channel_names]
+    for index, case in enumerate(dataset.training):
+        try:
+            fingerprint, intensities = _case_fingerprint(case, dataset, seed + index)
+        except _CaseProblem as problem:
+            problems.append(DatasetProblem(problem.kind, str(problem), case.name))
+            continue
+        except DatasetError as error:
+            problems.extend(error.problems or [DatasetProblem("unreadable", str(error), case.name)])
+            continue
+        cases.append(fingerprint)
+        for channel, values in enumerate(intensities):
+            samples[channel].append(values)
+    if problems:
+        raise DatasetError(
+            f"{dataset.root}: cannot plan:\n{format_problems(problems)}", list(problems)
+        )
+    channels = []
+    for name, values in zip(dataset.channel_names, samples, strict=True):
+        pooled = np.concatenate(values) if values else np.zeros(0)
+        if pooled.size == 0:
+            pooled = np.zeros(1)  # no foreground anywhere: neutral statistics
+        low, high = (float(v) for v in np.percentile(pooled, [0.5, 99.5]))
+        channels.append(
+            ChannelFingerprint(name, float(pooled.mean()), float(pooled.std()), low, high)
+        )
+    return DatasetFingerprint(cases, channels)
+
+
+class _CaseProblem(ValueError):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _case_fingerprint(
+    case: SegmentationCase, dataset: SegmentationDataset, seed: int
+) -> tuple[CaseFingerprint, list[np.ndarray]]:
+    channels = []
+    reference = None
+    for path in case.images:
+        image, voxels = read_volume(path, case.name)
+        voxels = np.asarray(voxels, dtype=np.float32)
+        if voxels.ndim == 4:  # MSD: the channels on the last axis
+            channels += [voxels[..., c] for c in range(voxels.shape[-1])]
+        else:
+            channels.append(voxels)
+        if reference is None:
+            reference = image
+    if len(channels) != dataset.num_channels:
+        raise _CaseProblem(
+            "channel-mismatch",
+            f"{len(channels)} image channel(s), dataset.json declares {dataset.num_channels}",
+        )
+    if len({c.shape for c in channels}) > 1:
+        raise _CaseProblem("shape-mismatch", "its image channels differ in shape")
+    _, label = read_volume(case.label, case.name)
+    label = np.asarray(label)
+    if label.shape[:3] != channels[0].shape[:3]:
+        raise _CaseProblem(
+            "shape-mismatch",
+            f"label shape {label.shape} differs from the image's {channels[0].shape}",
+        )
+    # The spacing resampling will use: the affine's column lengths, as MONAI reads them.
+    zooms = np.linalg.norm(np.asarray(reference.affine, dtype=np.float64)[:3, :3], axis=0)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise _CaseProblem("bad-spacing", f"spacing {tuple(zooms.tolist())} mm: must be above 0")
+    # Training reorients to RAS before resampling: describe the axes in that order.
+    ras_axis = nib.orientations.io_orientation(reference.affine)[:, 0].astype(int)
+    spacing, shape = np.zeros(3), np.zeros(3, dtype=int)
+    spacing[ras_axis], shape[ras_axis] = zooms, channels[0].shape[:3]
+    nonzero = np.any(np.stack([c != 0 for c in channels]), axis=0)
+    cropped = np.zeros(3, dtype=int)
+    if nonzero.any():
+        for axis in range(3):
+            present = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))
+            cropped[ras_axis[axis]] = int(present[-1] - present[0] + 1)
+    values, counts = np.unique(label.astype(np.int64), return_counts=True)
+    foreground = label > 0
+    rng = np.random.default_rng(seed)
+    intensities = []
+    for channel in channels:
+        inside = channel[foreground]
+        if inside.size > SAMPLES_PER_CASE:
+            inside = rng.choice(inside, SAMPLES_PER_CASE, replace=False)
+        intensities.append(inside.astype(np.float64))
+    fingerprint = CaseFingerprint(
+        case.name,
+        tuple(float(s) for s in spacing),
+        tuple(int(s) for s in shape),
+        tuple(int(s) for s in cropped),
+        {int(v): int(c) for v, c in zip(values, counts, strict=True)},
+    )
+    return fingerprint, intensities
+
+
+def target_spacing(fingerprint: DatasetFingerprint) -> tuple[tuple[float, float, float], str]:
+    """The median spacing per axis, with nnU-Net's rule for one coarse axis; and a note that
+    says which rule was used."""
+    spacings = fingerprint.spacings
+    target = np.median(spacings, axis=0)
+    shape = np.median(
+        np.array([c.cropped_shape for c in fingerprint.cases]) * spacings / target, axis=0
+    )
+    coarse = int(np.argmax(target))
+    others = [axis for axis in range(3) if axis != coarse]
+    coarse_spacing = target[coarse] > ANISOTROPY * max(target[others])
+    few_slices = shape[coarse] * ANISOTROPY < min(shape[others])
+    if coarse_spacing and few_slices:
+        finer = np.percentile(spacings[:, coarse], COARSE_AXIS_PERCENTILE)
+        target[coarse] = max(finer, max(target[others])) + 1e-5
+        note = (
+            f"axis {coarse} is over {ANISOTROPY:g}x coarser: its {COARSE_AXIS_PERCENTILE}th "
+            f"percentile spacing {target[coarse]:.4g} mm instead of the median"
+        )
+    else:
+        note = "median spacing per axis"
+    return tuple(float(v) for v in target), note
+
+
+def normalization(
+    fingerprint: DatasetFingerprint, channel_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per channel: CT clipped to its foreground percentiles and z-scored with the foreground
+    statistics; anything else z-scored per image."""
+    schemes = []
+    for name, channel in zip(channel_names, fingerprint.channels, strict=True):
+        if name.strip().upper() == "CT":
+            schemes.append(
+                {
+                    "channel": name,
+                    "scheme": "ct",
+                    "clip": [channel.percentile_00_5, channel.percentile_99_5],
+                    "mean": channel.mean,
+                    "std": max(channel.std, 1e-8),
+                }
+            )
+        else:
+            schemes.append({"channel": name, "scheme": "zscore"})
+    return schemes
+
+
+def activation_elements_per_voxel(model: nn.Module, in_channels: int, stride: int) -> float:
+    """Elements of every leaf layer's output per input voxel, from one forward pass on a
+    ``2 * stride`` cube (the smallest input every network here takes)."""
+    side = 2 * stride
+    total = 0
+
+    def count(_module, _inputs, output) -> None:
+        nonlocal total
+        tensors = output if isinstance(output, (tuple, list)) else (output,)
+        total += sum(t.numel() for t in tensors if isinstance(t, torch.Tensor))
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model.train()(torch.zeros(1, in_channels, side, side, side))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total / side**3
+
+
+def make_plan(
+    fingerprint: DatasetFingerprint,
+    dataset: SegmentationDataset,
+    model: str = "repuxnet",
+    model_kwargs: dict[str, Any] | None = None,
+    memory_gb: float | None = None,
+) -> Plan:
+    """The plan for training ``model`` on ``dataset`` (see the module's docstring).
+
+    ``memory_gb``: the budget; ``None`` takes the free memory of the GPU, else
+    :data:`CPU_BUDGET_GB`.
+    """
+    notes = []
+    spacing, note = target_spacing(fingerprint)
+    notes.append(note)
+    budget, where = _memory_budget(memory_gb)
+    notes.append(f"memory budget {budget:g} GB ({where})")
+    kwargs = {
+        "in_channels": dataset.num_channels,
+        "out_channels": dataset.num_classes,
+        **(model_kwargs or {}),
+    }
+    network = get_model(model, **kwargs)
+    stride = int(getattr(network, "size_divisibility", 16))
+    parameters = sum(p.numel() for p in network.parameters())
+    per_voxel = activation_elements_per_voxel(network, dataset.num_channels, stride)
+
+    def memory(patch: Sequence[int], batch: int) -> float:
+        activations = batch * math.prod(patch) * per_voxel * _FLOAT_BYTES * _TRAINING_OVERHEAD
+        return (activations + 4 * parameters * _FLOAT_BYTES) / 2**30  # weights, grads, Adam
+
+    median = fingerprint.median_shape_at(spacing)
+    inverse = 1 / np.array(spacing)
+    start = inverse * (PATCH_START_VOXELS / math.prod(inverse)) ** (1 / 3)
+    patch = [_stride_multiple(min(s, m), stride) for s, m in zip(start, median, strict=True)]
+    while memory(patch, 2) > budget and any(p > stride for p in patch):
+        ratios = [p / max(m, 1) if p > stride else -1 for p, m in zip(patch, median, strict=True)]
+        patch[int(np.argmax(ratios))] -= stride
+    per_sample = memory(patch, 1) - memory(patch, 0)
+    fits = max(1, int((budget - memory(patch, 0)) // per_sample)) if per_sample > 0 else 1
+    dataset_voxels = sum(math.prod(c.cropped_shape) for c in fingerprint.cases)
+    cap = max(1, int(MAX_BATCH_SHARE * dataset_voxels // math.prod(patch)))
+    batch = max(min(fits, cap), min(2, fits))
+    if memory(patch, batch) > budget:
+        notes.append(f"the smallest patch, {patch}, does not fit the budget")
+    return Plan(
+        model=model,
+        spacing=spacing,
+        normalization=normalization(fingerprint, dataset.channel_names),
+        roi_size=tuple(int(p) for p in patch),
+        batch_size=int(batch),
+        crop_sampling=_crop_sampling(fingerprint),
+        memory_budget_gb=float(budget),
+        estimated_memory_gb=round(memory(patch, batch), 3),
+        median_shape=median,
+        stride=stride,
+        notes=notes,
+    )
+
+
+def _stride_multiple(size: float, stride: int) -> int:
+    """``size`` rounded down to a multiple of ``stride``, at least one stride."""
+    return max(stride, int(size // stride) * stride)
+
+
+def _memory_budget(memory_gb: float | None) -> tuple[float, str]:
+    if memory_gb is not None:
+        if not memory_gb > 0:
+            raise ValueError(f"--gpu-memory-gb must be above 0, got {memory_gb}")
+        return float(memory_gb), "--gpu-memory-gb"
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return round(free / 2**30, 1), "free memory of the GPU"
+    return CPU_BUDGET_GB, "no GPU: the CPU default"
+
+
+def _crop_sampling(fingerprint: DatasetFingerprint) -> str:
+    voxels: dict[int, int] = {}
+    for case in fingerprint.cases:
+        for value, count in case.class_voxels.items():
+            if value > 0:
+                voxels[value] = voxels.get(value, 0) + count
+    foreground = sum(voxels.values())
+    if foreground and min(voxels.values()) < RARE_CLASS_SHARE * foreground:
+        return "classes"
+    return "pos_neg"
+
+
+def save_plan(path: str | os.PathLike, fingerprint: DatasetFingerprint, plan: Plan) -> Path:
+    """Write the fingerprint and the plan as JSON, atomically."""
+    path = Path(path)
+    content = {
+        "format": "visprior-plan-1",
+        "fingerprint": dataclasses.asdict(fingerprint),
+        "plan": dataclasses.asdict(plan),
+    }
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(content, indent=1))
+    return path
+
+
+def format_plan(plan: Plan) -> str:
+    """A short terminal table of the plan."""
+    schemes = ", ".join(f"{n['channel']}: {n['scheme']}" for n in plan.normalization)
+    rows = [
+        ("network", f"{plan.model} (stride {plan.stride})"),
+        ("spacing (mm)", " x ".join(f"{s:.3g}" for s in plan.spacing)),
+        ("median shape", " x ".join(map(str, plan.median_shape))),
+        ("patch (roi_size)", " x ".join(map(str, plan.roi_size))),
+        ("batch size", str(plan.batch_size)),
+        ("crop sampling", plan.crop_sampling),
+        ("normalisation", schemes),
+        ("memory", f"{plan.estimated_memory_gb:.2f} of {plan.memory_budget_gb:g} GB"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines + [f"note: {note}" for note in plan.notes])
+
+
+def load_plan(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``plan`` section of a plan file written by ``seg plan``.
+
+    Raises:
+        ValueError: the file is missing, not JSON, or not a visprior plan (named).
+    """
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"plan file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable plan file ({error})") from None
+    plan = content.get("plan") if isinstance(content, dict) else None
+    needed = ("model", "spacing", "normalization", "roi_size", "batch_size", "crop_sampling")
+    if content.get("format") != "visprior-plan-1" or not isinstance(plan, dict):
+        raise ValueError(f"{path}: not a plan written by `visprior seg plan`")
+    missing = [key for key in needed if key not in plan]
+    if missing:
+        raise ValueError(f"{path}: the plan lacks {', '.join(missing)}; run `seg plan` again")
+    return plan
+
+
+def plan_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
+    """The config values a plan sets for training ``model``, and notes on what it left out.
+
+    Spacing, normalisation and crop sampling hold for any network; the patch and batch size
+    only for the network the plan was made for (another one has another stride and memory).
+    """
+    values: dict[str, Any] = {
+        "preprocessing": {
+            "spacing": list(plan["spacing"]),
+            "intensity": "planned",
+            "channel_normalization": list(plan["normalization"]),
+        },
+        "crop_sampling": plan["crop_sampling"],
+    }
+    notes = []
+    if canonical_name(plan["model"]) == canonical_name(model):
+        values.update(roi_size=list(plan["roi_size"]), batch_size=plan["batch_size"])
+    else:
+        notes.append(
+            f"the plan's patch and batch size are for {plan['model']}, not {model}: not used "
+            f"(run `visprior seg plan --model {model}`)"
+        )
+    return values, notes
+
+
+def planned_keys(before: Any, after: Any) -> tuple[str, ...]:
+    """Dotted config keys whose value the plan changed: those that differ between the config
+    made without the plan (``before``) and with it (``after``)."""
+    old, new = config_to_dict(before), config_to_dict(after)
+    keys = []
+    for key, value in new.items():
+        if isinstance(value, dict):
+            keys += [f"{key}.{k}" for k, v in value.items() if old[key].get(k) != v]
+        elif old[key] != value:
+            keys.append(key)
+    return tuple(keys)
