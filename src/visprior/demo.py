@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -111,6 +112,7 @@ def run_demo(config: DemoConfig) -> dict:
     """Run every step; return the run folder, the evaluation and the files written."""
     from visprior.data import check_dataset, format_problems
     from visprior.data.brain_atlas import write_hemisphere_dataset
+    from visprior.seg.train import train_segmentation
 
     output = Path(config.output)
     print(f"visprior demo: {config.model} on Harvard-Oxford subcortical structures (MNI152)")
@@ -121,8 +123,10 @@ def run_demo(config: DemoConfig) -> dict:
         raise ValueError(f"the demo dataset has problems:\n{format_problems(problems)}")
 
     run_dir = output / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train_config = _train_config(config, dataset, run_dir)
+    _print_plan_beside(dataset, train_config)
     print(f"[2/5] training for {config.minutes:g} min -> {run_dir}")
-    result = _train(config, dataset, run_dir)
+    result = train_segmentation(train_config)
     print(f"      {result.iteration} iterations, {result.training_seconds / 60:.1f} min")
 
     print(
@@ -147,10 +151,9 @@ def run_demo(config: DemoConfig) -> dict:
     }
 
 
-def _train(config: DemoConfig, dataset: Path, run_dir: Path):
+def _train_config(config: DemoConfig, dataset: Path, run_dir: Path):
     from visprior.nets.registry import list_models
     from visprior.seg.config import Preprocessing, SegTrainConfig
-    from visprior.seg.train import train_segmentation
 
     if config.model not in list_models():
         raise ValueError(
@@ -178,7 +181,34 @@ def _train(config: DemoConfig, dataset: Path, run_dir: Path):
         seed=config.seed,
         num_workers=0,
     )
-    return train_segmentation(train_config)
+    return train_config
+
+
+def _print_plan_beside(dataset: Path, train: Any) -> None:
+    """What ``seg plan`` would choose for this dataset on a GPU, beside the demo's own CPU
+    settings, which are the ones used."""
+    from visprior.data import load_dataset
+    from visprior.seg.plan import extract_fingerprint, make_plan
+
+    data = load_dataset(dataset)
+    plan = make_plan(extract_fingerprint(data), data, train.model, train.model_kwargs, 8.0)
+    schemes = ", ".join(n["scheme"] for n in plan.normalization)
+    rows = [
+        ("spacing (mm)", plan.spacing, train.preprocessing.spacing),
+        ("patch", plan.roi_size, train.roi_size),
+        ("batch size", plan.batch_size, train.batch_size),
+        ("crop sampling", plan.crop_sampling, train.crop_sampling),
+        ("normalisation", schemes, train.preprocessing.intensity),
+    ]
+
+    def shown(value: Any) -> str:
+        if isinstance(value, (tuple, list)):
+            return " x ".join(f"{v:g}" for v in value)
+        return str(value)
+
+    print("      `seg plan` for an 8 GB GPU        the demo's CPU settings (used)")
+    for name, planned, used in rows:
+        print(f"      {name:<14}{shown(planned):<20}{shown(used)}")
 
 
 def _crop_for(model: str, roi: int, kwargs: dict) -> int:
