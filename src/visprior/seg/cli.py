@@ -118,6 +118,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="keep each class's largest connected component only (default: off)",
     )
     predict.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time mirroring: average the softmax over every flip of the axes training "
+        "flipped (default: off)",
+    )
+    predict.add_argument(
+        "--tta-axes",
+        type=int,
+        nargs="+",
+        metavar="AXIS",
+        help="mirror over these spatial axes (0 1 2) instead; implies --tta (default: none)",
+    )
+    predict.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto: a GPU if any (default auto)"
     )
     predict.add_argument(
@@ -216,7 +229,14 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from visprior.seg.predict import load_predictor, predict_files
 
-    predictor = load_predictor(args.checkpoint, args.device, args.stitch_device, args.buffer_dtype)
+    predictor = load_predictor(
+        args.checkpoint,
+        args.device,
+        args.stitch_device,
+        args.buffer_dtype,
+        tta=args.tta,
+        tta_axes=args.tta_axes,
+    )
     written = predict_files(
         predictor,
         args.inputs,

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -84,6 +85,9 @@ class SegmentationPredictor:
         buffer_dtype: the whole-volume buffers' type: ``torch.float16`` or ``torch.bfloat16``
             halve their memory (a 512 x 512 x 300 CT with 14 classes: 4.4 GB in float32); the
             network itself still runs in float32.
+        mirror_axes: test-time mirroring: each window's softmax is averaged over every
+            combination of flips of these spatial axes (0, 1, 2 of the preprocessed grid, as
+            ``flip_axes`` in training), each flipped back before it is averaged; ``()``: none.
     """
 
     model: nn.Module
@@ -97,8 +101,10 @@ class SegmentationPredictor:
     source: str = "checkpoint"
     stitch_device: torch.device | None = None
     buffer_dtype: torch.dtype = torch.float32
+    mirror_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self.mirror_axes = _checked_axes(self.mirror_axes, "mirror_axes")
         self.transforms: Compose = inference_transforms(self.preprocessing)
         self._invert = Invertd(
             keys="pred", transform=self.transforms, orig_keys="image", nearest_interp=False
@@ -188,9 +194,23 @@ class SegmentationPredictor:
         """Softmax probabilities on the preprocessed grid, ``(C, ...)``, on the CPU, in
         ``buffer_dtype``."""
         stitch = self._stitch_device(image.shape[1:])
+        flips = [
+            [2 + axis for axis in combination]
+            for count in range(len(self.mirror_axes) + 1)
+            for combination in itertools.combinations(self.mirror_axes, count)
+        ]
 
         def window_logits(window: torch.Tensor) -> torch.Tensor:
-            return self.model(window.float()).to(self.buffer_dtype)
+            if not self.mirror_axes:
+                return self.model(window.float()).to(self.buffer_dtype)
+            # Mirrored: the windows' mean softmax, each flip undone on the output.
+            total = None
+            for dims in flips:
+                flipped = window.float().flip(dims) if dims else window.float()
+                probabilities = torch.softmax(self.model(flipped).float(), dim=1)
+                probabilities = probabilities.flip(dims) if dims else probabilities
+                total = probabilities if total is None else total + probabilities
+            return (total / len(flips)).to(self.buffer_dtype)
 
         logits = sliding_window_inference(
             image.as_tensor()[None].to(self.buffer_dtype),  # MONAI's buffers take this type
@@ -204,6 +224,8 @@ class SegmentationPredictor:
         )
         probabilities = torch.as_tensor(logits)[0]
         del logits
+        if self.mirror_axes:  # the windows gave probabilities already
+            return probabilities.cpu()
         # softmax slab by slab, in place: no second whole-volume copy
         for slab in probabilities.split(8, dim=-1):
             slab.copy_(torch.softmax(slab.float(), dim=0))
@@ -275,6 +297,8 @@ def load_predictor(
     device: str | torch.device = "cpu",
     stitch_device: str | torch.device | None = None,
     buffer_dtype: str | torch.dtype = torch.float32,
+    tta: bool = False,
+    tta_axes: Sequence[int] | None = None,
 ) -> SegmentationPredictor:
     """Build the fused network a run folder or checkpoint describes, ready to predict.
 
@@ -283,6 +307,12 @@ def load_predictor(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when available).
         stitch_device, buffer_dtype: see :class:`SegmentationPredictor` (a dtype may be
             named: ``"float32"``, ``"float16"``, ``"bfloat16"``).
+        tta: mirror over the axes training flipped (the checkpoint's ``flip_axes``).
+        tta_axes: mirror over these axes instead (implies ``tta``).
+
+    Raises:
+        ValueError: ``tta`` for a network trained without flips and no ``tta_axes``: a
+            network that tells left from right would be averaged with its mirror image.
 
     Raises:
         FileNotFoundError: no checkpoint found (see :func:`find_checkpoint`).
@@ -295,6 +325,7 @@ def load_predictor(
     model = build_model_from_checkpoint(state, source=str(path))
     model = reparameterize_model(model).eval().to(device)
     pre = config_from_dict(Preprocessing, state["preprocessing"], source=f"{path}: preprocessing")
+    mirror_axes = _mirror_axes(state, path, tta, tta_axes)
     return SegmentationPredictor(
         model=model,
         preprocessing=resolve_intensity(pre, channel_names),
@@ -306,7 +337,34 @@ def load_predictor(
         source=str(path),
         stitch_device=None if stitch_device in (None, "auto") else torch.device(stitch_device),
         buffer_dtype=_buffer_dtype(buffer_dtype),
+        mirror_axes=mirror_axes,
     )
+
+
+def _mirror_axes(
+    state: dict, path: Path, tta: bool, tta_axes: Sequence[int] | None
+) -> tuple[int, ...]:
+    if tta_axes is not None:
+        return _checked_axes(tta_axes, "--tta-axes")
+    if not tta:
+        return ()
+    trained = state.get("config", {}).get("flip_axes", [])
+    if not trained:
+        raise ValueError(
+            f"--tta: {path} was trained without flips (flip_axes is empty); mirroring a "
+            "network that tells left from right would average it with its mirror image and "
+            "corrupt the labels. Name the axes with --tta-axes to mirror anyway"
+        )
+    return _checked_axes(trained, f"{path}: flip_axes")
+
+
+def _checked_axes(axes: Sequence[int], what: str) -> tuple[int, ...]:
+    axes = tuple(axes)
+    if any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 2 for a in axes):
+        raise ValueError(f"{what}: spatial axes are 0, 1 and 2; got {list(axes)}")
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{what}: an axis is named twice: {list(axes)}")
+    return tuple(sorted(axes))
 
 
 BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
