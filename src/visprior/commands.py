@@ -32,8 +32,9 @@ def dispatch(
 def add_train_arguments(
     parser: argparse.ArgumentParser, defaults: RunConfig, dataset_help: str
 ) -> None:
-    """The positional dataset and the six flags every training command shares: ``--model``,
-    ``--output``/``-o``, ``--config``, ``--time-limit``, ``--resume`` and ``--set``.
+    """The positional dataset and the flags every training command shares: ``--model``,
+    ``--output``/``-o``, ``--config``, ``--time-limit``, ``--precision``, ``--resume`` and
+    ``--set``.
 
     A flag that maps to a config field has the field's name as its ``dest`` and ``None`` as
     its default, so that only flags given on the command line override the config file; the
@@ -54,6 +55,12 @@ def add_train_arguments(
         metavar="MIN",
         help="stop after this many minutes of training, summed over resumed sessions "
         f"(default {defaults.time_limit_minutes:g}: no limit)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("32", "bf16", "16-mixed"),
+        help="float32, bfloat16 autocast, or float16 autocast with a gradient scaler "
+        "(default: bf16 on CUDA, 32 on the CPU; the `amp` key says the same)",
     )
     parser.add_argument(
         "--resume",

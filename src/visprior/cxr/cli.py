@@ -99,6 +99,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)"
     )
+    predict.add_argument(
+        "--precision",
+        default="32",
+        choices=("32", "bf16", "16-mixed"),
+        help="the network's autocast (default %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,7 +165,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from visprior.cxr.predict import load_classifier, predict_images
 
-    classifier = load_classifier(args.checkpoint, device=args.device)
+    classifier = load_classifier(args.checkpoint, device=args.device, precision=args.precision)
     table = predict_images(classifier, args.inputs, args.output, overwrite=args.overwrite)
     print(f"wrote {table} and CAM overlays to {args.output}")
     return 0

@@ -28,6 +28,7 @@ from visprior.cxr.io import CXR_SUFFIXES
 from visprior.engine.checkpoint import find_checkpoint
 from visprior.engine.config import config_from_dict
 from visprior.engine.distributed import resolve_device
+from visprior.engine.precision import autocast, resolve_precision
 from visprior.fileio import atomic_path, check_outputs, write_csv_rows
 from visprior.nets.build import build_model_from_checkpoint
 from visprior.nets.mtunet import MTUNet
@@ -50,6 +51,7 @@ class CXRClassifier:
     config: CXRTrainConfig
     device: torch.device
     source: str
+    precision: str = "32"  # the network's autocast: "32", "bf16" or "16-mixed"
 
     @property
     def predicts_saliency(self) -> bool:
@@ -64,14 +66,17 @@ class CXRClassifier:
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and maps of a batch of (N, 1, S, S) images: the CAMs
         (N, K, h, w) of a CAM classifier, or MT-UNet's saliency probabilities (N, 1, S, S)."""
-        logits, maps = self.model(images.to(self.device))
+        with autocast(resolve_precision(self.precision, self.device), self.device):
+            logits, maps = self.model(images.to(self.device))
         if self.predicts_saliency:
             maps = maps.float().exp()
         return logits.float().softmax(1).cpu().numpy(), maps.float().cpu().numpy()
 
 
 def load_classifier(
-    run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+    run_or_checkpoint: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    precision: str = "32",
 ) -> CXRClassifier:
     """The trained network of a run folder (best checkpoint, else last) or checkpoint file.
 
@@ -87,9 +92,8 @@ def load_classifier(
     model = build_model_from_checkpoint(state, source=str(path)).eval().to(device)
     config = config_from_dict(CXRTrainConfig, state["config"], source=f"{path}: config")
     grid = tuple(int(v) for v in state["map_grid"])
-    return CXRClassifier(
-        model, list(state["classes"]), int(state["image_size"]), grid, config, device, str(path)
-    )
+    classes, size = list(state["classes"]), int(state["image_size"])
+    return CXRClassifier(model, classes, size, grid, config, device, str(path), precision)
 
 
 def predict_images(

@@ -202,6 +202,7 @@ def train_cxr(
         mode="max" if config.metric == "val_auc" else "min",
         time_limit_minutes=config.time_limit_minutes,
         amp=config.amp,
+        precision=config.precision,
         sync_batchnorm=config.sync_batchnorm,
         unused_parameters=_leaves_parameters_out(config),
         log_every=max(1, min(10, steps_per_epoch)),

@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -66,7 +66,10 @@ class RunConfig:
     weight_decay: float = 0.0
     seed: int = 0
     deterministic: bool = False
-    amp: bool = True  # bf16 autocast on CUDA
+    # "32", "bf16", "16-mixed" (float16 autocast + gradient scaler), or "auto": what the older
+    # ``amp`` key says (true: bf16 on CUDA, float32 on the CPU)
+    precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"
+    amp: bool = True
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm over the global batch
     device: str = "auto"
     num_workers: int = 0
@@ -313,7 +316,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 errors.append(str(error))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {_short(value)}")
     if origin is typing.Literal:
-        if value not in typing.get_args(hint):
+        choices = typing.get_args(hint)
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in choices:
+            value = str(value)  # "precision: 32" is read by YAML as a number
+        if value not in choices:
             choices = ", ".join(repr(c) for c in typing.get_args(hint))
             raise ConfigError(f"{where}: {_short(value)} is not one of {choices}")
         return value

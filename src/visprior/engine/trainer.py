@@ -8,7 +8,6 @@ else its checkpoints must carry (labels, preprocessing). Only rank 0 writes file
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
@@ -41,6 +40,7 @@ from visprior.engine.distributed import (
     wrap_distributed,
 )
 from visprior.engine.metrics_log import MetricsLog
+from visprior.engine.precision import autocast, grad_scaler, resolve_precision
 from visprior.fileio import remove_stale_temporaries
 from visprior.viz.curves import save_curves_png
 
@@ -83,7 +83,9 @@ class TrainerSettings:
     metric: the validation metric that picks the best checkpoint; ``mode`` says which way.
     time_limit_minutes: stop after this much training time (validation not counted),
         summed over resumed sessions: equal budgets compare networks fairly.
-    amp: mixed precision (bfloat16 autocast) where the device is CUDA.
+    amp: for ``precision="auto"``: bfloat16 autocast where the device is CUDA.
+    precision: ``"32"``, ``"bf16"``, ``"16-mixed"`` (float16 autocast and a gradient scaler)
+        or ``"auto"`` (see ``amp``); see :mod:`visprior.engine.precision`.
     log_every: write the running training loss every this many iterations.
     lr_schedule: ``"constant"``, ``"poly"`` (nnU-Net's ``(1 - progress) ** 0.9``),
         ``"cosine"``, where progress is the larger of the iteration and time fractions, so
@@ -105,6 +107,7 @@ class TrainerSettings:
     mode: str = "max"
     time_limit_minutes: float = math.inf
     amp: bool = True
+    precision: str = "auto"
     log_every: int = 10
     lr_schedule: str = "constant"
     warmup_iterations: int = 0
@@ -183,6 +186,8 @@ class Trainer:
                 f"lr_schedule must be one of {', '.join(_SCHEDULES)}, plateau; "
                 f"got {settings.lr_schedule!r}"
             )
+        self.precision = resolve_precision(settings.precision, device, settings.amp)
+        self.scaler = grad_scaler(self.precision, device)
         self.model = wrap_distributed(
             model, device, settings.sync_batchnorm, settings.unused_parameters
         )
@@ -275,8 +280,13 @@ class Trainer:
                 f"loss is {reported} at iteration {self.iteration + 1}; the last good "
                 f"checkpoint is {self.checkpoint_dir / 'last.pt'}. Lower the learning rate."
             )
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:  # float16: scaled so that small gradients do not vanish
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return reported
@@ -356,6 +366,7 @@ class Trainer:
             "state_dict": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "iteration": self.iteration,
             "epoch": self.epoch,
             "epoch_batches": self.epoch_batches,
@@ -381,6 +392,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         if "epoch_batches" in state:  # the same epoch, from the next batch on
             self.epoch, self.resume_position = int(state["epoch"]), int(state["epoch_batches"])
@@ -464,9 +477,7 @@ class Trainer:
         return value < self.best_metric
 
     def _autocast(self):
-        if self.settings.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

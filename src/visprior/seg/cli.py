@@ -118,6 +118,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="keep each class's largest connected component only (default: off)",
     )
     predict.add_argument(
+        "--precision",
+        default="32",
+        choices=("32", "bf16", "16-mixed"),
+        help="the network's autocast; the large-kernel FFT path stays float32 "
+        "(default %(default)s)",
+    )
+    predict.add_argument(
         "--tta",
         action="store_true",
         help="test-time mirroring: average the softmax over every flip of the axes training "
@@ -236,6 +243,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.buffer_dtype,
         tta=args.tta,
         tta_axes=args.tta_axes,
+        precision=args.precision,
     )
     written = predict_files(
         predictor,

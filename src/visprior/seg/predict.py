@@ -44,6 +44,7 @@ from visprior.engine.checkpoint import (
 )
 from visprior.engine.config import config_from_dict
 from visprior.engine.distributed import resolve_device
+from visprior.engine.precision import autocast, resolve_precision
 from visprior.fileio import NIFTI_SUFFIXES, check_outputs, nifti_stem, save_nifti_atomic
 from visprior.reparam import reparameterize_model
 from visprior.seg.config import Preprocessing
@@ -85,6 +86,8 @@ class SegmentationPredictor:
         buffer_dtype: the whole-volume buffers' type: ``torch.float16`` or ``torch.bfloat16``
             halve their memory (a 512 x 512 x 300 CT with 14 classes: 4.4 GB in float32); the
             network itself still runs in float32.
+        precision: ``"32"``, ``"bf16"`` or ``"16-mixed"``: the network's autocast (the
+            large-kernel FFT path stays float32; see :mod:`visprior.engine.precision`).
         mirror_axes: test-time mirroring: each window's softmax is averaged over every
             combination of flips of these spatial axes (0, 1, 2 of the preprocessed grid, as
             ``flip_axes`` in training), each flipped back before it is averaged; ``()``: none.
@@ -102,9 +105,11 @@ class SegmentationPredictor:
     stitch_device: torch.device | None = None
     buffer_dtype: torch.dtype = torch.float32
     mirror_axes: tuple[int, ...] = ()
+    precision: str = "32"
 
     def __post_init__(self) -> None:
         self.mirror_axes = _checked_axes(self.mirror_axes, "mirror_axes")
+        self.precision = resolve_precision(self.precision, self.device, amp=False)
         self.transforms: Compose = inference_transforms(self.preprocessing)
         self._invert = Invertd(
             keys="pred", transform=self.transforms, orig_keys="image", nearest_interp=False
@@ -200,14 +205,18 @@ class SegmentationPredictor:
             for combination in itertools.combinations(self.mirror_axes, count)
         ]
 
+        def network(window: torch.Tensor) -> torch.Tensor:
+            with autocast(self.precision, self.device):
+                return self.model(window).float()
+
         def window_logits(window: torch.Tensor) -> torch.Tensor:
             if not self.mirror_axes:
-                return self.model(window.float()).to(self.buffer_dtype)
+                return network(window.float()).to(self.buffer_dtype)
             # Mirrored: the windows' mean softmax, each flip undone on the output.
             total = None
             for dims in flips:
                 flipped = window.float().flip(dims) if dims else window.float()
-                probabilities = torch.softmax(self.model(flipped).float(), dim=1)
+                probabilities = torch.softmax(network(flipped), dim=1)
                 probabilities = probabilities.flip(dims) if dims else probabilities
                 total = probabilities if total is None else total + probabilities
             return (total / len(flips)).to(self.buffer_dtype)
@@ -299,6 +308,7 @@ def load_predictor(
     buffer_dtype: str | torch.dtype = torch.float32,
     tta: bool = False,
     tta_axes: Sequence[int] | None = None,
+    precision: str = "32",
 ) -> SegmentationPredictor:
     """Build the fused network a run folder or checkpoint describes, ready to predict.
 
@@ -309,6 +319,7 @@ def load_predictor(
             named: ``"float32"``, ``"float16"``, ``"bfloat16"``).
         tta: mirror over the axes training flipped (the checkpoint's ``flip_axes``).
         tta_axes: mirror over these axes instead (implies ``tta``).
+        precision: the network's autocast (see :class:`SegmentationPredictor`).
 
     Raises:
         ValueError: ``tta`` for a network trained without flips and no ``tta_axes``: a
@@ -338,6 +349,7 @@ def load_predictor(
         stitch_device=None if stitch_device in (None, "auto") else torch.device(stitch_device),
         buffer_dtype=_buffer_dtype(buffer_dtype),
         mirror_axes=mirror_axes,
+        precision=precision,
     )
 
 

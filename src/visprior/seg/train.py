@@ -172,6 +172,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         metric=METRIC,
         time_limit_minutes=config.time_limit_minutes,
         amp=config.amp,
+        precision=config.precision,
         sync_batchnorm=config.sync_batchnorm,
         lr_schedule=config.lr_schedule,
         warmup_iterations=config.warmup_iterations,

@@ -296,6 +296,10 @@ def train_transforms(cfg: SegTrainConfig, num_classes: int | None = None) -> Com
 
 def _cropper(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...], num_classes: int | None):
     if cfg.crop_sampling == "pos_neg":
+        # Background crops are centred where the image is above 0 (not air, for the CT
+        # window's [0, 1]); a planned z-score puts half of every tissue below 0, so there the
+        # whole cropped volume is a candidate.
+        z_scored = cfg.preprocessing.intensity == "planned"
         return PosNegCropd(
             keys,
             label_key=LABEL_KEY,
@@ -303,7 +307,7 @@ def _cropper(cfg: SegTrainConfig, keys: list[str], roi: tuple[int, ...], num_cla
             pos=cfg.positive_weight,
             neg=cfg.negative_weight,
             num_samples=cfg.crops_per_volume,
-            image_key=IMAGE_KEY,
+            image_key=None if z_scored else IMAGE_KEY,
             image_threshold=0.0,
             allow_smaller=False,
         )
