@@ -131,7 +131,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     print(
         "[3/5] predicting the held-out right hemisphere with the fused network "
-        "(largest component per structure)"
+        "(and the post-processing chosen on validation)"
     )
     predictions = _predict(run_dir, dataset)
 
@@ -223,10 +223,13 @@ def _crop_for(model: str, roi: int, kwargs: dict) -> int:
 
 
 def _predict(run_dir: Path, dataset: Path) -> list[Path]:
+    from visprior.seg.postprocess import load_decision
     from visprior.seg.predict import load_predictor, predict_files
 
     predictor = load_predictor(run_dir)
-    return predict_files(predictor, [dataset / "imagesTs"], run_dir / "predictions", overlap=0.5)
+    largest = load_decision(run_dir) or False
+    output = run_dir / "predictions"
+    return predict_files(predictor, [dataset / "imagesTs"], output, largest_component=largest)
 
 
 def _evaluate(predictions: list[Path], dataset: Path, out_dir: Path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,6 +23,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save_nifti_atomic",
     "write_csv_rows",
+    "write_json",
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -146,3 +149,25 @@ def nifti_stem(name: str) -> str | None:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return None
+
+
+def write_json(path: str | os.PathLike, values: Any) -> Path:
+    """Strict JSON, atomically: NaN (a score that does not exist) is written as null, NumPy
+    numbers as plain ones."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(_plain_json(values), indent=1))
+    return path
+
+
+def _plain_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float) or type(value).__module__ == "numpy":
+        number = value.item() if hasattr(value, "item") else value
+        return None if isinstance(number, float) and math.isnan(number) else number
+    return value

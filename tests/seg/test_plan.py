@@ -201,7 +201,15 @@ def test_seg_train_takes_the_plan_and_says_which_values_came_from_it(tmp_path, c
     run = tmp_path / "run"
     args = ["seg", "train", str(folder), "-o", str(run), *TINY_TRAINING]
     assert main([*args, "--set", "batch_size=1"]) == 0
-    assert "from the plan" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "from the plan" in out and "post-processing chosen on 2 validation case(s)" in out
+    # fold -1 validates on the training cases: both predicted, and the decision saved
+    assert sorted(p.name for p in (run / "validation").iterdir()) == [
+        "case0.nii.gz",
+        "case1.nii.gz",
+    ]
+    decision = json.loads((run / "postprocessing.json").read_text())
+    assert decision["cases"] == 2 and set(decision["dice_before"]) == {"1"}
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["roi_size"] == plan["roi_size"]
     assert config["preprocessing"]["intensity"] == "planned"

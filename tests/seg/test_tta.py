@@ -143,3 +143,5 @@ def test_tta_is_refused_for_a_network_trained_without_flips(tmp_path, capsys):
     assert "trained without flips" in capsys.readouterr().err and not out.exists()
     args = ["seg", "predict", str(checkpoint), str(image), "-o", str(out), "--tta-axes", "0", "1"]
     assert main(args) == 0 and (out / "case.nii.gz").is_file()
+    # No post-processing decision beside this checkpoint: "auto" is none, said once.
+    assert capsys.readouterr().out.count("no postprocessing.json; no post-processing") == 1

@@ -30,7 +30,7 @@ from visprior.cxr.predict import (
     predict_images,
     save_cam_overlay,
 )
-from visprior.fileio import atomic_path, check_outputs, write_csv_rows
+from visprior.fileio import atomic_path, check_outputs, write_csv_rows, write_json
 from visprior.metrics.classification import classification_metrics, localisation_hit
 from visprior.metrics.saliency import (
     auc_judd,
@@ -124,7 +124,7 @@ def evaluate_run(
     # Everything is computed: an error above leaves no file of this evaluation behind.
     if per_image:
         write_csv_rows(out_dir / "saliency_per_image.csv", per_image, ["case", *SALIENCY_METRICS])
-    _write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", metrics)
     _write_predictions(out_dir / "predictions.csv", cases, labels, probabilities, classifier)
     for index, overlay in enumerate(overlay_paths):
         item = tensors[index]
@@ -215,7 +215,7 @@ def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> 
             score: _median([r["saliency"][score]["mean"] for r in results.values()])
             for score in SALIENCY_METRICS
         }
-    _write_json(Path(parent) / f"seeds_{part}.json", summary)
+    write_json(Path(parent) / f"seeds_{part}.json", summary)
     return summary
 
 
@@ -248,24 +248,6 @@ def format_report(metrics: dict[str, Any], classes: Sequence[str] | None = None)
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
-
-
-def _write_json(path: Path, values: dict[str, Any]) -> None:
-    """Strict JSON: NaN (a score that does not exist) is written as null."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(_nan_to_none(values), indent=1))
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _write_predictions(path, cases, labels, probabilities, classifier) -> None:

@@ -113,9 +113,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     add_force_flag(predict, "replace earlier predictions (an input is never replaced)")
     predict.add_argument(
+        "--postprocess",
+        choices=("auto", "none", "largest"),
+        default="auto",
+        help="auto: the run's post-processing chosen on validation (postprocessing.json), "
+        "none without one; largest: each class's largest connected component; none "
+        "(default %(default)s)",
+    )
+    predict.add_argument(
         "--largest-component",
-        action="store_true",
-        help="keep each class's largest connected component only (default: off)",
+        dest="postprocess",
+        action="store_const",
+        const="largest",
+        help="the same as --postprocess largest (default: off)",
     )
     predict.add_argument(
         "--precision",
@@ -253,10 +263,23 @@ def _predict(args: argparse.Namespace) -> int:
         sw_batch_size=args.sw_batch_size,
         save_probabilities=args.probabilities,
         overwrite=args.overwrite,
-        largest_component=args.largest_component,
+        largest_component=_postprocessing(args.postprocess, args.checkpoint),
     )
     print(f"wrote {len(written)} file(s) to {args.output}")
     return 0
+
+
+def _postprocessing(choice: str, run: str) -> bool | list[int]:
+    """``predict_files``' ``largest_component`` for ``--postprocess``."""
+    from visprior.seg.postprocess import DECISION_FILE, load_decision
+
+    if choice != "auto":
+        return choice == "largest"
+    decision = load_decision(run)
+    if decision is None:
+        print(f"--postprocess auto: {run} has no {DECISION_FILE}; no post-processing")
+        return False
+    return decision
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -90,5 +90,7 @@ class SegTrainConfig(RunConfig):
     affine_prob: float = 0.5
     # Validation
     val_every: int = 500
+    # after training: predict the validation cases and choose the post-processing on them
+    postprocess_on_validation: bool = True
     val_overlap: float = 0.25
     sw_batch_size: int = 2

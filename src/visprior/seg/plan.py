@@ -56,7 +56,7 @@ from visprior.data.dataset import (
 )
 from visprior.data.volumes import read_volume
 from visprior.engine.config import config_to_dict
-from visprior.fileio import atomic_path
+from visprior.fileio import write_json
 from visprior.nets.registry import canonical_name, get_model
 
 __all__ = [
@@ -410,9 +410,7 @@ def save_plan(path: str | os.PathLike, fingerprint: DatasetFingerprint, plan: Pl
         "fingerprint": dataclasses.asdict(fingerprint),
         "plan": dataclasses.asdict(plan),
     }
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(content, indent=1))
-    return path
+    return write_json(path, content)
 
 
 def format_plan(plan: Plan) -> str:

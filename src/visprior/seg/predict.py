@@ -493,7 +493,7 @@ def predict_files(
     sw_batch_size: int = 2,
     save_probabilities: bool = False,
     overwrite: bool = False,
-    largest_component: bool = False,
+    largest_component: bool | Sequence[int] = False,
 ) -> list[Path]:
     """Segment every case in ``inputs`` and write ``{case}.nii.gz`` to ``output_dir``.
 
@@ -509,7 +509,8 @@ def predict_files(
         save_probabilities: also write ``{case}_probabilities.nii.gz`` (float32, channels last).
         overwrite: replace existing outputs. An input file is never replaced.
         largest_component: keep only the largest connected component of each class (for
-            structures known to be one piece); the probabilities are left as predicted.
+            structures known to be one piece), or of the classes listed (a run's decision,
+            see :mod:`visprior.seg.postprocess`); the probabilities are left as predicted.
 
     Returns:
         The label files written, one per case, in case order.
@@ -533,8 +534,10 @@ def predict_files(
             case=case,
             probabilities=save_probabilities,
         )
-        if largest_component:
+        if largest_component is True:
             labels = keep_largest_components(labels, predictor.num_classes)
+        elif largest_component:
+            labels = keep_largest_components(labels, predictor.num_classes, largest_component)
         label_path, *probability_path = outputs[case]
         save_nifti(labels, header, label_path)
         if probability_path:
@@ -543,10 +546,16 @@ def predict_files(
     return written
 
 
-def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per foreground class, drop every voxel outside its largest connected component (to
-    background), with MONAI's ``KeepLargestConnectedComponent``."""
-    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)))
+def keep_largest_components(
+    labels: np.ndarray, num_classes: int, classes: Sequence[int] | None = None
+) -> np.ndarray:
+    """Per foreground class (or per class of ``classes``), drop every voxel outside its
+    largest connected component (to background), with MONAI's
+    ``KeepLargestConnectedComponent``."""
+    chosen = list(range(1, num_classes)) if classes is None else [int(c) for c in classes]
+    if not chosen:
+        return labels
+    keep = KeepLargestConnectedComponent(applied_labels=chosen)
     kept = keep(torch.from_numpy(labels.astype(np.int64))[None])
     return np.asarray(kept[0]).astype(labels.dtype)
 

@@ -37,6 +37,7 @@ from visprior.nets.official import (
 )
 from visprior.nets.registry import get_model
 from visprior.seg.config import SegTrainConfig
+from visprior.seg.postprocess import decide_for_run
 from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
 
 __all__ = ["SegmentationTask", "initialize_from", "train_segmentation"]
@@ -107,7 +108,9 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     """Train as ``config`` says; ``resume`` continues the run in ``config.output``.
 
     Writes into ``config.output``: ``config.yaml``, ``splits.json``, ``checkpoints/best.pt``
-    and ``last.pt``, ``metrics.csv``, ``tensorboard/`` and ``curves.png``.
+    and ``last.pt``, ``metrics.csv``, ``tensorboard/`` and ``curves.png``; then the best
+    network's predictions of the validation cases (``validation/``) and the post-processing
+    chosen on them (``postprocessing.json``, see :mod:`visprior.seg.postprocess`).
     """
     run_dir = Path(config.output)
     device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
@@ -178,7 +181,13 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         warmup_iterations=config.warmup_iterations,
     )
     trainer = Trainer(model, optimizer, task, loader, run_dir, settings, device)
-    return trainer.fit(resume=resume)
+    result = trainer.fit(resume=resume)
+    if is_main_process() and config.postprocess_on_validation:
+        decision = decide_for_run(run_dir, dataset, val_cases)
+        kept = ", ".join(map(str, decision["largest_component"])) or "no class"
+        print(f"post-processing chosen on {decision['cases']} validation case(s): largest "
+              f"component for {kept} ({run_dir / 'postprocessing.json'})")  # fmt: skip
+    return result
 
 
 def initialize_from(

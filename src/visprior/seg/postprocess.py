@@ -1,0 +1,167 @@
+"""Post-processing chosen on validation: keep each class's largest connected component only
+where the validation cases show it helps.
+
+After training, the run predicts its validation cases (``<run>/validation/``, in their
+original geometry), then tries the step class by class. As in nnU-Net's
+``find_best_configuration`` (Isensee et al., 2021), a class keeps the step only if the mean
+foreground Dice rises and no class's Dice drops; a class split in two on purpose (left and
+right structures sharing one label) loses half of itself to the step and keeps none. The
+decision is written to ``<run>/postprocessing.json``, which ``seg predict --postprocess auto``
+(the default) applies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visprior.data.dataset import SegmentationDataset
+from visprior.data.volumes import read_volume
+from visprior.fileio import write_json
+from visprior.seg.predict import keep_largest_components, load_predictor, save_nifti
+
+__all__ = [
+    "DECISION_FILE",
+    "choose_largest_component",
+    "decide_for_run",
+    "dice_per_class",
+    "load_decision",
+    "save_decision",
+]
+
+DECISION_FILE = "postprocessing.json"
+
+
+def dice_per_class(prediction: np.ndarray, label: np.ndarray, classes: Iterable[int]) -> dict:
+    """Dice of each class value; NaN where the class is in neither (left out of means)."""
+    scores = {}
+    for value in classes:
+        predicted, true = prediction == value, label == value
+        total = int(predicted.sum()) + int(true.sum())
+        overlap = int(np.logical_and(predicted, true).sum())
+        scores[int(value)] = 2 * overlap / total if total else math.nan
+    return scores
+
+
+def _mean_per_class(rows: Sequence[dict[int, float]], classes: Sequence[int]) -> dict[int, float]:
+    means = {}
+    for value in classes:
+        values = [row[value] for row in rows if not math.isnan(row[value])]
+        means[value] = float(np.mean(values)) if values else math.nan
+    return means
+
+
+def _overall(means: dict[int, float]) -> float:
+    values = [v for v in means.values() if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def choose_largest_component(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    classes: Sequence[int],
+    keep_largest: Any,
+) -> dict[str, Any]:
+    """Which classes should keep only their largest component, judged on ``pairs`` of
+    (predicted labels, true labels).
+
+    Args:
+        pairs: the validation cases' predictions and labels, on one grid per case.
+        classes: the foreground class values.
+        keep_largest: ``keep_largest(labels, [value])``, the step for one class.
+
+    Returns:
+        ``{"largest_component": [values], "dice_before": {...}, "dice_after": {...},
+        "cases": n}``, the Dice means per class before and after the chosen steps.
+    """
+    classes = [int(c) for c in classes]
+    current = [prediction for prediction, _ in pairs]
+    labels = [label for _, label in pairs]
+    scores = [dice_per_class(p, t, classes) for p, t in zip(current, labels, strict=True)]
+    before = _mean_per_class(scores, classes)
+    chosen = []
+    for value in classes:
+        trial = [keep_largest(p, [value]) for p in current]
+        trial_scores = [dice_per_class(p, t, classes) for p, t in zip(trial, labels, strict=True)]
+        old, new = _mean_per_class(scores, classes), _mean_per_class(trial_scores, classes)
+        drops = any(new[c] < old[c] for c in classes if not math.isnan(old[c]))
+        if _overall(new) > _overall(old) and not drops:
+            chosen.append(value)
+            current, scores = trial, trial_scores
+    return {
+        "largest_component": chosen,
+        "dice_before": {str(c): v for c, v in before.items()},
+        "dice_after": {str(c): v for c, v in _mean_per_class(scores, classes).items()},
+        "cases": len(pairs),
+    }
+
+
+def decide_from_files(
+    predictions: Sequence[str | os.PathLike],
+    labels: Sequence[str | os.PathLike],
+    classes: Sequence[int],
+    keep_largest: Any,
+) -> dict[str, Any]:
+    """:func:`choose_largest_component` on label files (each prediction beside its label)."""
+    pairs = []
+    for predicted, true in zip(predictions, labels, strict=True):
+        pairs.append((np.asarray(read_volume(predicted)[1]), np.asarray(read_volume(true)[1])))
+    return choose_largest_component(pairs, classes, keep_largest)
+
+
+def save_decision(run_dir: str | os.PathLike, decision: dict[str, Any]) -> Path:
+    """Write ``postprocessing.json`` into the run folder (NaN as null), atomically."""
+    return write_json(Path(run_dir) / DECISION_FILE, decision)
+
+
+def load_decision(run_or_checkpoint: str | os.PathLike) -> list[int] | None:
+    """The classes a run keeps the largest component of; ``None`` when it decided nothing.
+
+    A checkpoint file counts as its run's (``<run>/checkpoints/best.pt``).
+
+    Raises:
+        ValueError: a decision file that cannot be read (named).
+    """
+    path = Path(run_or_checkpoint)
+    if path.is_file():
+        path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    decision = path / DECISION_FILE
+    if not decision.is_file():
+        return None
+    try:
+        values = json.loads(decision.read_text())["largest_component"]
+        return [int(v) for v in values]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{decision}: not a readable post-processing decision ({error})") from None
+
+
+def decide_for_run(
+    run_dir: str | os.PathLike, dataset: SegmentationDataset, case_names: Sequence[str]
+) -> dict[str, Any]:
+    """Predict the run's validation cases with its best network into ``<run>/validation/``,
+    choose the post-processing on them and save it (see the module's docstring)."""
+    run_dir = Path(run_dir)
+    predictor = load_predictor(run_dir)
+    by_name = {case.name: case for case in dataset.training}
+    folder = run_dir / "validation"
+    predictions, labels = [], []
+    for name in case_names:
+        case = by_name[name]
+        predicted, _, _, header = predictor.predict_case(
+            case.images, case=name, probabilities=False
+        )
+        predictions.append(save_nifti(predicted, header, folder / f"{name}.nii.gz"))
+        labels.append(case.label)
+
+    def keep_largest(values: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        return keep_largest_components(values, predictor.num_classes, classes)
+
+    foreground = sorted(v for v in dataset.labels.values() if v)
+    decision = decide_from_files(predictions, labels, foreground, keep_largest)
+    save_decision(run_dir, decision)
+    return decision
