@@ -49,51 +49,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train = actions.add_parser(
         "train",
         help="train a network (recipe defaults; see seg/config.py for every option)",
-        description="Options apply in this order: defaults, --config, flags, --set.",
+        description="Options apply in this order: defaults, the dataset's plan, --config, "
+        "flags, --set.",
     )
-    add_train_arguments(train, defaults, "nnU-Net or MSD dataset folder")
+    _add_training_options(train, defaults)
     train.add_argument(
         "--fold",
         type=int,
         help=f"cross-validation fold, -1: train on every case (default {defaults.fold})",
     )
-    train.add_argument(
-        "--iterations",
-        type=int,
-        help=f"optimizer steps in total, resumed runs included (default {defaults.iterations})",
+
+    cv = actions.add_parser(
+        "cv",
+        help="train every fold one after another (resumable), score the merged validation, "
+        "choose the ensemble's post-processing",
+        description="The options of `seg train`, for each fold; -o DIR holds fold_<k>/.",
     )
-    train.add_argument(
-        "--roi",
-        type=int,
-        nargs=3,
-        dest="roi_size",
-        metavar=("X", "Y", "Z"),
-        help="training crop size in voxels after resampling "
-        f"(default {' '.join(map(str, defaults.roi_size))})",
-    )
-    plans = train.add_mutually_exclusive_group()
-    plans.add_argument(
-        "--plan",
-        type=Path,
-        metavar="FILE",
-        help="take spacing, normalisation, patch, batch and crop sampling from this `seg plan` "
-        "file (default: DATASET/visprior_plans.json when it exists)",
-    )
-    plans.add_argument(
-        "--no-plan",
-        action="store_true",
-        help="ignore the dataset's plan file (default: use it when it exists)",
-    )
-    train.add_argument(
-        "--init",
-        dest="init_checkpoint",
-        metavar="CHECKPOINT",
-        help="fine-tune from this visprior or authors' checkpoint; weights that do not fit "
-        "(a new label set's head) start fresh (default: none)",
-    )
+    _add_training_options(cv, defaults)
 
     predict = actions.add_parser("predict", help="label volumes in their original geometry")
-    predict.add_argument("checkpoint", help="run folder or checkpoint file")
+    predict.add_argument(
+        "checkpoint", help="run folder, checkpoint file, or `seg cv` folder (its folds' ensemble)"
+    )
     predict.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     predict.add_argument("--output", "-o", type=Path, required=True, help="output folder")
     predict.add_argument(
@@ -133,6 +110,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         choices=("32", "bf16", "16-mixed"),
         help="the network's autocast; the large-kernel FFT path stays float32 "
         "(default %(default)s)",
+    )
+    predict.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN",
+        help="average the probabilities with these runs too; they must share labels and "
+        "preprocessing (default: none)",
     )
     predict.add_argument(
         "--tta",
@@ -183,11 +167,51 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_force_flag(evaluate, "replace an earlier evaluation in --output")
 
 
+def _add_training_options(parser: argparse.ArgumentParser, defaults: SegTrainConfig) -> None:
+    """What ``seg train`` and ``seg cv`` both take."""
+    add_train_arguments(parser, defaults, "nnU-Net or MSD dataset folder")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        help=f"optimizer steps in total, resumed runs included (default {defaults.iterations})",
+    )
+    parser.add_argument(
+        "--roi",
+        type=int,
+        nargs=3,
+        dest="roi_size",
+        metavar=("X", "Y", "Z"),
+        help="training crop size in voxels after resampling "
+        f"(default {' '.join(map(str, defaults.roi_size))})",
+    )
+    plans = parser.add_mutually_exclusive_group()
+    plans.add_argument(
+        "--plan",
+        type=Path,
+        metavar="FILE",
+        help="take spacing, normalisation, patch, batch and crop sampling from this `seg plan` "
+        "file (default: DATASET/visprior_plans.json when it exists)",
+    )
+    plans.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="ignore the dataset's plan file (default: use it when it exists)",
+    )
+    parser.add_argument(
+        "--init",
+        dest="init_checkpoint",
+        metavar="CHECKPOINT",
+        help="fine-tune from this visprior or authors' checkpoint; weights that do not fit "
+        "(a new label set's head) start fresh (default: none)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     handlers = {
         "check": _check,
         "plan": _plan,
         "train": _train,
+        "cv": _cv,
         "predict": _predict,
         "evaluate": _evaluate,
     }
@@ -218,43 +242,73 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _training_config(args: argparse.Namespace) -> SegTrainConfig:
+    """The config of ``seg train`` / ``seg cv``, with the dataset's plan when there is one."""
     from visprior.engine.distributed import is_main_process
     from visprior.seg.plan import PLAN_FILE, load_plan, plan_values, planned_keys
-    from visprior.seg.train import train_segmentation
 
     config = train_config_from_args(SegTrainConfig, args)
     plan_file = None if args.resume or args.no_plan else args.plan
     if plan_file is None and not (args.resume or args.no_plan):
         default = Path(config.dataset) / PLAN_FILE
         plan_file = default if default.is_file() else None
-    if plan_file is not None:  # the plan sits between the defaults and everything given
-        values, notes = plan_values(load_plan(plan_file), config.model)
-        planned = train_config_from_args(SegTrainConfig, args, base=values)
-        keys = planned_keys(config, planned)
-        config = dataclasses.replace(planned, plan_file=str(plan_file), from_plan=keys)
-        if is_main_process():
-            print(f"from the plan {plan_file}: {', '.join(keys) or 'nothing (all given)'}")
-            for note in notes:
-                print(f"  note: {note}")
+    if plan_file is None:
+        return config
+    # the plan sits between the defaults and everything given
+    values, notes = plan_values(load_plan(plan_file), config.model)
+    planned = train_config_from_args(SegTrainConfig, args, base=values)
+    keys = planned_keys(config, planned)
+    if is_main_process():
+        print(f"from the plan {plan_file}: {', '.join(keys) or 'nothing (all given)'}")
+        for note in notes:
+            print(f"  note: {note}")
+    return dataclasses.replace(planned, plan_file=str(plan_file), from_plan=keys)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from visprior.engine.distributed import is_main_process
+    from visprior.seg.train import train_segmentation
+
+    config = _training_config(args)
     result = train_segmentation(config, resume=bool(args.resume))
     if is_main_process():  # under torchrun: one summary, not one per process
         print(result.summary("val_mean_dice"))
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from visprior.seg.predict import load_predictor, predict_files
+def _cv(args: argparse.Namespace) -> int:
+    from visprior.engine.distributed import is_main_process
+    from visprior.seg.cv import SUMMARY_FILE, train_folds
 
-    predictor = load_predictor(
-        args.checkpoint,
-        args.device,
-        args.stitch_device,
-        args.buffer_dtype,
+    config = _training_config(args)
+    summary = train_folds(config, config.output)
+    if is_main_process():
+        scores = ", ".join(f"{name} {dice:.4f}" for name, dice in summary["dice"].items())
+        kept = ", ".join(map(str, summary["largest_component"])) or "no class"
+        print(f"cross-validation over {summary['cases']} case(s): mean Dice "
+              f"{summary['mean_dice']:.4f} ({scores}); largest component for {kept}; "
+              f"{Path(config.output) / SUMMARY_FILE}")  # fmt: skip
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from visprior.seg.cv import fold_runs
+    from visprior.seg.predict import load_ensemble, predict_files
+
+    folds = fold_runs(args.checkpoint)  # a `seg cv` folder: the ensemble of its folds
+    runs = [*(folds or [args.checkpoint]), *(args.ensemble or [])]
+    predictor = load_ensemble(
+        runs,
+        device=args.device,
+        stitch_device=args.stitch_device,
+        buffer_dtype=args.buffer_dtype,
         tta=args.tta,
         tta_axes=args.tta_axes,
         precision=args.precision,
     )
+    if len(runs) > 1:
+        print(f"ensemble of {len(runs)} runs: {', '.join(map(str, runs))}")
+    decision_from = args.checkpoint if folds or not args.ensemble else None
     written = predict_files(
         predictor,
         args.inputs,
@@ -263,21 +317,23 @@ def _predict(args: argparse.Namespace) -> int:
         sw_batch_size=args.sw_batch_size,
         save_probabilities=args.probabilities,
         overwrite=args.overwrite,
-        largest_component=_postprocessing(args.postprocess, args.checkpoint),
+        largest_component=_postprocessing(args.postprocess, decision_from),
     )
     print(f"wrote {len(written)} file(s) to {args.output}")
     return 0
 
 
-def _postprocessing(choice: str, run: str) -> bool | list[int]:
-    """``predict_files``' ``largest_component`` for ``--postprocess``."""
+def _postprocessing(choice: str, run: str | None) -> bool | list[int]:
+    """``predict_files``' ``largest_component`` for ``--postprocess``; ``run`` is where the
+    decision is (``None``: an ensemble of runs named one by one, which has none)."""
     from visprior.seg.postprocess import DECISION_FILE, load_decision
 
     if choice != "auto":
         return choice == "largest"
-    decision = load_decision(run)
+    decision = load_decision(run) if run is not None else None
     if decision is None:
-        print(f"--postprocess auto: {run} has no {DECISION_FILE}; no post-processing")
+        where = f"{run} has no {DECISION_FILE}" if run else "an ensemble named run by run"
+        print(f"--postprocess auto: {where}; no post-processing")
         return False
     return decision
 

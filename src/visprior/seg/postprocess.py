@@ -63,12 +63,16 @@ def _overall(means: dict[int, float]) -> float:
 
 
 def choose_largest_component(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     classes: Sequence[int],
     keep_largest: Any,
 ) -> dict[str, Any]:
     """Which classes should keep only their largest component, judged on ``pairs`` of
-    (predicted labels, true labels).
+    (predicted labels, true labels), read one pair at a time.
+
+    Each class's step is judged alone, on every case: it is kept when the mean foreground
+    Dice rises and no class's mean Dice drops. The step of one class changes only that class's
+    voxels, so the chosen steps together give each class the Dice it had alone.
 
     Args:
         pairs: the validation cases' predictions and labels, on one grid per case.
@@ -77,27 +81,28 @@ def choose_largest_component(
 
     Returns:
         ``{"largest_component": [values], "dice_before": {...}, "dice_after": {...},
-        "cases": n}``, the Dice means per class before and after the chosen steps.
+        "cases": n}``: the chosen classes, and the mean Dice per class before and after.
     """
     classes = [int(c) for c in classes]
-    current = [prediction for prediction, _ in pairs]
-    labels = [label for _, label in pairs]
-    scores = [dice_per_class(p, t, classes) for p, t in zip(current, labels, strict=True)]
-    before = _mean_per_class(scores, classes)
-    chosen = []
+    before: list[dict[int, float]] = []
+    after: dict[int, list[dict[int, float]]] = {value: [] for value in classes}
+    for predicted, true in pairs:
+        before.append(dice_per_class(predicted, true, classes))
+        for value in classes:
+            after[value].append(dice_per_class(keep_largest(predicted, [value]), true, classes))
+    old = _mean_per_class(before, classes)
+    chosen, final = [], dict(old)
     for value in classes:
-        trial = [keep_largest(p, [value]) for p in current]
-        trial_scores = [dice_per_class(p, t, classes) for p, t in zip(trial, labels, strict=True)]
-        old, new = _mean_per_class(scores, classes), _mean_per_class(trial_scores, classes)
+        new = _mean_per_class(after[value], classes)
         drops = any(new[c] < old[c] for c in classes if not math.isnan(old[c]))
         if _overall(new) > _overall(old) and not drops:
             chosen.append(value)
-            current, scores = trial, trial_scores
+            final[value] = new[value]
     return {
         "largest_component": chosen,
-        "dice_before": {str(c): v for c, v in before.items()},
-        "dice_after": {str(c): v for c, v in _mean_per_class(scores, classes).items()},
-        "cases": len(pairs),
+        "dice_before": {str(c): v for c, v in old.items()},
+        "dice_after": {str(c): v for c, v in final.items()},
+        "cases": len(before),
     }
 
 
@@ -107,10 +112,12 @@ def decide_from_files(
     classes: Sequence[int],
     keep_largest: Any,
 ) -> dict[str, Any]:
-    """:func:`choose_largest_component` on label files (each prediction beside its label)."""
-    pairs = []
-    for predicted, true in zip(predictions, labels, strict=True):
-        pairs.append((np.asarray(read_volume(predicted)[1]), np.asarray(read_volume(true)[1])))
+    """:func:`choose_largest_component` on label files (each prediction beside its label),
+    holding one case in memory at a time."""
+    pairs = (
+        (np.asarray(read_volume(predicted)[1]), np.asarray(read_volume(true)[1]))
+        for predicted, true in zip(predictions, labels, strict=True)
+    )
     return choose_largest_component(pairs, classes, keep_largest)
 
 

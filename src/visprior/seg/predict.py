@@ -42,7 +42,7 @@ from visprior.engine.checkpoint import (
     find_checkpoint,
     load_checkpoint,
 )
-from visprior.engine.config import config_from_dict
+from visprior.engine.config import config_from_dict, config_to_dict
 from visprior.engine.distributed import resolve_device
 from visprior.engine.precision import autocast, resolve_precision
 from visprior.fileio import NIFTI_SUFFIXES, check_outputs, nifti_stem, save_nifti_atomic
@@ -55,6 +55,7 @@ __all__ = [
     "case_name",
     "collect_cases",
     "keep_largest_components",
+    "load_ensemble",
     "load_predictor",
     "predict_files",
     "save_nifti",
@@ -88,6 +89,9 @@ class SegmentationPredictor:
             network itself still runs in float32.
         precision: ``"32"``, ``"bf16"`` or ``"16-mixed"``: the network's autocast (the
             large-kernel FFT path stays float32; see :mod:`visprior.engine.precision`).
+        ensemble: more predictors whose probabilities are averaged with this one's (each with
+            its own network, window size and mirroring); they must share its labels, channels
+            and preprocessing (see :func:`load_ensemble`).
         mirror_axes: test-time mirroring: each window's softmax is averaged over every
             combination of flips of these spatial axes (0, 1, 2 of the preprocessed grid, as
             ``flip_axes`` in training), each flipped back before it is averaged; ``()``: none.
@@ -106,6 +110,7 @@ class SegmentationPredictor:
     buffer_dtype: torch.dtype = torch.float32
     mirror_axes: tuple[int, ...] = ()
     precision: str = "32"
+    ensemble: list[SegmentationPredictor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.mirror_axes = _checked_axes(self.mirror_axes, "mirror_axes")
@@ -189,6 +194,10 @@ class SegmentationPredictor:
         files = [str(p) for p in paths] if len(paths) > 1 else str(paths[0])
         image = self.transforms({"image": files, "case": case})["image"]
         grid_probabilities = self._infer(image, overlap, sw_batch_size)
+        for member in self.ensemble:  # same preprocessing: the same grid, averaged in place
+            grid_probabilities += member._infer(image, overlap, sw_batch_size)
+        if self.ensemble:
+            grid_probabilities /= 1 + len(self.ensemble)
         labels, kept = self._to_input_geometry(
             grid_probabilities, image, reference, case, probabilities
         )
@@ -377,6 +386,40 @@ def _checked_axes(axes: Sequence[int], what: str) -> tuple[int, ...]:
     if len(set(axes)) != len(axes):
         raise ValueError(f"{what}: an axis is named twice: {list(axes)}")
     return tuple(sorted(axes))
+
+
+def load_ensemble(runs: Sequence[str | os.PathLike], **options: Any) -> SegmentationPredictor:
+    """One predictor averaging the probabilities of several runs (folds, seeds, networks);
+    ``options`` go to :func:`load_predictor` for each.
+
+    Raises:
+        ValueError: the runs disagree on the labels, the channels or a preprocessing setting
+            (the setting and both values named): their probabilities could not be averaged.
+    """
+    if not runs:
+        raise ValueError("an ensemble needs at least one run")
+    first, *others = [load_predictor(run, **options) for run in runs]
+    for run, other in zip(runs[1:], others, strict=True):
+        difference = _first_difference(first, other)
+        if difference:
+            raise ValueError(
+                f"cannot ensemble {runs[0]} and {run}: they differ in {difference}; an "
+                "ensemble needs runs trained on the same labels and preprocessing"
+            )
+    first.ensemble = others
+    return first
+
+
+def _first_difference(one: SegmentationPredictor, other: SegmentationPredictor) -> str:
+    if one.labels != other.labels:
+        return f"labels ({one.labels} vs {other.labels})"
+    if one.channel_names != other.channel_names:
+        return f"channel_names ({one.channel_names} vs {other.channel_names})"
+    mine, theirs = config_to_dict(one.preprocessing), config_to_dict(other.preprocessing)
+    for key, value in mine.items():
+        if theirs.get(key) != value:
+            return f"preprocessing.{key} ({value} vs {theirs.get(key)})"
+    return ""
 
 
 BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
