@@ -7,6 +7,8 @@ python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic s
 python -m benchmarks --only mtunet    # (f) MT-UNet vs single-task UNets, synthetic (about 10)
 python -m benchmarks --only simplify  # (g) ResNet50 shrunk by kernel redundancy (about 30)
 python -m benchmarks --only large-volume  # (h) a whole 512 x 512 x 300 CT predicted on the CPU
+python -m benchmarks --only planning  # (i) fingerprint cost, plans beside nnU-Net's (about 15)
+python -m benchmarks --only precision # (j) bf16 vs float32 on this CPU (about 20)
 python -m benchmarks --quick          # small sizes, a smoke test (CI runs it)
 
 ``--only`` keeps the other part's figures from an earlier run's results.json.
@@ -31,6 +33,8 @@ from benchmarks import (
     large_volume,
     mtunet,
     networks,
+    planning,
+    precision,
     simplify,
 )
 from benchmarks.report import write_plot, write_report
@@ -181,11 +185,15 @@ def main() -> None:
             "mtunet",
             "simplify",
             "large-volume",
+            "planning",
+            "precision",
         ),
         help="run one part",
     )
     parser.add_argument(
-        "--minutes", type=float, help="training budget per network in (d) (default 10)"
+        "--minutes",
+        type=float,
+        help="training budget per network in (d) (default 10) and per precision in (j) (default 5)",
     )
     parser.add_argument(
         "--models",
@@ -212,6 +220,7 @@ def main() -> None:
         "mtunet",
         "simplify",
         "large-volume",
+        "planning",
     ):  # these train, or run once: no repeats to record
         results["repeats"] = args.repeats
     if args.only in (None, "speed"):
@@ -237,6 +246,15 @@ def main() -> None:
         _log("(g) simplify done")
     if args.only in (None, "large-volume"):
         results["large_volume"] = run_large_volume(args.quick)
+    if args.only in (None, "planning"):
+        with tempfile.TemporaryDirectory(prefix="visprior-plan-") as workdir:
+            results["planning"] = planning.run(args.quick, Path(workdir), _log)
+    if args.only in (None, "precision"):
+        minutes = args.minutes or (0.05 if args.quick else 5.0)
+        with tempfile.TemporaryDirectory(prefix="visprior-precision-") as workdir:
+            results["precision"] = precision.run(
+                args.quick, args.repeats, minutes, Path(workdir), _log
+            )
     results_file.write_text(json.dumps(results, indent=1))
     if "large_kernel" in results:
         write_plot(results, args.out / "results.png")

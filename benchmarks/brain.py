@@ -23,11 +23,12 @@ MODELS_FULL = [
 MODELS_QUICK = [("MONAI UNet", "unet")]
 
 
-def run_network(name: str, minutes: float, workdir: Path) -> dict:
-    """Train, predict and evaluate one network; return its figures (or the error)."""
+def run_network(name: str, minutes: float, workdir: Path, options: list[str] = ()) -> dict:
+    """Train, predict and evaluate one network (with more demo ``options``); return its
+    figures (or the error)."""
     output = workdir / name
     command = [sys.executable, "-m", "visprior.cli", "demo", "--model", name]
-    command += ["--minutes", str(minutes), "--output", str(output)]
+    command += ["--minutes", str(minutes), "--output", str(output), *options]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started

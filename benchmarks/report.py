@@ -9,6 +9,8 @@ from pathlib import Path
 from benchmarks.ggcam import ggcam_section
 from benchmarks.large_volume import large_volume_section
 from benchmarks.mtunet import mtunet_section
+from benchmarks.planning import planning_section
+from benchmarks.precision import precision_section
 from benchmarks.simplify import simplify_section
 
 ANALYSIS = Path(__file__).parent / "analysis.md"
@@ -288,6 +290,10 @@ def write_report(results: dict, path: Path) -> None:
         lines += [*simplify_section(results["simplify"]), ""]
     if results.get("large_volume"):
         lines += [*large_volume_section(results["large_volume"]), ""]
+    if results.get("planning"):
+        lines += [*planning_section(results["planning"]), ""]
+    if results.get("precision"):
+        lines += [*precision_section(results["precision"]), ""]
     errors = _errors(results)
     if errors:
         lines += ["## Failed cases", "", *errors, ""]

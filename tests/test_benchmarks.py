@@ -33,6 +33,8 @@ def test_quick_benchmarks_write_results(tmp_path):
         "## (f)",
         "## (g)",
         "## (h)",
+        "## (i)",
+        "## (j)",
     )
     for heading in headings:
         assert heading in report
@@ -44,6 +46,9 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
     assert "| 0 | 23,507,910 | " in report  # (g): the full ResNet50 CAM classifier
     assert "| control: round " in report
+    assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report
+    assert "| two-channel MRI (3 x " in report  # (i): a plan per generated dataset
+    assert "| demo, 0.05 min each: held-out mean Dice (iterations) |" in report  # (j)
 
 
 @pytest.mark.slow

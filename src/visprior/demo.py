@@ -43,6 +43,7 @@ class DemoConfig:
     roi: int = 48
     val_every: int = 250
     seed: int = 0
+    precision: str = "auto"  # "32", "bf16", "16-mixed"; auto: float32 on the CPU
 
 
 def _positive_int(text: str) -> int:
@@ -93,6 +94,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)"
+    )
+    demo.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=("auto", "32", "bf16", "16-mixed"),
+        help="training precision; auto: bf16 on CUDA, float32 on the CPU (default %(default)s)",
     )
 
 
@@ -179,6 +186,7 @@ def _train_config(config: DemoConfig, dataset: Path, run_dir: Path):
         lr=1e-3,
         lr_schedule="poly",
         seed=config.seed,
+        precision=config.precision,
         num_workers=0,
     )
     return train_config

@@ -1,0 +1,285 @@
+"""(i) Planning a new dataset: the fingerprint's time and peak memory on 50 generated CT-like
+cases of 256 x 256 x 200, and ``seg plan``'s spacing and patch beside nnU-Net v2's planner on
+three generated datasets (isotropic CT, anisotropic 0.7 x 0.7 x 5 mm CT, two-channel MRI).
+
+nnU-Net runs from its own virtual environment (``.venv-nnunet`` beside ``.venv``, with
+``nnunetv2==2.8.1`` from PyPI; created on the first run), since it brings many dependencies:
+``nnUNetv2_extract_fingerprint`` then ``nnUNetv2_plan_experiment`` (its default planner,
+which plans for an 8 GB GPU), so ``seg plan`` is run with ``--gpu-memory-gb 8``. Both tools
+read the same files; each runs in a fresh process, and its peak is the resident memory of
+the largest process of the job (nnU-Net's worker processes included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+NNUNET_VENV = REPO / ".venv-nnunet"
+NNUNET_VERSION = "2.8.1"
+FINGERPRINT_FULL = {"cases": 50, "shape": (256, 256, 200), "spacing": (0.8, 0.8, 1.5)}
+FINGERPRINT_QUICK = {"cases": 3, "shape": (48, 48, 32), "spacing": (0.8, 0.8, 1.5)}
+# name -> (cases, shape, channel names, spacing of case i)
+PLAN_DATASETS = {
+    "isotropic CT": (10, (160, 160, 128), ("CT",), lambda i: (1.0 + 0.05 * i,) * 3),
+    "anisotropic CT, 0.7 x 0.7 x 5 mm": (
+        10,
+        (288, 288, 28),
+        ("CT",),
+        lambda i: (0.7, 0.7, 4.0 + 0.25 * i),
+    ),
+    "two-channel MRI": (10, (144, 160, 128), ("T1", "T2"), lambda i: (1.0, 1.0, 1.2)),
+}
+PLAN_QUICK_SCALE = 4  # --quick: shapes divided by this, 3 cases
+
+
+def write_dataset(
+    root: Path, dataset_id: int, name: str, cases: int, shape, channels, spacing_of
+) -> Path:
+    """An nnU-Net v2 raw dataset: a body (soft tissue) with an organ of label 1 and a small
+    lesion of label 2 inside it, air around; int16 intensities, so that files stay small."""
+    import nibabel as nib
+
+    folder = root / f"Dataset{dataset_id:03d}_{name}"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(exist_ok=True)
+    rng = np.random.default_rng(dataset_id)
+    grid = np.ogrid[tuple(slice(0, s) for s in shape)]
+    centre = np.array(shape) / 2
+    for index in range(cases):
+        radii = np.array(shape) * rng.uniform(0.35, 0.45, 3)
+        body = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1
+        organ_centre = centre + rng.uniform(-0.1, 0.1, 3) * np.array(shape)
+        organ = (
+            sum(
+                ((g - c) / (0.15 * s)) ** 2
+                for g, c, s in zip(grid, organ_centre, shape, strict=True)
+            )
+            <= 1
+        )
+        label = np.zeros(shape, np.uint8)
+        label[organ] = 1
+        lesion = tuple(int(c) for c in organ_centre)
+        label[tuple(slice(c - 2, c + 2) for c in lesion)] = 2
+        affine = np.diag([*spacing_of(index), 1.0])
+        for channel, channel_name in enumerate(channels):
+            air = -1000 if channel_name == "CT" else 0
+            image = np.full(shape, air, np.int16)
+            image[body] = 40 + 200 * channel
+            image[organ] = 120 + 150 * channel
+            image[label == 2] = 200 + 100 * channel
+            image = image + rng.integers(-20, 21, shape, dtype=np.int16) * body
+            path = folder / "imagesTr" / f"case{index:03d}_{channel:04d}.nii.gz"
+            nib.save(nib.Nifti1Image(image.astype(np.int16), affine), path)
+        nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / f"case{index:03d}.nii.gz")
+    meta = {
+        "channel_names": {str(i): c for i, c in enumerate(channels)},
+        "labels": {"background": 0, "organ": 1, "lesion": 2},
+        "numTraining": cases,
+        "file_ending": ".nii.gz",
+    }
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def build_fingerprint(folder: str):
+    """For ``measure_in_subprocess``: one fingerprint of the dataset (timed once, no warm-up:
+    the files were just written, so both tools find them in the page cache)."""
+    from visprior.data import load_dataset
+    from visprior.seg.plan import extract_fingerprint
+
+    return (lambda: extract_fingerprint(load_dataset(folder))), (lambda: None)
+
+
+def ensure_nnunet() -> Path:
+    """The nnU-Net environment's bin folder, created with pip on the first run."""
+    binaries = NNUNET_VENV / "bin"
+    if not (binaries / "nnUNetv2_plan_experiment").is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(NNUNET_VENV)], check=True)
+        pip = [str(binaries / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, f"nnunetv2=={NNUNET_VERSION}"], check=True)
+    return binaries
+
+
+def timed_command(command: list[str], env: dict[str, str]) -> dict:
+    """Seconds and the peak resident memory (MiB) of the largest process of ``command``."""
+    probe = (
+        "import resource, subprocess, sys, time\n"
+        "start = time.perf_counter()\n"
+        "code = subprocess.run(sys.argv[1:]).returncode\n"
+        "seconds = time.perf_counter() - start\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(f'{code} {seconds} {peak}')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *command], env=env, capture_output=True, text=True
+    )
+    last = result.stdout.strip().splitlines()[-1].split()
+    code, seconds, peak = int(last[0]), float(last[1]), float(last[2])
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({code}):\n{result.stdout[-2000:]}")
+    return {"seconds": seconds, "peak_mib": peak}
+
+
+def _nnunet_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, sub in (
+        ("nnUNet_raw", "raw"),
+        ("nnUNet_preprocessed", "pre"),
+        ("nnUNet_results", "res"),
+    ):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        env[key] = str(root / sub)
+    return env
+
+
+def run_fingerprint(quick: bool, workdir: Path, log) -> dict:
+    from benchmarks.timing import measure_in_subprocess
+
+    settings = FINGERPRINT_QUICK if quick else FINGERPRINT_FULL
+    raw = workdir / "raw"
+    folder = write_dataset(
+        raw, 201, "Fingerprint", settings["cases"], settings["shape"], ("CT",),
+        lambda i: settings["spacing"],
+    )  # fmt: skip
+    log(f"(i) {settings['cases']} cases of {settings['shape']} written")
+    measured = measure_in_subprocess(build_fingerprint, str(folder), repeats=1)
+    row = {
+        **settings,
+        "visprior": {"seconds": measured.seconds, "peak_mib": measured.peak_mib},
+        "error": measured.error,
+    }
+    log(f"(i) visprior fingerprint: {measured.seconds:.1f} s, {measured.peak_mib:.0f} MiB")
+    if quick:  # the smoke test installs nothing
+        row["nnunet_error"] = "not run in quick mode"
+        return row
+    try:
+        binaries = ensure_nnunet()
+        env = _nnunet_env(workdir)
+        for processes in (1, 2):
+            command = [str(binaries / "nnUNetv2_extract_fingerprint"), "-d", "201",
+                       "-np", str(processes), "--clean"]  # fmt: skip
+            row[f"nnunet_np{processes}"] = timed_command(command, env)
+            log(f"(i) nnU-Net fingerprint -np {processes}: {row[f'nnunet_np{processes}']}")
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+        row["nnunet_error"] = str(error)[-500:]
+    return row
+
+
+def run_plans(quick: bool, workdir: Path, log) -> list[dict]:
+    from visprior.data import load_dataset
+    from visprior.seg.plan import extract_fingerprint, make_plan
+
+    rows = []
+    env = _nnunet_env(workdir)
+    binaries, failure = None, "not run in quick mode"
+    if not quick:
+        try:
+            binaries = ensure_nnunet()
+        except (OSError, subprocess.CalledProcessError) as error:
+            failure = str(error)
+    for number, (name, (cases, shape, channels, spacing_of)) in enumerate(PLAN_DATASETS.items()):
+        if quick:
+            cases, shape = 3, tuple(max(8, s // PLAN_QUICK_SCALE) for s in shape)
+        dataset_id = 211 + number
+        folder = write_dataset(
+            workdir / "raw", dataset_id, f"Plan{number}", cases, shape, channels, spacing_of
+        )
+        data = load_dataset(folder)
+        fingerprint = extract_fingerprint(data)
+        row = {"dataset": name, "cases": cases, "shape": list(shape)}
+        for model in ("repuxnet", "swinunetr"):
+            plan = make_plan(fingerprint, data, model, memory_gb=8.0)
+            row[model] = {
+                "spacing": [round(s, 4) for s in plan.spacing],
+                "patch": list(plan.roi_size),
+                "batch": plan.batch_size,
+                "memory_gb": plan.estimated_memory_gb,
+            }
+        if binaries is None:
+            row["nnunet_error"] = failure
+        else:
+            try:
+                for tool in ("nnUNetv2_extract_fingerprint", "nnUNetv2_plan_experiment"):
+                    command = [str(binaries / tool), "-d", str(dataset_id)]
+                    if tool.endswith("fingerprint"):
+                        command += ["-np", "2"]
+                    timed_command(command, env)
+                plans = workdir / "pre" / folder.name / "nnUNetPlans.json"
+                fullres = json.loads(plans.read_text())["configurations"]["3d_fullres"]
+                row["nnunet"] = {
+                    "spacing": [round(s, 4) for s in fullres["spacing"]],
+                    "patch": fullres["patch_size"],
+                    "batch": fullres["batch_size"],
+                }
+            except (OSError, RuntimeError, KeyError, ValueError) as error:
+                row["nnunet_error"] = str(error)[-500:]
+        rows.append(row)
+        log(f"(i) plans for {name}: {row}")
+    return rows
+
+
+def run(quick: bool, workdir: Path, log) -> dict:
+    started = time.perf_counter()
+    fingerprint = run_fingerprint(quick, workdir / "fingerprint", log)
+    plans = run_plans(quick, workdir / "plans", log)
+    return {
+        "fingerprint": fingerprint,
+        "plans": plans,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " x ".join(f"{v:g}" for v in value)
+    return str(value)
+
+
+def planning_section(results: dict) -> list[str]:
+    fingerprint, plans = results["fingerprint"], results["plans"]
+    shape = " x ".join(map(str, fingerprint["shape"]))
+    lines = [
+        "## (i) Planning a new dataset: fingerprint cost, and the plans beside nnU-Net v2's",
+        "",
+        f"Fingerprint of {fingerprint['cases']} generated CT-like cases of {shape} (int16, gzip):",
+        "",
+        "| tool | seconds | peak MiB (largest process) |",
+        "|---|---:|---:|",
+    ]
+    rows = [("visprior `seg plan` (fingerprint only, 1 process)", fingerprint.get("visprior"))]
+    rows += [
+        (f"nnU-Net `nnUNetv2_extract_fingerprint -np {n}`", fingerprint.get(f"nnunet_np{n}"))
+        for n in (1, 2)
+    ]
+    for name, row in rows:
+        if row:
+            lines.append(f"| {name} | {row['seconds']:.1f} | {row['peak_mib']:.0f} |")
+    if fingerprint.get("nnunet_error"):
+        lines.append(f"\nnnU-Net: `{fingerprint['nnunet_error'][-200:]}`")
+    lines += [
+        "",
+        "Plans at an 8 GB budget (`seg plan --gpu-memory-gb 8`; nnU-Net's default planner, "
+        "3d_fullres):",
+        "",
+        "| dataset | nnU-Net spacing | visprior spacing | nnU-Net patch, batch | "
+        "RepUX-Net patch, batch | SwinUNETR patch, batch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in plans:
+        nnunet = row.get("nnunet")
+        mine, swin = row["repuxnet"], row["swinunetr"]
+        lines.append(
+            f"| {row['dataset']} ({row['cases']} x {_fmt(row['shape'])}) | "
+            f"{_fmt(nnunet['spacing']) if nnunet else 'not run'} | {_fmt(mine['spacing'])} | "
+            f"{(_fmt(nnunet['patch']) + ', ' + str(nnunet['batch'])) if nnunet else '-'} | "
+            f"{_fmt(mine['patch'])}, {mine['batch']} | {_fmt(swin['patch'])}, {swin['batch']} |"
+        )
+    return lines

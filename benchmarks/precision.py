@@ -1,0 +1,121 @@
+"""(j) bfloat16 against float32 on this CPU: a paper-width RepUX-Net training step at 64^3, the
+160^3 sliding window (96^3 windows), and the demo task's held-out Dice at equal training time.
+
+bf16 runs through ``torch.autocast("cpu", torch.bfloat16)``, as ``--precision bf16`` does; the
+large-kernel FFT path computes in float32 inside it. The two precisions of a measurement run
+in separate fresh processes, one after the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from monai.inferers import sliding_window_inference
+
+import visprior
+from benchmarks import brain
+from benchmarks.networks import PAPER, QUICK, _model
+from visprior.engine.precision import autocast
+
+PRECISIONS = ("32", "bf16")
+CPU = torch.device("cpu")
+
+
+def build_training_step(precision: str, size: int, quick: bool):
+    """One AdamW step of RepUX-Net (BFR) with cross entropy, batch 1, under ``precision``."""
+    model = _model("repuxnet", quick).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    out_channels = (QUICK if quick else PAPER)["out_channels"]
+    x = torch.randn(1, 1, size, size, size)
+    y = torch.randint(0, out_channels, (1, size, size, size))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(precision, CPU):
+            logits = model(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        optimizer.step()
+
+    return step, None
+
+
+def build_inference(precision: str, volume: int, roi: int, quick: bool):
+    """The fused RepUX-Net's sliding window over one volume, under ``precision``."""
+    model = visprior.reparameterize_model(_model("repuxnet", quick)).eval()
+    x = torch.randn(1, 1, volume, volume, volume)
+
+    def network(window):
+        with autocast(precision, CPU):
+            return model(window).float()
+
+    def infer():
+        with torch.no_grad():
+            sliding_window_inference(x, roi, 1, network, overlap=0.25, mode="gaussian")
+
+    def warmup():
+        with torch.no_grad():
+            network(torch.randn(1, 1, roi, roi, roi))
+
+    return infer, warmup
+
+
+def run(quick: bool, repeats: int, minutes: float, workdir: Path, log) -> dict:
+    from benchmarks.timing import measure_in_subprocess
+
+    size = 32 if quick else 64
+    volume, roi = (64, 32) if quick else (160, 96)
+    results: dict = {"size": size, "volume": volume, "roi": roi, "minutes": minutes}
+    for precision in PRECISIONS:
+        step = measure_in_subprocess(build_training_step, precision, size, quick, repeats=repeats)
+        window = measure_in_subprocess(build_inference, precision, volume, roi, quick, repeats=1)
+        demo = brain.run_network(
+            "repuxnet", minutes, workdir / precision, ["--precision", precision]
+        )
+        results[precision] = {
+            "training_step": {"seconds": step.seconds, "peak_mib": step.peak_mib,
+                              "error": step.error},
+            "sliding_window": {"seconds": window.seconds, "peak_mib": window.peak_mib,
+                               "error": window.error},
+            "demo": demo,
+        }  # fmt: skip
+        log(
+            f"(j) {precision}: step {step.seconds:.2f} s, window {window.seconds:.1f} s, "
+            f"demo Dice {demo.get('mean_foreground_dice', float('nan')):.3f} "
+            f"({demo.get('iterations', 0)} iterations)"
+        )
+    return results
+
+
+def precision_section(results: dict) -> list[str]:
+    full, half = results["32"], results["bf16"]
+
+    def seconds(row: dict, key: str) -> float:
+        return row[key]["seconds"]
+
+    def ratio(key: str) -> str:
+        return f"{seconds(full, key) / seconds(half, key):.2f}x"
+
+    dice = {p: results[p]["demo"].get("mean_foreground_dice") for p in PRECISIONS}
+    iterations = {p: results[p]["demo"].get("iterations") for p in PRECISIONS}
+    size, volume, roi = results["size"], results["volume"], results["roi"]
+    lines = [
+        "## (j) bfloat16 against float32 on this CPU (RepUX-Net, paper widths)",
+        "",
+        "| measurement | float32 | bf16 autocast | float32 / bf16 |",
+        "|---|---:|---:|---:|",
+        f"| training step @ {size}^3, batch 1 (s) | {seconds(full, 'training_step'):.2f} | "
+        f"{seconds(half, 'training_step'):.2f} | {ratio('training_step')} |",
+        f"| sliding window {volume}^3, {roi}^3 windows (s) | "
+        f"{seconds(full, 'sliding_window'):.1f} | {seconds(half, 'sliding_window'):.1f} | "
+        f"{ratio('sliding_window')} |",
+        f"| peak MiB, training step | {full['training_step']['peak_mib']:.0f} | "
+        f"{half['training_step']['peak_mib']:.0f} | |",
+    ]
+    if all(v is not None for v in dice.values()):
+        lines.append(
+            f"| demo, {results['minutes']:g} min each: held-out mean Dice (iterations) | "
+            f"{dice['32']:.3f} ({iterations['32']}) | {dice['bf16']:.3f} ({iterations['bf16']}) "
+            f"| {dice['bf16'] - dice['32']:+.3f} Dice |"
+        )
+    return lines
