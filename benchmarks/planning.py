@@ -267,7 +267,10 @@ def planning_section(results: dict) -> list[str]:
     lines += [
         "",
         "Plans at an 8 GB budget (`seg plan --gpu-memory-gb 8`; nnU-Net's default planner, "
-        "3d_fullres):",
+        "3d_fullres). nnU-Net lists its axes in its array order (z, y, x), visprior in RAS "
+        "order (x, y, z). Each patch is for that tool's own network: nnU-Net's plain UNet "
+        "(32 features at full resolution), RepUX-Net at the paper's widths (48..384), "
+        "SwinUNETR at feature size 48.",
         "",
         "| dataset | nnU-Net spacing | visprior spacing | nnU-Net patch, batch | "
         "RepUX-Net patch, batch | SwinUNETR patch, batch |",

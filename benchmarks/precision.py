@@ -60,7 +60,7 @@ def build_inference(precision: str, volume: int, roi: int, quick: bool):
     return infer, warmup
 
 
-def run(quick: bool, repeats: int, minutes: float, workdir: Path, log) -> dict:
+def run(quick: bool, repeats: int, minutes: float, workdir: Path, log, seeds=(0, 1)) -> dict:
     from benchmarks.timing import measure_in_subprocess
 
     size = 32 if quick else 64
@@ -69,21 +69,24 @@ def run(quick: bool, repeats: int, minutes: float, workdir: Path, log) -> dict:
     for precision in PRECISIONS:
         step = measure_in_subprocess(build_training_step, precision, size, quick, repeats=repeats)
         window = measure_in_subprocess(build_inference, precision, volume, roi, quick, repeats=1)
-        demo = brain.run_network(
-            "repuxnet", minutes, workdir / precision, ["--precision", precision]
-        )
         results[precision] = {
             "training_step": {"seconds": step.seconds, "peak_mib": step.peak_mib,
                               "error": step.error},
             "sliding_window": {"seconds": window.seconds, "peak_mib": window.peak_mib,
                                "error": window.error},
-            "demo": demo,
+            "demo_seeds": {},
         }  # fmt: skip
-        log(
-            f"(j) {precision}: step {step.seconds:.2f} s, window {window.seconds:.1f} s, "
-            f"demo Dice {demo.get('mean_foreground_dice', float('nan')):.3f} "
-            f"({demo.get('iterations', 0)} iterations)"
-        )
+        log(f"(j) {precision}: step {step.seconds:.2f} s, window {window.seconds:.1f} s")
+    for seed in seeds:  # the precisions take turns, seed by seed
+        for precision in PRECISIONS:
+            options = ["--precision", precision, "--seed", str(seed)]
+            demo = brain.run_network("repuxnet", minutes, workdir / f"{precision}-{seed}", options)
+            results[precision]["demo_seeds"][str(seed)] = demo
+            log(
+                f"(j) {precision} seed {seed}: demo Dice "
+                f"{demo.get('mean_foreground_dice', float('nan')):.3f} "
+                f"({demo.get('iterations', 0)} iterations)"
+            )
     return results
 
 
@@ -96,8 +99,6 @@ def precision_section(results: dict) -> list[str]:
     def ratio(key: str) -> str:
         return f"{seconds(full, key) / seconds(half, key):.2f}x"
 
-    dice = {p: results[p]["demo"].get("mean_foreground_dice") for p in PRECISIONS}
-    iterations = {p: results[p]["demo"].get("iterations") for p in PRECISIONS}
     size, volume, roi = results["size"], results["volume"], results["roi"]
     lines = [
         "## (j) bfloat16 against float32 on this CPU (RepUX-Net, paper widths)",
@@ -112,10 +113,22 @@ def precision_section(results: dict) -> list[str]:
         f"| peak MiB, training step | {full['training_step']['peak_mib']:.0f} | "
         f"{half['training_step']['peak_mib']:.0f} | |",
     ]
-    if all(v is not None for v in dice.values()):
+    differences = []
+    for seed in sorted(full["demo_seeds"], key=int):
+        runs = [results[p]["demo_seeds"].get(seed, {}) for p in PRECISIONS]
+        if any(run.get("mean_foreground_dice") is None for run in runs):
+            continue
+        dice = [run["mean_foreground_dice"] for run in runs]
+        differences.append(dice[1] - dice[0])
         lines.append(
-            f"| demo, {results['minutes']:g} min each: held-out mean Dice (iterations) | "
-            f"{dice['32']:.3f} ({iterations['32']}) | {dice['bf16']:.3f} ({iterations['bf16']}) "
-            f"| {dice['bf16'] - dice['32']:+.3f} Dice |"
+            f"| demo, {results['minutes']:g} min each, seed {seed}: held-out mean Dice "
+            f"(iterations) | {dice[0]:.3f} ({runs[0]['iterations']}) | "
+            f"{dice[1]:.3f} ({runs[1]['iterations']}) | {dice[1] - dice[0]:+.3f} Dice |"
+        )
+    if len(differences) > 1:
+        lines.append(
+            f"| demo: mean difference over {len(differences)} seeds (min .. max) | | | "
+            f"{sum(differences) / len(differences):+.3f} ({min(differences):+.3f} .. "
+            f"{max(differences):+.3f}) |"
         )
     return lines

@@ -48,7 +48,8 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| control: round " in report
     assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report
     assert "| two-channel MRI (3 x " in report  # (i): a plan per generated dataset
-    assert "| demo, 0.05 min each: held-out mean Dice (iterations) |" in report  # (j)
+    assert "| demo, 0.05 min each, seed 1: held-out mean Dice (iterations) |" in report  # (j)
+    assert "| demo: mean difference over 2 seeds (min .. max) |" in report
 
 
 @pytest.mark.slow

@@ -81,3 +81,21 @@ def test_the_decision_is_found_from_the_run_or_its_checkpoint(tmp_path):
     (run / "postprocessing.json").write_text("{broken")
     with pytest.raises(ValueError, match="postprocessing.json: not a readable"):
         load_decision(run)
+
+
+def test_a_bilateral_label_on_disk_keeps_both_sides(tmp_path):
+    """Label files as a run's validation leaves them: class 2 is a left and a right structure
+    (two components in the truth), class 1 one organ predicted with a stray blob."""
+    import nibabel as nib
+
+    from visprior.seg.postprocess import decide_from_files
+
+    predictions, labels = [], []
+    for index in range(3):
+        predicted, truth = _case()
+        for kind, array, found in (("pred", predicted, predictions), ("true", truth, labels)):
+            path = tmp_path / f"{kind}{index}.nii.gz"
+            nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+            found.append(path)
+    decision = decide_from_files(predictions, labels, [1, 2], _keep)
+    assert decision["largest_component"] == [1] and decision["cases"] == 3
