@@ -8,6 +8,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 import visprior
+from visprior.engine.precision import autocast
 from visprior.layers.conv_algorithm import set_conv_algorithm
 
 PAPER = {"in_channels": 1, "out_channels": 5}
@@ -73,17 +74,22 @@ def build_alternating_steps(names: tuple[str, ...], size: int, quick: bool):
     return step, None
 
 
-def build_inference(name: str, volume: int, roi: int, quick: bool):
-    """Sliding-window inference (overlap 0.25, gaussian blending) of one volume."""
+def build_inference(name: str, volume: int, roi: int, quick: bool, precision: str = "32"):
+    """Sliding-window inference (overlap 0.25, gaussian blending) of one volume, the network
+    under ``precision``'s autocast."""
     model = visprior.reparameterize_model(_model(name, quick)).eval()
     x = torch.randn(1, 1, volume, volume, volume)
 
+    def network(window):
+        with autocast(precision, torch.device("cpu")):
+            return model(window).float()
+
     def infer():
         with torch.no_grad():
-            sliding_window_inference(x, roi, 1, model, overlap=0.25, mode="gaussian")
+            sliding_window_inference(x, roi, 1, network, overlap=0.25, mode="gaussian")
 
     def warmup():
         with torch.no_grad():
-            model(torch.randn(1, 1, roi, roi, roi))
+            network(torch.randn(1, 1, roi, roi, roi))
 
     return infer, warmup

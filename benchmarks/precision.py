@@ -11,10 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.inferers import sliding_window_inference
 
-import visprior
-from benchmarks import brain
+from benchmarks import brain, networks
 from benchmarks.networks import PAPER, QUICK, _model
 from visprior.engine.precision import autocast
 
@@ -40,26 +38,6 @@ def build_training_step(precision: str, size: int, quick: bool):
     return step, None
 
 
-def build_inference(precision: str, volume: int, roi: int, quick: bool):
-    """The fused RepUX-Net's sliding window over one volume, under ``precision``."""
-    model = visprior.reparameterize_model(_model("repuxnet", quick)).eval()
-    x = torch.randn(1, 1, volume, volume, volume)
-
-    def network(window):
-        with autocast(precision, CPU):
-            return model(window).float()
-
-    def infer():
-        with torch.no_grad():
-            sliding_window_inference(x, roi, 1, network, overlap=0.25, mode="gaussian")
-
-    def warmup():
-        with torch.no_grad():
-            network(torch.randn(1, 1, roi, roi, roi))
-
-    return infer, warmup
-
-
 def run(quick: bool, repeats: int, minutes: float, workdir: Path, log, seeds=(0, 1)) -> dict:
     from benchmarks.timing import measure_in_subprocess
 
@@ -68,7 +46,9 @@ def run(quick: bool, repeats: int, minutes: float, workdir: Path, log, seeds=(0,
     results: dict = {"size": size, "volume": volume, "roi": roi, "minutes": minutes}
     for precision in PRECISIONS:
         step = measure_in_subprocess(build_training_step, precision, size, quick, repeats=repeats)
-        window = measure_in_subprocess(build_inference, precision, volume, roi, quick, repeats=1)
+        window = measure_in_subprocess(
+            networks.build_inference, "repuxnet", volume, roi, quick, precision, repeats=1
+        )
         results[precision] = {
             "training_step": {"seconds": step.seconds, "peak_mib": step.peak_mib,
                               "error": step.error},
