@@ -42,8 +42,9 @@ def _model(name: str, quick: bool) -> torch.nn.Module:
     return visprior.get_model(name, **kwargs)
 
 
-def build_training_step(name: str, algorithm: str, size: int, quick: bool):
-    """One AdamW step with DiceCE-like cross entropy on a random crop, batch 1."""
+def build_training_step(name: str, algorithm: str, size: int, quick: bool, precision: str = "32"):
+    """One AdamW step with DiceCE-like cross entropy on a random crop, batch 1, the forward
+    under ``precision``'s autocast."""
     set_conv_algorithm(algorithm)
     model = _model(name, quick).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -53,7 +54,9 @@ def build_training_step(name: str, algorithm: str, size: int, quick: bool):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with autocast(precision, torch.device("cpu")):
+            logits = model(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
         optimizer.step()
 
     return step, None

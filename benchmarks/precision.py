@@ -10,32 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from benchmarks import brain, networks
-from benchmarks.networks import PAPER, QUICK, _model
-from visprior.engine.precision import autocast
 
 PRECISIONS = ("32", "bf16")
-CPU = torch.device("cpu")
-
-
-def build_training_step(precision: str, size: int, quick: bool):
-    """One AdamW step of RepUX-Net (BFR) with cross entropy, batch 1, under ``precision``."""
-    model = _model("repuxnet", quick).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    out_channels = (QUICK if quick else PAPER)["out_channels"]
-    x = torch.randn(1, 1, size, size, size)
-    y = torch.randint(0, out_channels, (1, size, size, size))
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(precision, CPU):
-            logits = model(x)
-        torch.nn.functional.cross_entropy(logits.float(), y).backward()
-        optimizer.step()
-
-    return step, None
 
 
 def run(quick: bool, repeats: int, minutes: float, workdir: Path, log, seeds=(0, 1)) -> dict:
@@ -45,7 +22,10 @@ def run(quick: bool, repeats: int, minutes: float, workdir: Path, log, seeds=(0,
     volume, roi = (64, 32) if quick else (160, 96)
     results: dict = {"size": size, "volume": volume, "roi": roi, "minutes": minutes}
     for precision in PRECISIONS:
-        step = measure_in_subprocess(build_training_step, precision, size, quick, repeats=repeats)
+        step = measure_in_subprocess(
+            networks.build_training_step, "repuxnet", "auto", size, quick, precision,
+            repeats=repeats,
+        )  # fmt: skip
         window = measure_in_subprocess(
             networks.build_inference, "repuxnet", volume, roi, quick, precision, repeats=1
         )

@@ -51,7 +51,7 @@ class CXRClassifier:
     config: CXRTrainConfig
     device: torch.device
     source: str
-    precision: str = "32"  # the network's autocast: "32", "bf16" or "16-mixed"
+    precision: str = "32"  # the network's autocast, resolved: "32", "bf16" or "16-mixed"
 
     @property
     def predicts_saliency(self) -> bool:
@@ -66,7 +66,7 @@ class CXRClassifier:
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and maps of a batch of (N, 1, S, S) images: the CAMs
         (N, K, h, w) of a CAM classifier, or MT-UNet's saliency probabilities (N, 1, S, S)."""
-        with autocast(resolve_precision(self.precision, self.device), self.device):
+        with autocast(self.precision, self.device):
             logits, maps = self.model(images.to(self.device))
         if self.predicts_saliency:
             maps = maps.float().exp()
@@ -93,6 +93,7 @@ def load_classifier(
     config = config_from_dict(CXRTrainConfig, state["config"], source=f"{path}: config")
     grid = tuple(int(v) for v in state["map_grid"])
     classes, size = list(state["classes"]), int(state["image_size"])
+    precision = resolve_precision(precision, device, amp=False)
     return CXRClassifier(model, classes, size, grid, config, device, str(path), precision)
 
 

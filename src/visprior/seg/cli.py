@@ -248,10 +248,10 @@ def _training_config(args: argparse.Namespace) -> SegTrainConfig:
     from visprior.seg.plan import PLAN_FILE, load_plan, plan_values, planned_keys
 
     config = train_config_from_args(SegTrainConfig, args)
-    plan_file = None if args.resume or args.no_plan else args.plan
-    if plan_file is None and not (args.resume or args.no_plan):
-        default = Path(config.dataset) / PLAN_FILE
-        plan_file = default if default.is_file() else None
+    if args.resume or args.no_plan:  # a resumed run's config.yaml holds its plan already
+        return config
+    default = Path(config.dataset) / PLAN_FILE
+    plan_file = args.plan or (default if default.is_file() else None)
     if plan_file is None:
         return config
     # the plan sits between the defaults and everything given

@@ -24,8 +24,7 @@ from visprior.engine.config import save_config
 from visprior.engine.distributed import is_main_process
 from visprior.fileio import write_json
 from visprior.seg.config import SegTrainConfig
-from visprior.seg.postprocess import DECISION_FILE, decide_from_files, save_decision
-from visprior.seg.predict import keep_largest_components
+from visprior.seg.postprocess import DECISION_FILE, decide_for_cases, save_decision
 from visprior.seg.train import train_segmentation
 
 __all__ = ["SUMMARY_FILE", "fold_runs", "train_folds"]
@@ -76,13 +75,7 @@ def merge_folds(config: SegTrainConfig, output: Path) -> dict[str, Any]:
         predictions += [run / "validation" / f"{name}.nii.gz" for name in names]
         labels += [by_name[name].label for name in names]
         folds.append({"fold": fold, "run": str(run), "validation_cases": len(names)})
-    num_classes = dataset.num_classes
-
-    def keep_largest(values, classes):
-        return keep_largest_components(values, num_classes, classes)
-
-    foreground = sorted(v for v in dataset.labels.values() if v)
-    decision = decide_from_files(predictions, labels, foreground, keep_largest)
+    decision = decide_for_cases(predictions, labels, dataset)
     save_decision(output, decision)
     names = {str(v): n for n, v in dataset.labels.items()}
     before = decision["dice_before"]

@@ -256,9 +256,7 @@ def target_spacing(fingerprint: DatasetFingerprint) -> tuple[tuple[float, float,
     says which rule was used."""
     spacings = fingerprint.spacings
     target = np.median(spacings, axis=0)
-    shape = np.median(
-        np.array([c.cropped_shape for c in fingerprint.cases]) * spacings / target, axis=0
-    )
+    shape = np.array(fingerprint.median_shape_at(target))
     coarse = int(np.argmax(target))
     others = [axis for axis in range(3) if axis != coarse]
     coarse_spacing = target[coarse] > ANISOTROPY * max(target[others])

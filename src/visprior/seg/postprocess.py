@@ -29,6 +29,7 @@ from visprior.seg.predict import keep_largest_components, load_predictor, save_n
 __all__ = [
     "DECISION_FILE",
     "choose_largest_component",
+    "decide_for_cases",
     "decide_for_run",
     "dice_per_class",
     "load_decision",
@@ -165,10 +166,21 @@ def decide_for_run(
         predictions.append(save_nifti(predicted, header, folder / f"{name}.nii.gz"))
         labels.append(case.label)
 
-    def keep_largest(values: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-        return keep_largest_components(values, predictor.num_classes, classes)
-
-    foreground = sorted(v for v in dataset.labels.values() if v)
-    decision = decide_from_files(predictions, labels, foreground, keep_largest)
+    decision = decide_for_cases(predictions, labels, dataset)
     save_decision(run_dir, decision)
     return decision
+
+
+def decide_for_cases(
+    predictions: Sequence[str | os.PathLike],
+    labels: Sequence[str | os.PathLike],
+    dataset: SegmentationDataset,
+) -> dict[str, Any]:
+    """:func:`decide_from_files` over ``dataset``'s foreground classes, the step being
+    :func:`~visprior.seg.predict.keep_largest_components`."""
+
+    def keep_largest(values: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        return keep_largest_components(values, dataset.num_classes, classes)
+
+    foreground = sorted(v for v in dataset.labels.values() if v)
+    return decide_from_files(predictions, labels, foreground, keep_largest)
