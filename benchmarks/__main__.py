@@ -5,6 +5,9 @@ python -m benchmarks --only speed     # (a)-(c) and the crossover (about 45 minu
 python -m benchmarks --only quality   # (d) equal training time on the brain task (about 55)
 python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic set (about 15)
 python -m benchmarks --only mtunet    # (f) MT-UNet vs single-task UNets, synthetic (about 10)
+python -m benchmarks --only gaze-ct   # (e2) + (f2) on radiographs rendered from a real CT
+python -m benchmarks --only ggcam-ct  # (e2) alone: gaze under a shortcut (--rhos 0.9 1.0)
+python -m benchmarks --only mtunet-ct # (f2) alone
 python -m benchmarks --only simplify  # (g) ResNet50 shrunk by kernel redundancy (about 30)
 python -m benchmarks --only large-volume  # (h) a whole 512 x 512 x 300 CT predicted on the CPU
 python -m benchmarks --only planning  # (i) fingerprint cost, plans beside nnU-Net's (about 15)
@@ -28,6 +31,7 @@ import torch
 from benchmarks import (
     brain,
     crossover,
+    gaze_ct,
     ggcam,
     large_kernel,
     large_volume,
@@ -167,6 +171,23 @@ def run_large_volume(quick: bool) -> dict:
     return {**settings, "rows": rows}
 
 
+def run_gaze_ct(args, results: dict) -> None:
+    """(e2) and (f2) on one rendered set per rho; new rows replace those of the same cell."""
+    with tempfile.TemporaryDirectory(prefix="visprior-gaze-ct-") as workdir:
+        settings = gaze_ct.SETTINGS_QUICK if args.quick else gaze_ct.SETTINGS_FULL
+        if args.rhos:
+            settings = {**settings, "rhos": tuple(args.rhos)}
+        sets = gaze_ct.RenderedSets(settings, Path(workdir))
+        if args.only != "mtunet-ct":
+            new = gaze_ct.run_ggcam_ct(settings, Path(workdir), _log, sets)
+            results["ggcam_ct"] = gaze_ct.merge(results.get("ggcam_ct"), new)
+            _log("(e2) done")
+        if args.only != "ggcam-ct":
+            new = gaze_ct.run_mtunet_ct(settings, Path(workdir), _log, sets)
+            results["mtunet_ct"] = gaze_ct.merge(results.get("mtunet_ct"), new)
+            _log("(f2) done")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -183,12 +204,22 @@ def main() -> None:
             "bfr-overhead",
             "ggcam",
             "mtunet",
+            "gaze-ct",
+            "ggcam-ct",
+            "mtunet-ct",
             "simplify",
             "large-volume",
             "planning",
             "precision",
         ),
         help="run one part",
+    )
+    parser.add_argument(
+        "--rhos",
+        nargs="+",
+        type=float,
+        metavar="RHO",
+        help="(e2) only these shortcut strengths; their rows replace earlier ones",
     )
     parser.add_argument(
         "--minutes",
@@ -218,6 +249,9 @@ def main() -> None:
         "quality",
         "ggcam",
         "mtunet",
+        "gaze-ct",
+        "ggcam-ct",
+        "mtunet-ct",
         "simplify",
         "large-volume",
         "planning",
@@ -240,6 +274,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="visprior-mtunet-") as workdir:
             results["mtunet"] = mtunet.run_mtunet(args.quick, Path(workdir))
         _log("(f) MT-UNet done")
+    if args.only in (None, "gaze-ct", "ggcam-ct", "mtunet-ct"):
+        run_gaze_ct(args, results)
     if args.only in (None, "simplify"):
         with tempfile.TemporaryDirectory(prefix="visprior-simplify-") as workdir:
             results["simplify"] = simplify.run_simplify(args.quick, Path(workdir))

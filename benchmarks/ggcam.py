@@ -64,9 +64,7 @@ def run_ggcam(quick: bool, workdir: Path) -> dict:
 
 
 def synthetic_config(settings: dict, workdir: Path, model: str, model_kwargs: dict):
-    """Write the synthetic set of ``settings`` into ``workdir``; the training config both CXR
-    benchmarks share (Adam 1e-3, plateau patience 3, batch 16, one gaze cache)."""
-    from visprior.cxr.config import CXRTrainConfig
+    """Write the synthetic set of ``settings`` into ``workdir``; its training config."""
     from visprior.cxr.synthetic import write_synthetic_egd
 
     with warnings.catch_warnings():
@@ -74,8 +72,16 @@ def synthetic_config(settings: dict, workdir: Path, model: str, model_kwargs: di
         data = write_synthetic_egd(
             workdir / "synthetic", settings["cases_per_class"], settings["size"], seed=0
         )
+    return recipe_config(settings, data, workdir / "cache", model, model_kwargs)
+
+
+def recipe_config(settings: dict, dataset: Path, cache: Path, model: str, model_kwargs: dict):
+    """The training config every CXR benchmark shares: Adam 1e-3, plateau patience 3, batch
+    16, gaze blurred by 1/25 of the image side, one gaze cache per dataset."""
+    from visprior.cxr.config import CXRTrainConfig
+
     return CXRTrainConfig(
-        dataset=str(data),
+        dataset=str(dataset),
         model=model,
         model_kwargs=model_kwargs,
         image_size=settings["size"],
@@ -84,7 +90,7 @@ def synthetic_config(settings: dict, workdir: Path, model: str, model_kwargs: di
         batch_size=16,
         lr=1e-3,
         plateau_patience=3,
-        cache_dir=str(workdir / "cache"),
+        cache_dir=str(cache),
     )
 
 

@@ -6,6 +6,7 @@ import math
 import statistics
 from pathlib import Path
 
+from benchmarks.gaze_ct import ggcam_ct_section, mtunet_ct_section
 from benchmarks.ggcam import ggcam_section
 from benchmarks.large_volume import large_volume_section
 from benchmarks.mtunet import mtunet_section
@@ -286,6 +287,10 @@ def write_report(results: dict, path: Path) -> None:
         lines += [*ggcam_section(results["ggcam"]), ""]
     if results.get("mtunet"):
         lines += [*mtunet_section(results["mtunet"]), ""]
+    if results.get("ggcam_ct"):
+        lines += ggcam_ct_section(results["ggcam_ct"])
+    if results.get("mtunet_ct"):
+        lines += mtunet_ct_section(results["mtunet_ct"])
     if results.get("simplify"):
         lines += [*simplify_section(results["simplify"]), ""]
     if results.get("large_volume"):

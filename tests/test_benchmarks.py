@@ -31,6 +31,8 @@ def test_quick_benchmarks_write_results(tmp_path):
         "## (d)",
         "## (e)",
         "## (f)",
+        "## (e2)",
+        "## (f2)",
         "## (g)",
         "## (h)",
         "## (i)",
@@ -44,6 +46,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
     assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
+    assert "| GG-CAM, finding mask as gaze | " in report and "rho = 1.0:" in report  # (e2)
     assert "| 0 | 23,507,910 | " in report  # (g): the full ResNet50 CAM classifier
     assert "| control: round " in report
     assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report

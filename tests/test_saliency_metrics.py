@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from visprior.metrics.saliency import (
+    EPS,
     auc_judd,
     correlation_coefficient,
     kl_divergence,
@@ -24,21 +25,45 @@ RIGHT[:, 2:] = 1.0
 UNIFORM = np.ones((4, 4))
 
 
+def _blob(shape: tuple[int, int], centre: tuple[float, float], sigma: float) -> np.ndarray:
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    return np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * sigma**2))
+
+
 def test_identical_maps():
-    # not exactly 0: EPS in g / (p + EPS) costs about EPS * pixels
-    assert kl_divergence(MAP, MAP) == pytest.approx(0.0, abs=1e-4)
+    assert kl_divergence(MAP, MAP) == pytest.approx(0.0, abs=1e-9)
     assert correlation_coefficient(MAP, MAP) == pytest.approx(1.0)
     assert similarity(MAP, MAP) == pytest.approx(1.0)
     # scale does not matter: maps are compared as distributions
-    assert kl_divergence(3 * MAP, MAP) == pytest.approx(0.0, abs=1e-4)
+    assert kl_divergence(3 * MAP, MAP) == pytest.approx(0.0, abs=1e-9)
     assert similarity(3 * MAP, MAP) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (224, 224), (512, 640)])
+def test_kl_of_a_map_with_itself_is_zero_at_any_size(shape):
+    # EPS biases it by about EPS * pixels; a coarse regulariser made that visible on big maps
+    noise = np.random.default_rng(1).random(shape) + 0.01
+    blob = _blob(shape, (shape[0] * 0.4, shape[1] * 0.6), sigma=shape[0] / 10)
+    assert kl_divergence(noise, noise) == pytest.approx(0.0, abs=1e-9)
+    assert kl_divergence(blob, blob) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kl_grows_as_the_prediction_misses_the_target():
+    target = _blob((64, 64), (32, 32), sigma=4)
+    scores = [
+        kl_divergence(_blob((64, 64), (32, 32 + shift), sigma=4), target) for shift in (0, 4, 12)
+    ]
+    assert scores[0] == pytest.approx(0.0, abs=1e-9)
+    assert 0 < scores[1] < scores[2]
+    # two Gaussians of one sigma: KL = d^2 / (2 sigma^2) while the grid holds both
+    assert scores[1] == pytest.approx(16 / 32, rel=1e-3)
 
 
 def test_disjoint_maps():
     assert similarity(LEFT, RIGHT) == 0.0
     assert correlation_coefficient(LEFT, RIGHT) == pytest.approx(-1.0)
     # KL: all of G's mass (1/8 per pixel) where P is 0 -> sum g log(EPS + g/EPS)
-    expected = 8 * (1 / 8) * math.log(1e-7 + (1 / 8) / 1e-7)
+    expected = 8 * (1 / 8) * math.log(EPS + (1 / 8) / EPS)
     assert kl_divergence(LEFT, RIGHT) == pytest.approx(expected, rel=1e-6)
 
 

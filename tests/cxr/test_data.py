@@ -231,6 +231,36 @@ def test_reflacx_reader_labels_by_highest_grade(tmp_path):
         read_reflacx(tmp_path / "reflacx", images, classes=["Atelectasis"])
 
 
+def test_train_fraction_keeps_a_share_of_each_class_and_leaves_the_test_part(tmp_path):
+    import dataclasses
+
+    from visprior.cxr.config import CXRTrainConfig
+    from visprior.cxr.data import GazeCase, GazeDataset, subsample_per_class
+    from visprior.cxr.train import _split
+
+    cases = [GazeCase(f"{k}-{i}", tmp_path, k) for k in range(3) for i in range(20)]
+    kept = subsample_per_class(cases, 0.25, seed=3)
+    assert [sum(c.label == k for c in kept) for k in range(3)] == [5, 5, 5]
+    assert [c.case_id for c in subsample_per_class(cases, 0.25, seed=3)] == [
+        c.case_id for c in kept
+    ]
+    assert {c.case_id for c in subsample_per_class(cases, 0.25, seed=4)} != {
+        c.case_id for c in kept
+    }
+    assert subsample_per_class(cases, 0.01, seed=0) and len(subsample_per_class(cases, 1.0)) == 60
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="train_fraction must lie in"):
+            subsample_per_class(cases, bad)
+    data = GazeDataset(["a", "b", "c"], cases)
+    config = CXRTrainConfig(dataset=str(tmp_path))
+    full = _split(config, data, tmp_path / "full")
+    (tmp_path / "small").mkdir()
+    small = _split(dataclasses.replace(config, train_fraction=0.5), data, tmp_path / "small")
+    ids = lambda part: [c.case_id for c in part]  # noqa: E731
+    assert len(small["train"]) == 21 and set(ids(small["train"])) <= set(ids(full["train"]))
+    assert ids(small["val"]) == ids(full["val"]) and ids(small["test"]) == ids(full["test"])
+
+
 def test_split_per_class_is_70_10_20_and_deterministic(tmp_path):
     from visprior.cxr.data import GazeCase
 

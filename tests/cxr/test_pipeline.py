@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.cxr.configs import small_cxr_config
 from visprior.cli import main
-from visprior.cxr.config import CXRTrainConfig
 from visprior.cxr.evaluate import evaluate_run, load_classifier, predict_images
 from visprior.cxr.metrics import classification_metrics, localisation_hit
 from visprior.cxr.synthetic import write_synthetic_egd
@@ -25,20 +25,7 @@ def synthetic(tmp_path_factory):
         return write_synthetic_egd(folder / "egd", cases_per_class=10, size=64, seed=0)
 
 
-def _config(dataset, output, **changes):
-    values = dict(
-        dataset=str(dataset),
-        output=str(output),
-        model="ggcam_resnet18",
-        image_size=64,
-        gaze_sigma_px=4.0,
-        epochs=2,
-        batch_size=8,
-        lr=1e-3,
-        num_workers=0,
-    )
-    values.update(changes)
-    return CXRTrainConfig(**values)
+_config = small_cxr_config
 
 
 def test_train_resume_evaluate_predict(synthetic, tmp_path):

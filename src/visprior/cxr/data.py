@@ -10,6 +10,7 @@ EGD-CXR (PhysioNet ``egd-cxr``) layout, with the MIMIC-CXR images elsewhere::
     egd-cxr/fixations.csv             DICOM_ID, X_ORIGINAL, Y_ORIGINAL, FPOGD (s), ...
     egd-cxr/eye_gaze.csv              the raw gaze samples, same coordinate columns
     egd-cxr/audio_segmentation_transcripts/<dicom_id>/heart.png, left_lung.png, right_lung.png
+                                      and finding.png where a generator drew the finding's mask
     mimic-cxr/<path from master_sheet> (DICOM), or <images>/<dicom_id>.dcm|.png|.jpg
 
 REFLACX layout::
@@ -44,11 +45,18 @@ __all__ = [
     "read_egd_cxr",
     "read_reflacx",
     "split_per_class",
+    "subsample_per_class",
 ]
 
 EGD_CLASSES = ("Normal", "CHF", "pneumonia")
+# Mask files per region, each read only where it exists. "finding" (the finding's own mask) is
+# written by data generators only; real EGD-CXR has none.
+EGD_MASKS = {
+    "heart": ("heart.png",),
+    "lungs": ("left_lung.png", "right_lung.png"),
+    "finding": ("finding.png",),
+}
 # Which anatomy a class's finding lies in, for the localisation score (GG-CAM's rule).
-EGD_MASKS = {"heart": ("heart.png",), "lungs": ("left_lung.png", "right_lung.png")}
 CLASS_REGION = {"CHF": "heart", "pneumonia": "lungs"}
 
 
@@ -66,7 +74,8 @@ class GazeCase:
         label: index into the dataset's classes.
         fixations: (N, 2) float array of (x, y) in original pixels, or ``None``.
         durations: (N,) fixation durations in seconds, or ``None`` (each counts once).
-        masks: region name (``"heart"``, ``"lungs"``) -> mask image files, united.
+        masks: region name (``"heart"``, ``"lungs"``, ``"finding"``) -> mask image files,
+            united; a region without files is left out.
         source: the file the fixations came from, for error messages.
         lines: each fixation's line in ``source``, for error messages.
     """
@@ -413,3 +422,24 @@ def _reflacx_fixations(path: Path) -> Fixations:
         values[index] = (x, y, start, end)
     lines = np.asarray([line for line, _ in rows], dtype=np.int64)
     return values[:, :2], values[:, 3] - values[:, 2], lines
+
+
+def subsample_per_class(
+    cases: Sequence[GazeCase], fraction: float, seed: int = 0
+) -> list[GazeCase]:
+    """``fraction`` of each class's cases (at least one), drawn with ``seed``, in their order.
+
+    Raises:
+        ValueError: a fraction outside (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train_fraction must lie in (0, 1], got {fraction}")
+    if fraction == 1:
+        return list(cases)
+    rng = np.random.default_rng(seed)
+    kept: set[int] = set()
+    for label in sorted({c.label for c in cases}):
+        members = [i for i, c in enumerate(cases) if c.label == label]
+        count = max(1, round(fraction * len(members)))
+        kept.update(members[i] for i in rng.permutation(len(members))[:count])
+    return [case for i, case in enumerate(cases) if i in kept]

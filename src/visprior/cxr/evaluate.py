@@ -1,10 +1,12 @@
 """``visprior cxr evaluate``: scores, CAMs and overlays of a trained run.
 
 ``evaluate`` scores a trained run on a part of its own split (the test part by default):
-macro and per-class one-vs-rest ROC-AUC, accuracy, the confusion matrix and the localisation
-hit rate, written as ``metrics.json`` and ``predictions.csv`` beside CAM overlay PNGs (image,
-true class's CAM, gaze map). Given a folder of ``seed_<n>`` runs, it scores each and reports
-the median AUC.
+macro, per-class and worst-class one-vs-rest ROC-AUC, accuracy, the confusion matrix and the
+localisation hit rate, written as ``metrics.json`` and ``predictions.csv`` beside CAM overlay
+PNGs (image, true class's CAM, gaze map). Where cases have a mask of their finding
+(``finding.png``, written by data generators), a CAM classifier is also scored against it: the
+pointing game and the IoU of the thresholded CAM. Given a folder of ``seed_<n>`` runs, it
+scores each and reports the medians.
 
 Prediction on radiograph files, and the classifier loader both use, are ``cxr/predict.py``'s
 (re-exported here).
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from visprior.cxr.dataset import GazeImageDataset, load_cxr_dataset
@@ -31,7 +35,13 @@ from visprior.cxr.predict import (
     save_cam_overlay,
 )
 from visprior.fileio import atomic_path, check_outputs, write_csv_rows, write_json
-from visprior.metrics.classification import classification_metrics, localisation_hit
+from visprior.metrics.classification import (
+    classification_metrics,
+    localisation_hit,
+    mask_iou,
+    pointing_hit,
+    threshold_map,
+)
 from visprior.metrics.saliency import (
     auc_judd,
     correlation_coefficient,
@@ -44,6 +54,7 @@ __all__ = [
     "CXRClassifier",
     "evaluate_run",
     "evaluate_seeds",
+    "finding_scores",
     "format_report",
     "load_classifier",
     "predict_images",
@@ -71,7 +82,10 @@ def evaluate_run(
         overwrite: replace an earlier evaluation's files (``--force``).
 
     Returns:
-        The metrics (also in ``metrics.json``), with ``hit_rate`` and ``hits_per_class``.
+        The metrics (also in ``metrics.json``): a CAM classifier's with ``hit_rate`` and
+        ``hits_per_class``, and where a case of the part has a finding mask,
+        ``finding_hit_rate``, ``finding_hits_per_class``, ``finding_iou`` and
+        ``finding_cases`` (see :func:`finding_scores`); MT-UNet's with ``saliency``.
     """
     run_dir = Path(run_dir)
     classifier = load_classifier(run_dir, device)
@@ -119,6 +133,7 @@ def evaluate_run(
         metrics["saliency"] = summary
     else:
         metrics.update(_localisation(tensors, cams, labels, classifier.classes))
+        metrics.update(finding_scores(tensors, cams, labels, classifier.classes))
     metrics.update({"part": part, "checkpoint": classifier.source})
 
     # Everything is computed: an error above leaves no file of this evaluation behind.
@@ -196,8 +211,48 @@ def _localisation(tensors, cams, labels, classes) -> dict[str, Any]:
     }
 
 
+def finding_scores(tensors, cams: np.ndarray, labels: np.ndarray, classes) -> dict[str, Any]:
+    """The true class's CAM against the finding mask, over the cases that have one (none: an
+    empty dict). Each CAM is upsampled bilinearly to the input size first (as the overlays
+    draw it).
+
+    - ``finding_hit_rate``: the pointing game, the CAM's peak inside the mask dilated by one
+      CAM cell (image_size / grid pixels: the CAM cannot point more finely than that);
+      ``finding_hits_per_class``: class -> [hits, cases].
+    - ``finding_iou``: the mean IoU of the CAM thresholded at half its range with the mask.
+    - ``finding_cases``: how many cases were scored.
+    """
+    hits: dict[str, list[bool]] = {}
+    overlaps = []
+    for index, item in enumerate(tensors):
+        if not item["has_finding"]:
+            continue
+        mask = item["finding"].numpy()
+        cam = cams[index, labels[index]]
+        upsampled = F.interpolate(
+            torch.as_tensor(cam, dtype=torch.float32)[None, None],
+            size=mask.shape,
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].numpy()
+        cell = max(mask.shape[0] / cam.shape[0], mask.shape[1] / cam.shape[1])
+        hit = pointing_hit(upsampled, mask, tolerance=cell)
+        hits.setdefault(classes[labels[index]], []).append(hit)
+        overlaps.append(mask_iou(threshold_map(upsampled, 0.5), mask))
+    if not overlaps:
+        return {}
+    every = [h for values in hits.values() for h in values]
+    return {
+        "finding_hit_rate": float(np.mean(every)),
+        "finding_hits_per_class": {k: [int(sum(v)), len(v)] for k, v in hits.items()},
+        "finding_iou": float(np.mean(overlaps)),
+        "finding_cases": len(overlaps),
+    }
+
+
 def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> dict[str, Any]:
-    """Evaluate every ``seed_<n>`` run under ``parent``; median and each run's AUC."""
+    """Evaluate every ``seed_<n>`` run under ``parent``; the medians over the runs of the
+    scores (those of the finding masks where a run has them) and each run's AUC."""
     runs = sorted(Path(parent).glob("seed_*/split.json"))
     if not runs:
         raise FileNotFoundError(f"{parent}: no seed_<n> run folders")
@@ -208,8 +263,14 @@ def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> 
         "median_auc": _median([r["auc"] for r in results.values()]),
         "median_accuracy": _median([r["accuracy"] for r in results.values()]),
         "median_hit_rate": _median([r.get("hit_rate", math.nan) for r in results.values()]),
+        "median_worst_class_auc": _median(
+            [r.get("worst_class_auc", math.nan) for r in results.values()]
+        ),
         "auc": {name: r["auc"] for name, r in results.items()},
     }
+    for score in ("finding_iou", "finding_hit_rate"):
+        if any(score in r for r in results.values()):
+            summary[f"median_{score}"] = _median([r.get(score, math.nan) for r in results.values()])
     if all("saliency" in r for r in results.values()):  # MT-UNet runs
         summary["median_saliency"] = {
             score: _median([r["saliency"][score]["mean"] for r in results.values()])
@@ -225,15 +286,24 @@ def _median(values: Sequence[float]) -> float:
 
 
 def format_report(metrics: dict[str, Any], classes: Sequence[str] | None = None) -> str:
-    """A short table: AUC per class and macro, accuracy, hit rate, confusion matrix."""
+    """A short table: AUC per class, macro and worst, accuracy, hit rate, the finding scores,
+    confusion matrix."""
     lines = [f"{'class':<24} {'AUC':>7}"]
     for name, auc in metrics["auc_per_class"].items():
         lines.append(f"{name:<24} {auc:>7.4f}")
     lines.append(f"{'macro':<24} {metrics['auc']:>7.4f}")
+    if "worst_class_auc" in metrics:
+        lines.append(f"{'worst class':<24} {metrics['worst_class_auc']:>7.4f}")
     accuracy = f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images"
     if "hit_rate" in metrics:
         accuracy += f"; localisation hit rate {metrics['hit_rate']:.4f}"
     lines.append(accuracy)
+    if "finding_iou" in metrics:
+        lines.append(
+            f"finding masks ({metrics['finding_cases']} images): pointing hit rate "
+            f"{metrics['finding_hit_rate']:.4f} (one CAM cell of tolerance), CAM IoU "
+            f"{metrics['finding_iou']:.4f}"
+        )
     saliency = metrics.get("saliency")
     if saliency:
         lines.append(f"saliency on {saliency['images']} images with gaze (mean / median):")

@@ -35,7 +35,7 @@ import numpy as np
 
 from visprior.cxr.data import EGD_CLASSES
 
-__all__ = ["SyntheticCase", "draw_case", "write_synthetic_egd"]
+__all__ = ["SyntheticCase", "draw_case", "prepare_synthetic_folder", "write_synthetic_egd"]
 
 NOTICE = (
     "SYNTHETIC DATA. These images were drawn by visprior.cxr.synthetic: cartoon thoraxes "
@@ -111,13 +111,8 @@ def write_synthetic_egd(
     from PIL import Image
 
     folder = Path(folder)
-    readme = folder / "README.txt"
-    earlier_set = readme.is_file() and readme.read_text().startswith("SYNTHETIC DATA")
-    if folder.exists() and any(folder.iterdir()) and not earlier_set:
-        raise FileExistsError(f"{folder}: not empty and not a synthetic set; use an empty folder")
-    warnings.warn(f"{folder}: writing SYNTHETIC chest X-rays (not real data)", stacklevel=2)
+    prepare_synthetic_folder(folder, NOTICE, "SYNTHETIC chest X-rays")
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    readme.write_text(NOTICE)
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(EGD_CLASSES)), cases_per_class)
     rng.shuffle(labels)
@@ -145,6 +140,26 @@ def write_synthetic_egd(
         writer.writerow(["DICOM_ID", "X_ORIGINAL", "Y_ORIGINAL", "FPOGD"])
         writer.writerows(fixations)
     return folder
+
+
+# The first words of every notice a generated set's README.txt starts with.
+_GENERATED_SET_PREFIXES = ("SYNTHETIC DATA", "SEMI-SYNTHETIC DATA")
+
+
+def prepare_synthetic_folder(folder: Path, notice: str, what: str) -> None:
+    """Check that ``folder`` is empty or an earlier generated set, warn that ``what`` (not real
+    data) is being written, and write the set's ``README.txt``.
+
+    Raises:
+        FileExistsError: a non-empty folder that no generator wrote; nothing is touched.
+    """
+    readme = folder / "README.txt"
+    earlier_set = readme.is_file() and readme.read_text().startswith(_GENERATED_SET_PREFIXES)
+    if folder.exists() and any(folder.iterdir()) and not earlier_set:
+        raise FileExistsError(f"{folder}: not empty and not a synthetic set; use an empty folder")
+    warnings.warn(f"{folder}: writing {what} (not real data)", stacklevel=3)
+    folder.mkdir(parents=True, exist_ok=True)
+    readme.write_text(notice)
 
 
 def _ellipse(rows, cols, r0, c0, half_height, half_width) -> np.ndarray:

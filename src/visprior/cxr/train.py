@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from visprior.checkpoint_io import load_checkpoint
 from visprior.cxr.config import CXRTrainConfig
-from visprior.cxr.data import GazeDataset, split_per_class
+from visprior.cxr.data import GazeDataset, split_per_class, subsample_per_class
 from visprior.cxr.dataset import GazeImageDataset, load_cxr_dataset, load_image, output_grid
 from visprior.cxr.loss import gaze_guided_loss, multitask_loss
 from visprior.engine.config import config_to_dict, save_config
@@ -138,8 +138,18 @@ def train_cxr(
     Writes into ``config.output``: ``config.yaml``, ``split.json`` (case ids of the training,
     validation and test parts), ``checkpoints/best.pt`` and ``last.pt``, ``metrics.csv``,
     ``tensorboard/`` and ``curves.png``. Gaze maps are cached in ``config.cache_dir``
-    (default ``<output>/cache``).
+    (default ``<output>/cache``); ``config.gaze_source`` replaces the training part's (shuffled
+    ones are the cached maps dealt out again, mask ones are not cached).
+
+    Raises:
+        ValueError: a ``gaze_source`` other than "fixations" for a run that does not train on
+            gaze.
     """
+    if config.gaze_source != "fixations" and not _needs_gaze(config):
+        raise ValueError(
+            f"gaze_source={config.gaze_source} changes the training gaze, but this run does "
+            "not train on gaze (use_gaze=false, or MT-UNet with tasks=classification)"
+        )
     run_dir = Path(config.output)
     device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
 
@@ -179,6 +189,9 @@ def train_cxr(
             config.gaze_sigma_px,
             cache,
             need_gaze=name == "train" and _needs_gaze(config),
+            # only the training part's gaze is replaced: validation scores the real gaze
+            gaze_source=config.gaze_source if name == "train" else "fixations",
+            shuffle_seed=config.seed,
         )
         for name in ("train", "val")
     )
@@ -241,6 +254,7 @@ def _split(config: CXRTrainConfig, dataset: GazeDataset, run_dir: Path) -> dict[
             raise ValueError(f"{path}: case(s) no longer in the dataset: {', '.join(missing[:5])}")
         return {name: [by_id[i] for i in ids] for name, ids in saved.items()}
     train, val, test = split_per_class(dataset.cases, tuple(config.split), config.split_seed)
+    train = subsample_per_class(train, config.train_fraction, config.split_seed)
     if not train or not val:
         raise ValueError(
             f"{config.dataset}: too few cases for a training and a validation part "

@@ -27,7 +27,10 @@ __all__ = [
     "similarity",
 ]
 
-EPS = 1e-7  # the benchmark's regulariser inside KL's logarithm
+# The regulariser inside KL's logarithm: machine epsilon, as the MIT benchmark's code uses. It
+# biases KL of a map with itself by about -EPS * pixels; the 1e-7 used before gave -0.03 at
+# 512 x 640, where the answer is 0.
+EPS = float(np.finfo(np.float64).eps)
 
 
 def _as_distribution(values: np.ndarray, name: str, allow_zero: bool) -> np.ndarray:
@@ -59,9 +62,11 @@ def _same_shape(prediction: np.ndarray, target: np.ndarray) -> None:
 
 
 def kl_divergence(prediction, target) -> float:
-    """KL(G || P) = sum_i G_i log(EPS + G_i / (P_i + EPS)), both maps scaled to sum 1.
+    """KL(G || P) = sum_i G_i log(EPS + G_i / (P_i + EPS)), both maps scaled to sum 1,
+    with ``EPS`` machine epsilon (about 2.2e-16).
 
-    0 for identical maps; grows as the prediction misses where the target has mass.
+    0 for identical maps (within about EPS * pixels); grows as the prediction misses where
+    the target has mass.
     """
     _same_shape(prediction, target)
     p = _as_distribution(prediction, "prediction", allow_zero=True)

