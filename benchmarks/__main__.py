@@ -179,7 +179,8 @@ def run_gaze_ct(args, results: dict) -> None:
             settings = {**settings, "rhos": tuple(args.rhos)}
         sets = gaze_ct.RenderedSets(settings, Path(workdir))
         if args.only != "mtunet-ct":
-            new = gaze_ct.run_ggcam_ct(settings, Path(workdir), _log, sets)
+            figure = args.out / "gaze_ct.png"
+            new = gaze_ct.run_ggcam_ct(settings, Path(workdir), _log, sets, figure)
             results["ggcam_ct"] = gaze_ct.merge(results.get("ggcam_ct"), new)
             _log("(e2) done")
         if args.only != "ggcam-ct":

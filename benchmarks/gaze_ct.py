@@ -29,7 +29,7 @@ from benchmarks.ggcam import fmt_score, recipe_config
 SETTINGS_FULL = {
     "cases_per_class": 100,
     "size": 128,
-    "difficulty": 0.5,
+    "difficulty": 0.7,
     "epochs": 12,
     "seeds": 3,
     "rhos": (0.9, 1.0),
@@ -128,7 +128,9 @@ def _train_cell(config, seeds: int) -> tuple[list[dict], float, list[int]]:
     return scores, minutes, [r.iteration for r in results]
 
 
-def run_ggcam_ct(settings: dict, workdir: Path, log, sets: RenderedSets) -> dict:
+def run_ggcam_ct(
+    settings: dict, workdir: Path, log, sets: RenderedSets, figure: Path | None = None
+) -> dict:
     """(e2): every variant at every rho, then the data-efficiency table."""
     rows = []
     cells = [(rho, 1.0, VARIANTS) for rho in settings["rhos"]]
@@ -171,11 +173,84 @@ def run_ggcam_ct(settings: dict, workdir: Path, log, sets: RenderedSets) -> dict
                 f"{_median([s['iid']['auc'] for s in scores]):.3f}, moved "
                 f"{_median([s['marker_moved']['auc'] for s in scores]):.3f} ({minutes:.1f} min)"
             )
+    rho = max(settings["rhos"])
+    runs = [workdir / f"e2_rho{rho}_f1.0_{name}" / "seed_0" for name in ("plain", "fixations")]
+    if figure is not None and all((run / "split.json").is_file() for run in runs):
+        write_figure(runs, sets.folder(rho) / "test_sets" / "marker_moved", figure)
     return {
         "settings": {**settings, "rhos": list(settings["rhos"])},
         "seconds_per_image": sets.seconds_per_image,
         "rows": rows,
     }
+
+
+def write_figure(runs: list[Path], shifted: Path, path: Path) -> None:
+    """Two test films of the marker-moved set (a pneumonia without the marker, a Normal with
+    it): the film with its masks, the gaze map, and the pneumonia CAM of each run."""
+    import csv
+    import json
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from visprior.cxr.data import EGD_CLASSES, read_egd_cxr
+    from visprior.cxr.dataset import load_image
+    from visprior.cxr.gaze import gaze_heatmap
+    from visprior.cxr.io import read_cxr
+    from visprior.cxr.predict import load_classifier
+
+    classifiers = [load_classifier(run) for run in runs]
+    size = classifiers[0].image_size
+    test_ids = set(json.loads((runs[0] / "split.json").read_text())["test"])
+    cases = [c for c in read_egd_cxr(shifted).cases if c.case_id in test_ids]
+    with open(shifted / "master_sheet.csv", newline="") as handle:
+        marked = {row["dicom_id"]: row["marker"] == "1" for row in csv.DictReader(handle)}
+    pneumonia = EGD_CLASSES.index("pneumonia")
+    wanted = ((pneumonia, False), (EGD_CLASSES.index("Normal"), True))
+    chosen = [
+        next((c for c in cases if c.label == label and marked[c.case_id] == mark), None)
+        for label, mark in wanted
+    ]
+    chosen = [case for case in chosen if case is not None]
+    if not chosen:
+        return
+    figure = Figure(figsize=(12, 3.2 * len(chosen)), layout="constrained")
+    axes = np.asarray(figure.subplots(len(chosen), 2 + len(runs))).reshape(len(chosen), -1)
+    names = ["no gaze", "GG-CAM"]
+    outlines = (("heart", "red"), ("left_lung", "lime"), ("right_lung", "cyan"))
+    for row, case in enumerate(chosen):
+        film = read_cxr(case.image)
+        marker = ", marker" if marked[case.case_id] else ""
+        axes[row, 0].imshow(film, cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].set_title(f"{EGD_CLASSES[case.label]}{marker}: film, masks", fontsize=9)
+        mask_dir = shifted / "audio_segmentation_transcripts" / case.case_id
+        for name, colour in (*outlines, ("finding", "yellow")):
+            if (mask_dir / f"{name}.png").is_file():
+                mask = np.asarray(Image.open(mask_dir / f"{name}.png")) > 0
+                axes[row, 0].contour(mask, [0.5], colors=colour, linewidths=0.8)
+        gaze = gaze_heatmap(case.fixations, film.shape, film.shape[0] / 25, None, case.durations)
+        axes[row, 1].imshow(film, cmap="gray", vmin=0, vmax=1)
+        axes[row, 1].imshow(gaze, cmap="jet", alpha=0.45)
+        axes[row, 1].set_title("simulated gaze", fontsize=9)
+        image = load_image(case.image, size)
+        for column, (classifier, name) in enumerate(zip(classifiers, names, strict=True), 2):
+            probabilities, cams = classifier(image[None])
+            cam = F.interpolate(
+                torch.from_numpy(cams[:, pneumonia : pneumonia + 1]),
+                size=film.shape,
+                mode="bilinear",
+            )[0, 0].numpy()
+            axes[row, column].imshow(film, cmap="gray", vmin=0, vmax=1)
+            axes[row, column].imshow(cam, cmap="jet", alpha=0.45)
+            axes[row, column].set_title(
+                f"pneumonia CAM, {name}: p = {probabilities[0, pneumonia]:.2f}", fontsize=9
+            )
+    for axis in axes.flat:
+        axis.set_axis_off()
+    figure.savefig(path, dpi=80)
 
 
 def run_mtunet_ct(settings: dict, workdir: Path, log, sets: RenderedSets) -> dict:

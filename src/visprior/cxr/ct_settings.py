@@ -54,7 +54,9 @@ class RenderSettings:
 
     size: int = 256
     spacing_mm: float = 2.0  # the CT's working grid
-    difficulty: float = 0.5  # 0 obvious findings, 1 barely visible (FindingSettings.at)
+    # 0 obvious findings, 1 barely visible (FindingSettings.at); at 0.7 a ResNet18 CAM
+    # classifier scored a test AUC of 0.83 on 300 images at 128 px, 0.93 at 0.5
+    difficulty: float = 0.7
     marker: str = "portable"  # a MARKERS entry
     marker_class: str = "pneumonia"
     rho: float = 0.9  # P(marker | marker_class) in the set; P(marker | other) = 1 - rho
