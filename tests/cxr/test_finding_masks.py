@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.cxr.configs import small_cxr_config
+from visprior.cli import main
 from visprior.cxr import train as train_module
 from visprior.cxr.config import CXRTrainConfig
 from visprior.cxr.data import GazeDataError, read_egd_cxr
@@ -268,7 +269,7 @@ def test_finding_scores_on_known_cams():
     assert finding_scores([_item(None)], cams[:1], labels[:1], ["a", "b"]) == {}
 
 
-def test_evaluate_scores_findings_where_the_masks_are(egd, tmp_path):
+def test_evaluate_scores_findings_where_the_masks_are(egd, tmp_path, capsys):
     parent = tmp_path / "seeds"
     train_seeds(_config(egd, parent), 2)
     metrics = evaluate_run(parent / "seed_0", overlays=0)
@@ -297,3 +298,12 @@ def test_evaluate_scores_findings_where_the_masks_are(egd, tmp_path):
     assert not any(key.startswith("finding") for key in without)
     assert without["auc"] == pytest.approx(metrics["auc"])
     assert "finding masks" not in format_report(without)
+
+    # the command line: the seeds on another set, scored into a folder of their own
+    earlier = (parent / "seeds_test.json").read_text()
+    out = tmp_path / "elsewhere"
+    assert main(["cxr", "evaluate", str(parent), "--dataset", str(egd), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "worst-class AUC" in printed and "median on the finding masks: pointing" in printed
+    assert (out / "seed_0" / "metrics.json").is_file() and (out / "seeds_test.json").is_file()
+    assert (parent / "seeds_test.json").read_text() == earlier

@@ -120,7 +120,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--overlays", type=int, default=8, help="map overlay PNGs to draw (default %(default)s)"
     )
     evaluate.add_argument(
-        "--dataset", help="where the dataset is now, if it moved (default: the run's)"
+        "--dataset",
+        help="where the dataset is now, or another set with the same ids, e.g. a shifted test "
+        "set (default: the run's)",
+    )
+    evaluate.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="folder for the scores (default RUN/evaluation/PART; for a folder of seed runs, "
+        "each run's own, and the summary in RUN)",
     )
     evaluate.add_argument(
         "--images-root", help="where the images are now, if they moved (default: the run's)"
@@ -214,6 +223,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "images_root": args.images_root,
         "device": args.device,
         "overwrite": args.overwrite,
+        "out_dir": args.output,
     }
     if not (args.run / "split.json").is_file() and any(args.run.glob("seed_*")):
         summary = evaluate_seeds(args.run, args.part, **options)
@@ -221,8 +231,14 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"{name}: macro AUC {auc:.4f}")
         print(
             f"median over {summary['runs']} runs: AUC {summary['median_auc']:.4f}, accuracy "
-            f"{summary['median_accuracy']:.4f}, hit rate {summary['median_hit_rate']:.4f}"
+            f"{summary['median_accuracy']:.4f}, hit rate {summary['median_hit_rate']:.4f}, "
+            f"worst-class AUC {summary['median_worst_class_auc']:.4f}"
         )
+        if "median_finding_iou" in summary:
+            print(
+                f"median on the finding masks: pointing {summary['median_finding_hit_rate']:.4f},"
+                f" IoU {summary['median_finding_iou']:.4f}"
+            )
         for score, value in summary.get("median_saliency", {}).items():
             print(f"median {score}: {value:.4f}")
         return 0

@@ -196,7 +196,7 @@ def render_case(
         name: peak[index].numpy() >= 0.5
         for index, name in enumerate(("heart", "left_lung", "right_lung", "finding"), start=1)
     }
-    fixations, durations = simulate_reading(masks, label, settings, rng)
+    fixations, durations = simulate_reading(masks, settings, rng)
     return RenderedCase(image, label, masks, fixations, durations, finding.description, pose)
 
 
@@ -232,28 +232,28 @@ def expose(
 
 
 def simulate_reading(
-    masks: dict[str, np.ndarray], label: int, settings: RenderSettings, rng: np.random.Generator
+    masks: dict[str, np.ndarray], settings: RenderSettings, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fixations (x, y) in pixels and durations in s: a search over both lungs (alternating
     sides), then a dwell on the finding, or more search on a Normal film."""
     size = settings.size
-    points, durations = [], []
+    everywhere = np.argwhere(np.ones((size, size), bool))
     sides = [np.argwhere(masks["right_lung"]), np.argwhere(masks["left_lung"])]
-    searches = int(rng.integers(8, 14))
-    for index in range(searches):
-        cells = sides[index % 2] if len(sides[index % 2]) else np.argwhere(np.ones((size, size)))
-        points.append(cells[rng.integers(len(cells))])
-        durations.append(rng.uniform(0.12, 0.35))
+    sides = [cells if len(cells) else everywhere for cells in sides]
     dwell = np.argwhere(masks["finding"])
-    dwells = int(rng.integers(6, 12))
-    for index in range(dwells):
+    points, durations = [], []
+
+    def fixate(cells: np.ndarray, shortest: float, longest: float) -> None:
+        points.append(cells[rng.integers(len(cells))])
+        durations.append(rng.uniform(shortest, longest))
+
+    for index in range(int(rng.integers(8, 14))):
+        fixate(sides[index % 2], 0.12, 0.35)
+    for index in range(int(rng.integers(6, 12))):
         if len(dwell):
-            points.append(dwell[rng.integers(len(dwell))])
-            durations.append(rng.uniform(0.3, 0.9))
-        else:  # a Normal film: a longer search of both lungs
-            cells = sides[index % 2] if len(sides[index % 2]) else np.argwhere(np.ones((size,) * 2))
-            points.append(cells[rng.integers(len(cells))])
-            durations.append(rng.uniform(0.12, 0.35))
+            fixate(dwell, 0.3, 0.9)
+        else:  # a Normal film: the search goes on
+            fixate(sides[index % 2], 0.12, 0.35)
     rows_cols = np.asarray(points, np.float64) + 0.5
     rows_cols += rng.normal(0.0, settings.gaze_noise * size, rows_cols.shape)
     rows_cols = np.clip(rows_cols, 0.0, size - 1e-3)

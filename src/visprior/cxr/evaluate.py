@@ -250,14 +250,29 @@ def finding_scores(tensors, cams: np.ndarray, labels: np.ndarray, classes) -> di
     }
 
 
-def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> dict[str, Any]:
+def evaluate_seeds(
+    parent: str | os.PathLike,
+    part: str = "test",
+    out_dir: str | os.PathLike | None = None,
+    **options,
+) -> dict[str, Any]:
     """Evaluate every ``seed_<n>`` run under ``parent``; the medians over the runs of the
-    scores (those of the finding masks where a run has them) and each run's AUC."""
+    scores (those of the finding masks where a run has them) and each run's AUC.
+
+    ``out_dir``: where to write (each run's scores in ``<out_dir>/seed_<n>``, the summary
+    beside them); default each run's own folder and ``parent``.
+    """
     runs = sorted(Path(parent).glob("seed_*/split.json"))
     if not runs:
         raise FileNotFoundError(f"{parent}: no seed_<n> run folders")
-    check_outputs([Path(parent) / f"seeds_{part}.json"], overwrite=options.get("overwrite", False))
-    results = {p.parent.name: evaluate_run(p.parent, part, **options) for p in runs}
+    summary_dir = Path(out_dir) if out_dir else Path(parent)
+    check_outputs([summary_dir / f"seeds_{part}.json"], overwrite=options.get("overwrite", False))
+    results = {
+        p.parent.name: evaluate_run(
+            p.parent, part, out_dir=Path(out_dir) / p.parent.name if out_dir else None, **options
+        )
+        for p in runs
+    }
     summary = {
         "runs": len(results),
         "median_auc": _median([r["auc"] for r in results.values()]),
@@ -276,7 +291,7 @@ def evaluate_seeds(parent: str | os.PathLike, part: str = "test", **options) -> 
             score: _median([r["saliency"][score]["mean"] for r in results.values()])
             for score in SALIENCY_METRICS
         }
-    write_json(Path(parent) / f"seeds_{part}.json", summary)
+    write_json(summary_dir / f"seeds_{part}.json", summary)
     return summary
 
 
