@@ -115,29 +115,76 @@ def _score_run(run: Path, dataset: Path) -> dict[str, dict]:
         scores[name] = {key: metrics.get(key, math.nan) for key in SCORES}
         scores[name]["hit_rate"] = metrics.get("hit_rate", math.nan)
     scores["marker_effect"] = marker_effect(run, dataset)
+    scores["marker_cam_rise"] = marker_cam_rise(run, dataset)
     return scores
+
+
+def marker_cam_rise(run: Path, dataset: Path, marker_class: str = "pneumonia") -> dict:
+    """Where the marker acts on the marker class's CAM: over the test films that carry it, the
+    CAM with the marker minus the CAM of the same film without it, per cell; its mean, and
+    the share of the rise in the cells the marker covers (their share of the grid if the
+    rise were uniform)."""
+    import csv
+    import json
+
+    import torch
+    import torch.nn.functional as F
+
+    from visprior.cxr.data import EGD_CLASSES
+    from visprior.cxr.dataset import load_image
+    from visprior.cxr.predict import load_classifier
+
+    classifier = load_classifier(run)
+    test = json.loads((run / "split.json").read_text())["test"]
+    with open(dataset / "master_sheet.csv", newline="") as handle:
+        marked = [r["dicom_id"] for r in csv.DictReader(handle) if r["marker"] == "1"]
+    marked = [case for case in test if case in set(marked)]
+    if not marked:
+        return {}
+    size = classifier.image_size
+
+    def films(folder: Path) -> torch.Tensor:
+        return torch.stack([load_image(folder / "images" / f"{case}.png", size) for case in marked])
+
+    with_marker, without = films(dataset), films(dataset / "test_sets" / "marker_removed")
+    index = EGD_CLASSES.index(marker_class)
+    rise = (classifier(with_marker)[1][:, index] - classifier(without)[1][:, index]).mean(0)
+    # the cells the marker's pixels fall in
+    drawn = (with_marker - without).abs().amax(0, keepdim=True) > 0
+    covered = F.adaptive_max_pool2d(drawn.float(), rise.shape)[0, 0].numpy() > 0
+    return {
+        "mean_per_cell": float(rise.mean()),
+        "share_in_marker_cells": float(rise[covered].sum() / rise.sum()),
+        "marker_cells_share_of_grid": float(covered.mean()),
+    }
 
 
 def marker_effect(run: Path, dataset: Path, marker_class: str = "pneumonia") -> dict:
     """What the marker alone does to a run's p(marker class): on each test film that carries
-    it in the i.i.d. set, p with the marker minus p of the same film without it (the
-    marker-removed set), split by whether the film is of the marker's class."""
+    it in the i.i.d. or the marker-moved set, p with the marker minus p of the same film
+    without it (the marker-removed set), averaged over the films of the marker's class and
+    over the others'."""
     import csv
 
     def read(path: Path, key: str, column: str) -> dict[str, str]:
         with open(path, newline="") as handle:
             return {row[key]: row[column] for row in csv.DictReader(handle)}
 
-    iid, removed = (run / "evaluation" / name / "predictions.csv" for name in TEST_SETS[:2])
-    with_marker = read(iid, "case", f"p_{marker_class}")
-    without = read(removed, "case", f"p_{marker_class}")
-    true = read(iid, "case", "true")
-    marked = read(dataset / "master_sheet.csv", "dicom_id", "marker")
+    def predictions(name: str, column: str) -> dict[str, str]:
+        return read(run / "evaluation" / name / "predictions.csv", "case", column)
+
+    without = predictions("marker_removed", f"p_{marker_class}")
+    true = predictions("iid", "true")
     effects: dict[str, list[float]] = {"own_class": [], "other_classes": []}
-    for case, p in with_marker.items():
-        if marked[case] == "1":
-            group = "own_class" if true[case] == marker_class else "other_classes"
-            effects[group].append(float(p) - float(without[case]))
+    for test_set, folder in (
+        ("iid", dataset),
+        ("marker_moved", dataset / "test_sets" / "marker_moved"),
+    ):
+        marked = read(folder / "master_sheet.csv", "dicom_id", "marker")
+        for case, p in predictions(test_set, f"p_{marker_class}").items():
+            if marked[case] == "1":
+                group = "own_class" if true[case] == marker_class else "other_classes"
+                effects[group].append(float(p) - float(without[case]))
     return {group: statistics.fmean(v) if v else math.nan for group, v in effects.items()}
 
 
@@ -333,7 +380,13 @@ def _spread(values) -> str:
         return "-"
     if len(finite) == 1:
         return fmt_score(finite[0])
-    return f"{fmt_score(statistics.median(finite))} ({min(finite):.2f}-{max(finite):.2f})"
+    return f"{fmt_score(statistics.median(finite))} ({min(finite):.3f}-{max(finite):.3f})"
+
+
+def _pair(row: dict, score: str) -> str:
+    """The medians of ``score`` on the i.i.d. and the marker-moved test sets."""
+    medians = (_median(_cell(row, name, score)) for name in ("iid", "marker_moved"))
+    return " / ".join(fmt_score(value) for value in medians)
 
 
 def _cell(row: dict, test_set: str, score: str) -> list[float]:
@@ -360,11 +413,13 @@ def ggcam_ct_section(results: dict) -> list[str]:
         f"(probabilities swapped). `{s['model']}` from scratch, output stride 16 "
         f"({s['size'] // 16} x {s['size'] // 16} CAMs), {s['epochs']} epochs, Adam 1e-3 with the "
         f"plateau schedule, {s['seeds']} seeds per cell. Figures are the median over the seeds "
-        "with (min-max). Pointing = the true class's CAM peak lies on the finding's mask "
+        "with (min-max); pointing and IoU are medians. Pointing = the true class's CAM peak "
+        "lies on the finding's mask "
         "(one CAM cell of tolerance); IoU = the CAM thresholded at half its range against "
         "the finding mask; both over the CHF and pneumonia test images. The marker's effect: "
-        "on the Normal and CHF test films that carry the marker, the mean of p(pneumonia) "
-        "with it minus p(pneumonia) of the same film without it.",
+        "on the Normal and CHF test films that carry the marker (in the i.i.d. or the moved "
+        "set), the mean of p(pneumonia) with it minus p(pneumonia) of the same film without "
+        "it.",
         "",
     ]
     full = [r for r in results["rows"] if r["train_fraction"] == 1.0]
@@ -373,8 +428,8 @@ def ggcam_ct_section(results: dict) -> list[str]:
             f"rho = {rho}:",
             "",
             "| variant | AUC i.i.d. | AUC marker removed | AUC marker moved | worst-class AUC "
-            "(moved) | pointing (moved) | IoU (moved) | marker's effect on p(pneumonia) | "
-            "minutes |",
+            "(moved) | pointing i.i.d. / moved | IoU i.i.d. / moved | marker's effect on "
+            "p(pneumonia) | minutes |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in (r for r in full if r["rho"] == rho):
@@ -383,13 +438,35 @@ def ggcam_ct_section(results: dict) -> list[str]:
                 _spread(_cell(row, "marker_removed", "auc")),
                 _spread(_cell(row, "marker_moved", "auc")),
                 _spread(_cell(row, "marker_moved", "worst_class_auc")),
-                _spread(_cell(row, "marker_moved", "finding_hit_rate")),
-                _spread(_cell(row, "marker_moved", "finding_iou")),
+                _pair(row, "finding_hit_rate"),
+                _pair(row, "finding_iou"),
                 _spread(
                     [seed.get("marker_effect", {}).get("other_classes") for seed in row["scores"]]
                 ),
             ]
             lines.append(f"| {row['label']} | {' | '.join(cells)} | {row['minutes']:.1f} |")
+        lines.append("")
+    rises = [r for r in full if any("marker_cam_rise" in seed for seed in r["scores"])]
+    if rises:
+        lines += [
+            "Where the marker acts: on the marked test films, the pneumonia CAM with the marker "
+            "minus the same film's CAM without it (medians over the seeds).",
+            "",
+            "| rho | variant | rise per CAM cell | share of the rise in the marker's cells | "
+            "those cells' share of the grid |",
+            "|---|---|---|---|---|",
+        ]
+        for row in rises:
+            values = [seed.get("marker_cam_rise", {}) for seed in row["scores"]]
+            cells = [
+                fmt_score(_median([v.get(key, math.nan) for v in values]))
+                for key in (
+                    "mean_per_cell",
+                    "share_in_marker_cells",
+                    "marker_cells_share_of_grid",
+                )
+            ]
+            lines.append(f"| {row['rho']} | {row['label']} | {' | '.join(cells)} |")
         lines.append("")
     small = [r for r in results["rows"] if r["train_fraction"] != 1.0]
     if small:

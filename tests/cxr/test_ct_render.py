@@ -364,6 +364,20 @@ def test_a_render_cache_reuses_images_across_marker_settings(phantom, rendered, 
     }
 
 
+def test_a_new_render_replaces_the_earlier_shifted_test_sets(phantom, tmp_path):
+    folder = tmp_path / "set"
+    with pytest.warns(UserWarning):
+        write_ct_egd(folder, 1, settings=RenderSettings(size=48, spacing_mm=4.0), phantom=phantom)
+        assert (folder / "test_sets" / "marker_moved" / "master_sheet.csv").is_file()
+        write_ct_egd(
+            folder,
+            1,
+            settings=RenderSettings(size=48, spacing_mm=4.0, marker="none"),
+            phantom=phantom,
+        )
+    assert not any((folder / "test_sets").iterdir())
+
+
 def test_refuses_a_folder_it_did_not_write(phantom, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty and not a synthetic set"):

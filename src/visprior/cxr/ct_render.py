@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -348,6 +349,7 @@ def write_ct_egd(
     started = time.perf_counter()
     phantom = phantom or load_chest_phantom(settings.spacing_mm)  # before touching the folder
     prepare_synthetic_folder(folder, CT_NOTICE, "SEMI-SYNTHETIC chest X-rays rendered from a CT")
+    _remove_earlier_test_sets(folder)
     window = reference_window(phantom, settings.size)
     streams = np.random.SeedSequence(seed).spawn(2)
     order_rng = np.random.default_rng(streams[0])
@@ -404,6 +406,15 @@ def write_ct_egd(
     for name, writer in writers.items():
         writer.finish(CT_NOTICE, {**record, "test_set": name.split("/")[-1] or "iid"})
     return folder
+
+
+def _remove_earlier_test_sets(folder: Path) -> None:
+    """An earlier render's shifted test sets would not match the new set: remove them (only
+    folders whose README says this renderer wrote them)."""
+    for test_set in sorted((folder / "test_sets").glob("*")):
+        readme = test_set / "README.txt"
+        if readme.is_file() and readme.read_text() == CT_NOTICE:
+            shutil.rmtree(test_set)
 
 
 def _image_settings(settings: RenderSettings) -> tuple:
