@@ -292,6 +292,11 @@ def write_figure(runs: list[Path], shifted: Path, path: Path) -> None:
     axes = np.asarray(figure.subplots(len(chosen), 2 + len(runs))).reshape(len(chosen), -1)
     names = ["no gaze", "GG-CAM"]
     outlines = (("heart", "red"), ("left_lung", "lime"), ("right_lung", "cyan"))
+    # every CAM on one colour scale, so that a rise over the whole map shows
+    images = [load_image(case.image, size) for case in chosen]
+    outputs = [[classifier(image[None]) for classifier in classifiers] for image in images]
+    values = np.concatenate([cams[0, pneumonia].ravel() for row in outputs for _, cams in row])
+    scale = {"vmin": float(values.min()), "vmax": float(values.max())}
     for row, case in enumerate(chosen):
         film = read_cxr(case.image)
         marker = ", marker" if marked[case.case_id] else ""
@@ -306,19 +311,19 @@ def write_figure(runs: list[Path], shifted: Path, path: Path) -> None:
         axes[row, 1].imshow(film, cmap="gray", vmin=0, vmax=1)
         axes[row, 1].imshow(gaze, cmap="jet", alpha=0.45)
         axes[row, 1].set_title("simulated gaze", fontsize=9)
-        image = load_image(case.image, size)
-        for column, (classifier, name) in enumerate(zip(classifiers, names, strict=True), 2):
-            probabilities, cams = classifier(image[None])
+        pairs = zip(names, outputs[row], strict=True)
+        for column, (name, (probabilities, cams)) in enumerate(pairs, 2):
             cam = F.interpolate(
                 torch.from_numpy(cams[:, pneumonia : pneumonia + 1]),
                 size=film.shape,
                 mode="bilinear",
             )[0, 0].numpy()
             axes[row, column].imshow(film, cmap="gray", vmin=0, vmax=1)
-            axes[row, column].imshow(cam, cmap="jet", alpha=0.45)
+            axes[row, column].imshow(cam, cmap="jet", alpha=0.45, **scale)
             axes[row, column].set_title(
                 f"pneumonia CAM, {name}: p = {probabilities[0, pneumonia]:.2f}", fontsize=9
             )
+    figure.suptitle("CAMs on one colour scale; test films of the marker-moved set", fontsize=10)
     for axis in axes.flat:
         axis.set_axis_off()
     figure.savefig(path, dpi=80)
