@@ -35,6 +35,7 @@ SETTINGS_FULL = {
     "rhos": (0.9, 1.0),
     "small_fraction": 0.4,  # the data-efficiency table's share of the training part
     "efficiency_rho": 0.9,
+    "figure_rho": 1.0,  # the figure's films and runs (when this rho is run)
     "mtunet_rho": 0.9,
     "mtunet_seeds": 3,
     "mtunet_width": 16,
@@ -244,7 +245,7 @@ def run_ggcam_ct(
                 f"{_median([s['iid']['auc'] for s in scores]):.3f}, moved "
                 f"{_median([s['marker_moved']['auc'] for s in scores]):.3f} ({minutes:.1f} min)"
             )
-    rho = max(settings["rhos"])
+    rho = settings["figure_rho"]
     runs = [workdir / f"e2_rho{rho}_f1.0_{name}" / "seed_0" for name in ("plain", "fixations")]
     if figure is not None and all((run / "split.json").is_file() for run in runs):
         write_figure(runs, sets.folder(rho) / "test_sets" / "marker_moved", figure)
