@@ -8,6 +8,7 @@ CI and skipped elsewhere when absent.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -395,3 +396,17 @@ def test_make_installs_the_ct_data_the_error_message_names():
     assert "$(VENV)/.installed-ct" in next(
         line for line in makefile.splitlines() if line.startswith("test:")
     )
+
+
+def test_command_line_renders_a_set_and_names_its_test_sets(phantom, tmp_path, capsys):
+    folder = tmp_path / "set"
+    arguments = ["cxr", "synth", str(folder), "--source", "ct", "--cases-per-class", "1"]
+    with pytest.warns(UserWarning, match="SEMI-SYNTHETIC"):
+        assert main([*arguments, "--size", "48", "--rho", "1.0", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "SEMI-SYNTHETIC set of 3 radiographs" in printed and "s per image" in printed
+    assert str(folder / "test_sets" / "marker_moved") in printed
+    record = json.loads((folder / "render.json").read_text())
+    assert record["seed"] == 3 and record["settings"]["rho"] == 1.0
+    assert record["settings"]["size"] == 48
+    assert len(read_egd_cxr(folder).cases) == 3
