@@ -51,7 +51,7 @@ def test_cutting_unused_channels_of_the_last_stage_leaves_the_output_unchanged()
     before = model(images)
     cut = prune_redundant(model, report, images[:1])
     after = model(images)
-    assert cut == {"blocks_removed": 0, "channels_removed": 256}
+    assert cut == {"blocks_removed": 0, "channels_removed": 256, "stream_vetoed": 0, "capped": 0}
     assert model.head.weight.shape == (3, 256) and model.head.in_channels == 256
     assert model.backbone[7][1].conv2.out_channels == 256
     assert_close_to_scale(after.cams, before.cams, rtol=1e-4)  # values of about 1e-2
@@ -65,9 +65,11 @@ def test_a_stream_channel_needs_a_majority_and_groups_keep_min_channels():
     layers = [_flags(stream[0], 512, list(range(510)))]
     layers += [_flags(name, 512, list(range(100, 510))) for name in stream[1:]]
     report = RedundancyReport(layers, [], 0.95, 4)
-    prune_redundant(model, report, torch.rand(1, 1, 64, 64), min_channels=120)
+    cut = prune_redundant(model, report, torch.rand(1, 1, 64, 64), min_channels=120)
     # majority: 410 channels redundant, but the group keeps 120 -> 392 cut
     assert model.backbone[7][1].conv2.out_channels == 120
+    # the stream rule kept 100 channels, the minimum 18
+    assert (cut["stream_vetoed"], cut["capped"]) == (100, 18)
 
 
 def test_redundant_blocks_become_identity_and_the_checkpoint_rebuilds(tmp_path):
@@ -213,3 +215,35 @@ def test_reinitialise_gives_fresh_seeded_weights_at_the_cut_widths():
     assert not torch.equal(first["backbone.4.0.conv1.weight"], before["backbone.4.0.conv1.weight"])
     for key in first:
         torch.testing.assert_close(first[key], second[key])
+
+
+@pytest.mark.slow
+def test_cli_shrink_to_a_size_by_another_criterion(trained_run, capsys):
+    run = trained_run / "run"
+    out = trained_run / "by_magnitude"
+    args = ["simplify", "shrink", str(run), "-o", str(out), "--epochs", "1", "--probes", "8"]
+    sizes = ["--target-params", "2000000", "--waypoints", "5000000", "--max-step", "2"]
+    assert main([*args, *sizes, "--criterion", "magnitude", "--auc-tolerance", "inf"]) == 0
+    summary = json.loads((out / "shrink.json").read_text())
+    rounds = summary["rounds"]
+    assert summary["settings"]["criterion"] == "magnitude"
+    # 11.2M -> 5M -> 2M, each in two equal steps of at most 2x; each round at or just under
+    start = rounds[0]["parameters"]
+    expected = [round((start * 5e6) ** 0.5), 5_000_000, round((5e6 * 2e6) ** 0.5), 2_000_000]
+    assert [r["target"] for r in rounds[1:]] == expected
+    for r in rounds[1:]:
+        assert 0.97 * r["target"] <= r["parameters"] <= r["target"]
+    assert all(r["kept"] for r in rounds)
+    last = load_classifier(out / f"round_{rounds[-1]['round']}")
+    assert sum(p.numel() for p in last.model.parameters()) == rounds[-1]["parameters"]
+    assert not (out / "round_1" / "redundancy").exists()  # magnitude measures nothing
+
+    # a criterion without a size to reach, and a schedule longer than the rounds, are refused
+    capsys.readouterr()
+    assert main([*args, "--criterion", "uniform"]) == 2
+    assert "--criterion uniform has no stopping point" in capsys.readouterr().err
+    longer = trained_run / "longer"
+    tiny = ["--target-params", "10000", "--rounds", "2"]
+    assert main(["simplify", "shrink", str(run), "-o", str(longer), *tiny]) == 2
+    assert "takes 7 rounds; --rounds is 2" in capsys.readouterr().err
+    assert not longer.exists()

@@ -130,3 +130,15 @@ def test_a_lone_live_kernel_is_not_redundant():
     layer = measure_redundancy(conv, _noise()).layers[0]
     assert layer.redundant.tolist() == [False, True]
     assert layer.scores.tolist() == [0.0, 1.0]
+
+
+def test_the_ranking_past_the_threshold_judges_kept_kernels_without_the_removed_ones():
+    """Twins both score ~1 against all the others; once one is gone, the other is judged
+    against the kernels that stay and ranks below the threshold, so a cut past the
+    threshold does not take both."""
+    layer = measure_redundancy(nn.Sequential(_known_layer()), _noise()).layers[0]
+    ranking, flags = layer.cut_order, layer.redundant
+    assert (ranking[flags] >= 0.95).all()
+    twin = 0 if not flags[0] else 4
+    assert layer.scores[twin] > 0.99 and ranking[twin] < 0.95
+    assert (ranking[~flags] < 0.95).all()

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from visprior.commands import add_force_flag, dispatch
+from visprior.simplify.criteria import CRITERIA
 from visprior.simplify.shrink import ShrinkSettings
 
 __all__ = ["add_commands", "run"]
@@ -66,15 +67,44 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--auc-tolerance",
         type=float,
         default=defaults.auc_tolerance,
-        help="largest validation AUC loss a kept round may have (default %(default)s)",
+        help="largest validation AUC loss a kept round may have; inf: keep every round, for "
+        "comparisons at equal size (default %(default)s)",
+    )
+    shrink.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        default=defaults.criterion,
+        help="which channels go: the redundancy measure, global L1 magnitude, global Taylor, "
+        "one ratio for all layers, or redundancy's counts with random channels; all but "
+        "redundancy need --target-params (default %(default)s)",
     )
     shrink.add_argument(
         "--target-params",
         type=int,
         default=defaults.target_parameters,
         dest="target_parameters",
-        help="stop once the network has at most this many parameters, 0: no target "
+        help="cut to this many parameters, in rounds of at most --max-step each; 0: cut what "
+        "the measure finds redundant (default %(default)s)",
+    )
+    shrink.add_argument(
+        "--waypoints",
+        type=int,
+        nargs="+",
+        default=list(defaults.waypoints),
+        help="sizes above --target-params that a round also reaches exactly, largest first",
+    )
+    shrink.add_argument(
+        "--max-step",
+        type=float,
+        default=defaults.max_step,
+        help="with --target-params: largest factor by which one round shrinks the network "
         "(default %(default)s)",
+    )
+    shrink.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the fine-tuning and of the random criterion (default: the run's)",
     )
     shrink.add_argument(
         "--max-cut",
@@ -149,6 +179,7 @@ def _shrink(args: argparse.Namespace) -> int:
 
     names = [field for field in vars(ShrinkSettings()) if hasattr(args, field)]
     settings = ShrinkSettings(**{name: getattr(args, name) for name in names})
+    settings.waypoints = tuple(settings.waypoints)
     rounds = shrink_run(args.run, args.output, settings)
     if is_main_process():  # under torchrun: one table, not one per process
         print(format_rounds(rounds))

@@ -29,11 +29,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from visprior.nets.ggcam import CAMClassifier, CAMHead
 from visprior.nets.widths import fit_to_state_dict, set_module
-from visprior.simplify.redundancy import RedundancyReport, check_supported
+from visprior.simplify.redundancy import LayerRedundancy, RedundancyReport, check_supported
 
 __all__ = [
+    "GroupVotes",
     "ModelCost",
     "fit_to_state_dict",
+    "group_votes",
+    "measured_layers",
     "model_cost",
     "paired_milliseconds",
     "prune_redundant",
@@ -56,7 +59,10 @@ def prune_redundant(
     remove_blocks: bool = True,
     max_cut: float = 1.0,
 ) -> dict[str, int]:
-    """Cut ``model`` in place by ``report``; return how many blocks and channels went.
+    """Cut ``model`` in place by ``report``; return how many blocks and channels went, and how
+    many flagged channels stayed: ``stream_vetoed`` (flagged by a minority of a residual
+    stream's writers) and ``capped`` (flagged by a majority, over ``max_cut`` or
+    ``min_channels``).
 
     Args:
         example: one input batch, for tracing the network.
@@ -75,17 +81,17 @@ def prune_redundant(
                 set_module(model, block.name, nn.Identity())
                 removed_blocks += 1
 
-    measured = {
-        id(module): report.layer(name)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d) and any(layer.name == name for layer in report.layers)
-    }
+    measured = measured_layers(model, report)
     view, head = _pruning_view(model)
     graph = tp.DependencyGraph().build_dependency(view, example_inputs=example)
     ignored = [head] if head is not None else []
     cut = 0
+    stream_vetoed = capped = 0
     for group in list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d])):
-        chosen = _channels_to_cut(graph, group, measured, min_channels, max_cut)
+        votes = group_votes(graph, group, measured)
+        chosen = _channels_to_cut(votes, len(group[0].idxs), min_channels, max_cut)
+        stream_vetoed += int((votes.any & ~votes.majority).sum())
+        capped += int(votes.majority.sum()) - len(chosen)
         if chosen:
             root = group[0].dep
             pruning = graph.get_pruning_group(root.target.module, root.handler, chosen)
@@ -94,15 +100,42 @@ def prune_redundant(
                 cut += len(chosen)
     if head is not None:
         _restore_cam_head(model, head)
-    return {"blocks_removed": removed_blocks, "channels_removed": cut}
+    return {
+        "blocks_removed": removed_blocks,
+        "channels_removed": cut,
+        "stream_vetoed": stream_vetoed,
+        "capped": capped,
+    }
 
 
-def _channels_to_cut(graph, group, measured, min_channels: int, max_cut: float) -> list[int]:
-    """Root channel positions that most of the group's measured convolutions find redundant,
-    the most redundant first, within ``max_cut`` of the group and leaving ``min_channels``."""
+def measured_layers(model: nn.Module, report: RedundancyReport) -> dict[int, LayerRedundancy]:
+    """The report's layer of each measured convolution of ``model``, by module identity (so
+    that any view sharing the modules finds them)."""
+    names = {layer.name for layer in report.layers}
+    return {
+        id(module): report.layer(name)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and name in names
+    }
+
+
+@dataclass
+class GroupVotes:
+    """The measure's verdict on the channels of one coupled group, from the measured
+    convolutions that write them (its voters)."""
+
+    voters: int
+    any: torch.Tensor  # bool: some voter finds the channel redundant
+    majority: torch.Tensor  # bool: most voters do (the residual-stream rule)
+    scores: torch.Tensor  # mean score over the voters
+    ranking: torch.Tensor  # mean cut order over the voters
+
+
+def group_votes(graph, group, measured: dict[int, LayerRedundancy]) -> GroupVotes:
     size = len(group[0].idxs)
     votes = torch.zeros(size)
     scores = torch.zeros(size)
+    ranking = torch.zeros(size)
     voters = 0
     for item in group:
         layer = measured.get(id(item.dep.target.module))
@@ -113,11 +146,19 @@ def _channels_to_cut(graph, group, measured, min_channels: int, max_cut: float) 
         index = torch.as_tensor(item.idxs, dtype=torch.long)
         votes += torch.as_tensor(layer.redundant, dtype=torch.float32)[index]
         scores += torch.as_tensor(layer.scores, dtype=torch.float32)[index]
+        ranking += torch.as_tensor(layer.cut_order, dtype=torch.float32)[index]
         voters += 1
-    if voters == 0:
+    scale = max(voters, 1)
+    return GroupVotes(voters, votes > 0, votes > voters / 2, scores / scale, ranking / scale)
+
+
+def _channels_to_cut(votes: GroupVotes, size: int, min_channels: int, max_cut: float) -> list[int]:
+    """Root channel positions that most of the group's measured convolutions find redundant,
+    the most redundant first, within ``max_cut`` of the group and leaving ``min_channels``."""
+    if votes.voters == 0:
         return []
-    flagged = torch.nonzero(votes > voters / 2).flatten().tolist()
-    flagged.sort(key=lambda k: -float(scores[k]))
+    flagged = torch.nonzero(votes.majority).flatten().tolist()
+    flagged.sort(key=lambda k: -float(votes.scores[k]))
     allowed = min(int(max_cut * size), size - min(min_channels, size))
     return sorted(flagged[: max(allowed, 0)])
 

@@ -127,6 +127,9 @@ class LayerRedundancy:
     constant: np.ndarray
     parameters: int
     map_size: tuple[int, int]
+    # the order in which the measure would cut, for cuts past the threshold: a redundant
+    # kernel's score when it went, a kept kernel's score against the other kept ones
+    ranking: np.ndarray | None = None
     # one judging probe's map of the most and least redundant kernels, and their repaintings
     examples: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -137,6 +140,12 @@ class LayerRedundancy:
     @property
     def share(self) -> float:
         return float(self.redundant.mean()) if len(self.redundant) else 0.0
+
+    @property
+    def cut_order(self) -> np.ndarray:
+        """Per kernel, how redundant it is for a cut (higher goes first): ``ranking``, or the
+        plain scores where no ranking was measured."""
+        return self.scores if self.ranking is None else self.ranking
 
 
 @dataclass
@@ -211,6 +220,7 @@ class RedundancyReport:
                     "share": layer.share,
                     "parameters": layer.parameters,
                     "scores": [round(float(s), 5) for s in layer.scores],
+                    "ranking": [round(float(s), 5) for s in layer.cut_order],
                     "redundant_kernels": np.flatnonzero(layer.redundant).tolist(),
                 }
                 for layer in self.layers
@@ -353,9 +363,20 @@ def _measure_layer(
         judged = _Repainter(responses[:, live], threshold)
         scores[live] = judged.initial_scores
         examples = judged.examples(live)
-        redundant[live[judged.redundant_set()]] = True
+        gone, at_removal = judged.redundant_set()
+        redundant[live[gone]] = True
+    ranking = scores.copy()
+    if len(live) >= 2:
+        ranking[live[gone]] = at_removal
+        kept = np.setdiff1d(np.arange(len(live)), gone)
+        if len(kept) >= 2:
+            ranking[live[kept]] = judged.scores(kept)
+        elif len(kept) == 1:
+            ranking[live[kept]] = 0.0
     parameters = sum(p.numel() for p in conv.parameters())
-    return LayerRedundancy(name, scores, redundant, constant, parameters, (height, width), examples)
+    return LayerRedundancy(
+        name, scores, redundant, constant, parameters, (height, width), ranking, examples
+    )
 
 
 class _Repainter:
@@ -417,8 +438,10 @@ class _Repainter:
             result.append(ssim.reshape(len(part), -1).mean(1).double().numpy())
         return np.concatenate(result) if result else np.zeros(0)
 
-    def redundant_set(self, batch: int = 32) -> np.ndarray:
-        """Greedy removal, most redundant first: each candidate (initial score at or above the
+    def redundant_set(self, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """The redundant kernels (sorted) and the score each had when it went.
+
+        Greedy removal, most redundant first: each candidate (initial score at or above the
         threshold, best first) is judged again against the kernels still kept, and goes if it
         still reaches the threshold. Candidates are taken a batch at a time: within a batch
         only the batch's rows of P are updated after each removal, and the whole matrix once
@@ -426,6 +449,7 @@ class _Repainter:
         order = np.argsort(-self.initial_scores, kind="stable")
         candidates = [int(k) for k in order if self.initial_scores[k] >= self.threshold]
         removed: list[int] = []
+        at_removal: list[float] = []
         for start in range(0, len(candidates), batch):
             group = candidates[start : start + batch]
             at = self.position[torch.as_tensor(group)]
@@ -435,12 +459,14 @@ class _Repainter:
                 score = self.scores(np.array([kernel]), rows[i][:, None])[0]
                 if score >= self.threshold:
                     accepted.append(i)
+                    at_removal.append(float(score))
                     pivot = rows[:, at[i]].clone()
                     rows -= torch.outer(pivot, rows[i]) / rows[i, at[i]]
             if accepted:
                 self.remove(at[accepted])
                 removed += [group[i] for i in accepted]
-        return np.array(sorted(removed), dtype=np.int64)
+        order = np.argsort(removed)
+        return np.array(removed, dtype=np.int64)[order], np.array(at_removal)[order]
 
     def remove(self, at: torch.Tensor) -> None:
         """Drop the kernels at precision positions ``at``: P <- its Schur complement."""

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -47,6 +49,7 @@ from visprior.engine.distributed import barrier, init_distributed, is_main_proce
 from visprior.fileio import atomic_path, write_csv_rows
 from visprior.metrics.classification import classification_metrics
 from visprior.nets.build import build_model_from_checkpoint
+from visprior.simplify.criteria import CRITERIA, cut_to_size, taylor_gradients
 from visprior.simplify.plot import save_redundancy_png
 from visprior.simplify.prune import (
     ModelCost,
@@ -70,6 +73,7 @@ __all__ = [
     "format_rounds",
     "load_network",
     "probe_images",
+    "round_sizes",
     "shrink_run",
     "write_report",
 ]
@@ -88,7 +92,37 @@ class ShrinkSettings:
     lr: float = 0.0  # 0: the run's own learning rate
     auc_tolerance: float = 0.01
     target_parameters: int = 0  # stop once at or under this; 0: no target
+    # with a target: sizes every criterion passes through on the way, each hit exactly
+    waypoints: tuple[int, ...] = ()
+    max_step: float = 3.0  # with a target: largest factor by which one round shrinks the net
+    criterion: str = "redundancy"  # which channels go: one of criteria.CRITERIA
+    seed: int | None = None  # fine-tuning and the random criterion; None: the run's seed
     device: str = "auto"
+
+    def check(self) -> None:
+        """Raise ValueError naming the setting that cannot work."""
+        if self.criterion not in CRITERIA:
+            raise ValueError(
+                f"unknown --criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}"
+            )
+        if self.criterion != "redundancy" and not self.target_parameters:
+            raise ValueError(
+                f"--criterion {self.criterion} has no stopping point of its own: give "
+                "--target-params"
+            )
+        if self.waypoints and not self.target_parameters:
+            raise ValueError("--waypoints need --target-params")
+        sizes = [*self.waypoints, self.target_parameters]
+        if any(b >= a for a, b in itertools.pairwise(sizes)) or min(sizes) < 0:
+            raise ValueError(
+                f"--waypoints must fall, each above --target-params; got {list(sizes)}"
+            )
+        if self.max_step <= 1:
+            raise ValueError(f"--max-step must be over 1, got {self.max_step}")
+        if not self.auc_tolerance >= 0:
+            raise ValueError(
+                f"--auc-tolerance must be >= 0 (inf: keep every round), got {self.auc_tolerance}"
+            )
 
 
 @dataclass
@@ -105,6 +139,12 @@ class RoundResult:
     max_cut: float
     kept: bool
     checkpoint: str
+    target: int = 0  # the round's size target (0: the measure's own cut)
+    # the measure's own cut of this round's network (where the criterion measures): channels
+    # it would cut, and flagged ones it would keep by the residual-stream rule / the caps
+    natural_cut: int = 0
+    stream_vetoed: int = 0
+    capped: int = 0
 
 
 def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Path]:
@@ -125,8 +165,12 @@ def probe_images(paths: Sequence[str | os.PathLike], count: int, size: int) -> t
     """``count`` images spread evenly over ``paths`` (in their order), as (N, 1, size, size)."""
     if not paths:
         raise ValueError("no probe images")
-    picks = np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int))
-    return torch.stack([load_image(paths[i], size) for i in picks])
+    return torch.stack([load_image(paths[i], size) for i in _spread(len(paths), count)])
+
+
+def _spread(total: int, count: int) -> np.ndarray:
+    """``count`` positions spread evenly over ``range(total)``, in order."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
 
 
 def data_images(data: str | os.PathLike) -> list[Path]:
@@ -185,6 +229,7 @@ def shrink_run(
         UnsupportedNetworkError: the run's network is not a 2-D CNN classifier.
     """
     run_dir, output = Path(run_dir), Path(output)
+    settings.check()
     init_distributed(settings.device)  # under torchrun: join the job before anything else
     _refuse_used_folder(output, "output folder")
     barrier()  # every process has looked before the first one writes
@@ -198,6 +243,7 @@ def shrink_run(
     parts = _split_parts(run_dir, classifier.config)
     size = classifier.image_size
     probes = probe_images([c.image for c in parts["train"]], settings.probes, size)
+    labels = [parts["train"][i].label for i in _spread(len(parts["train"]), settings.probes)]
     scored = {
         name: (
             probe_images([c.image for c in cases], len(cases), size),
@@ -206,9 +252,25 @@ def shrink_run(
         for name, cases in parts.items()
         if name != "train"
     }
+    seed = classifier.config.seed if settings.seed is None else settings.seed
     job = _ShrinkJob(
-        run_dir, output, settings, classifier.config, probes, _RoundScorer(probes[:1], scored)
+        run_dir,
+        output,
+        settings,
+        dataclasses.replace(classifier.config, seed=seed),
+        probes,
+        torch.as_tensor(labels, dtype=torch.long),
+        _RoundScorer(probes[:1], scored),
     )
+    sizes = []
+    if settings.target_parameters:
+        sizes = round_sizes(sum(p.numel() for p in model.parameters()), settings)
+        if len(sizes) > settings.max_rounds:
+            raise ValueError(
+                f"reaching {settings.target_parameters:,} parameters in steps of at most "
+                f"{settings.max_step:g}x (--max-step) takes {len(sizes)} rounds; --rounds is "
+                f"{settings.max_rounds}"
+            )
 
     output.mkdir(parents=True, exist_ok=True)
     first = job.scorer.score(model, 0, _NO_CUT, 0.0, 0.0, classifier.source, classifier.classes)
@@ -216,13 +278,15 @@ def shrink_run(
     rounds = [first]
     original, baseline, max_cut = model, first.val_auc, settings.max_cut
     for number in range(1, settings.max_rounds + 1):
-        attempt = job.try_round(model, number, max_cut, classifier.classes)
+        kept_rounds = sum(r.kept for r in rounds) - 1
+        target = sizes[min(kept_rounds, len(sizes) - 1)] if sizes else 0
+        attempt = job.try_round(model, number, max_cut, classifier.classes, target)
         if attempt is None:  # nothing left to cut
             break
         outcome, trained = attempt
         outcome.kept = outcome.val_auc >= baseline - settings.auc_tolerance
         rounds.append(outcome)
-        _save_rounds(rounds, output)
+        _save_rounds(rounds, output, settings)
         if outcome.kept:
             model = trained
             if settings.target_parameters and outcome.parameters <= settings.target_parameters:
@@ -236,8 +300,22 @@ def shrink_run(
         rounds[0].ms_per_image, final.ms_per_image = (
             round(ms, 3) for ms in paired_milliseconds([original, model], probes[:1], repeats=30)
         )
-    _save_rounds(rounds, output)
+    _save_rounds(rounds, output, settings)
     return rounds
+
+
+def round_sizes(start: int, settings: ShrinkSettings) -> list[int]:
+    """Each round's size target on the way from ``start`` parameters to the target: equal
+    factors of at most ``max_step`` between the waypoints, every waypoint hit exactly."""
+    sizes, current = [], start
+    for stop in [*settings.waypoints, settings.target_parameters]:
+        if stop >= current:
+            continue
+        steps = math.ceil(math.log(current / stop) / math.log(settings.max_step) - 1e-9)
+        sizes += [round(current * (stop / current) ** (i / steps)) for i in range(1, steps)]
+        sizes.append(stop)
+        current = stop
+    return sizes
 
 
 _NO_CUT = {"blocks_removed": 0, "channels_removed": 0}
@@ -298,28 +376,52 @@ class _ShrinkJob:
     settings: ShrinkSettings
     config: CXRTrainConfig
     probes: torch.Tensor
+    probe_labels: torch.Tensor
     scorer: _RoundScorer
 
     def try_round(
-        self, model: nn.Module, number: int, max_cut: float, classes: Sequence[str]
+        self, model: nn.Module, number: int, max_cut: float, classes: Sequence[str], target: int
     ) -> tuple[RoundResult, nn.Module] | None:
-        """Measure ``model``, cut a copy, fine-tune it in ``round_<number>/`` and score it;
-        ``None`` when the measure finds nothing to cut. Whether it is kept is the caller's."""
+        """Cut a copy of ``model`` (to ``target`` parameters by the criterion, or by the
+        measure's own verdict where ``target`` is 0), fine-tune it in ``round_<number>/`` and
+        score it; ``None`` when nothing is left to cut. Whether it is kept is the caller's."""
         folder = self.output / f"round_{number}"
-        report = measure_redundancy(model, self.probes, self.settings.threshold)  # same everywhere
-        if is_main_process():
-            write_report(report, folder / "redundancy")
+        settings, example = self.settings, self.scorer.example
+        report = None
+        if settings.criterion in ("redundancy", "random"):
+            report = measure_redundancy(model, self.probes, settings.threshold)  # same everywhere
+            if is_main_process():
+                write_report(report, folder / "redundancy")
         candidate = copy.deepcopy(model)
-        example = self.scorer.example
-        minimum = self.settings.min_channels
-        cut = prune_redundant(candidate, report, example, minimum, max_cut=max_cut)
+        natural = dict(_NO_CUT)
+        if report is not None:
+            measured = copy.deepcopy(model) if target else candidate
+            natural = prune_redundant(
+                measured, report, example, settings.min_channels, max_cut=max_cut
+            )
+        cut = natural
+        if target:
+            if settings.criterion == "taylor":
+                taylor_gradients(candidate, self.probes, self.probe_labels)
+            done = cut_to_size(
+                candidate,
+                settings.criterion,
+                target,
+                example,
+                report=report,
+                min_channels=settings.min_channels,
+                max_cut=max_cut,
+                seed=self.config.seed + number,
+            )
+            cut = {"blocks_removed": done.blocks_removed, "channels_removed": done.channels_removed}
         if not cut["blocks_removed"] and not cut["channels_removed"]:
             if is_main_process():
-                shutil.rmtree(folder)
+                shutil.rmtree(folder, ignore_errors=True)
             return None
-        if self.settings.reinit:
+        if settings.reinit:
             reinitialise(candidate, seed=self.config.seed)
         if is_main_process():
+            folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.run_dir / "split.json", folder / "split.json")
         barrier()
         round_config = dataclasses.replace(
@@ -334,8 +436,13 @@ class _ShrinkJob:
         train_cxr(round_config, model=candidate)
         trained = load_classifier(folder).model.cpu()
         checkpoint = str(folder / "checkpoints" / "best.pt")
-        share = report.redundant_parameters
-        return self.scorer.score(trained, number, cut, share, max_cut, checkpoint, classes), trained
+        share = report.redundant_parameters if report is not None else 0.0
+        result = self.scorer.score(trained, number, cut, share, max_cut, checkpoint, classes)
+        result.target = target
+        result.natural_cut = natural["channels_removed"] + natural["blocks_removed"]
+        result.stream_vetoed = natural.get("stream_vetoed", 0)
+        result.capped = natural.get("capped", 0)
+        return result, trained
 
 
 def _outcome(rounds: Sequence[RoundResult]) -> tuple[RoundResult, float, float]:
@@ -345,11 +452,12 @@ def _outcome(rounds: Sequence[RoundResult]) -> tuple[RoundResult, float, float]:
     return final, removed, rounds[0].ms_per_image / final.ms_per_image
 
 
-def _save_rounds(rounds: list[RoundResult], output: Path) -> None:
+def _save_rounds(rounds: list[RoundResult], output: Path, settings: ShrinkSettings) -> None:
     if not is_main_process():
         return
     final, removed, speedup = _outcome(rounds)
     summary = {
+        "settings": dataclasses.asdict(settings),
         "rounds": [dataclasses.asdict(r) for r in rounds],
         "final": dataclasses.asdict(final),
         "parameters_removed": removed,
