@@ -9,6 +9,7 @@ python -m benchmarks --only gaze-ct   # (e2) + (f2) on radiographs rendered from
 python -m benchmarks --only ggcam-ct  # (e2) alone: gaze under a shortcut (--rhos 0.9 1.0)
 python -m benchmarks --only mtunet-ct # (f2) alone
 python -m benchmarks --only simplify  # (g) ResNet50 shrunk by kernel redundancy (about 30)
+python -m benchmarks --only simplify-criteria --seeds 0  # (g2) five cutting rules, one seed
 python -m benchmarks --only large-volume  # (h) a whole 512 x 512 x 300 CT predicted on the CPU
 python -m benchmarks --only planning  # (i) fingerprint cost, plans beside nnU-Net's (about 15)
 python -m benchmarks --only precision # (j) bf16 vs float32 on this CPU (about 20)
@@ -40,6 +41,7 @@ from benchmarks import (
     planning,
     precision,
     simplify,
+    simplify_criteria,
 )
 from benchmarks.report import write_plot, write_report
 from benchmarks.timing import measure_in_subprocess
@@ -209,11 +211,25 @@ def main() -> None:
             "ggcam-ct",
             "mtunet-ct",
             "simplify",
+            "simplify-criteria",
             "large-volume",
             "planning",
             "precision",
         ),
         help="run one part",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="(g2) only these seeds; their rows replace earlier ones",
+    )
+    parser.add_argument(
+        "--criteria",
+        nargs="+",
+        metavar="NAME",
+        help="(g2) only these criteria; their rows replace earlier ones",
     )
     parser.add_argument(
         "--rhos",
@@ -254,6 +270,7 @@ def main() -> None:
         "ggcam-ct",
         "mtunet-ct",
         "simplify",
+        "simplify-criteria",
         "large-volume",
         "planning",
     ):  # these train, or run once: no repeats to record
@@ -281,6 +298,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="visprior-simplify-") as workdir:
             results["simplify"] = simplify.run_simplify(args.quick, Path(workdir))
         _log("(g) simplify done")
+    if args.only in (None, "simplify-criteria"):
+        with tempfile.TemporaryDirectory(prefix="visprior-criteria-") as workdir:
+            new = simplify_criteria.run_criteria(
+                args.quick, Path(workdir), _log, args.seeds, args.criteria
+            )
+        results["simplify_criteria"] = simplify_criteria.merge(
+            results.get("simplify_criteria"), new
+        )
+        simplify_criteria.write_criteria_plot(
+            results["simplify_criteria"], args.out / "simplify_criteria.png"
+        )
+        _log("(g2) done")
     if args.only in (None, "large-volume"):
         results["large_volume"] = run_large_volume(args.quick)
     if args.only in (None, "planning"):

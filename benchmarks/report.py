@@ -13,6 +13,7 @@ from benchmarks.mtunet import mtunet_section
 from benchmarks.planning import planning_section
 from benchmarks.precision import precision_section
 from benchmarks.simplify import simplify_section
+from benchmarks.simplify_criteria import criteria_section
 
 ANALYSIS = Path(__file__).parent / "analysis.md"
 
@@ -293,6 +294,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += mtunet_ct_section(results["mtunet_ct"])
     if results.get("simplify"):
         lines += [*simplify_section(results["simplify"]), ""]
+    if results.get("simplify_criteria"):
+        lines += [*criteria_section(results["simplify_criteria"]), ""]
     if results.get("large_volume"):
         lines += [*large_volume_section(results["large_volume"]), ""]
     if results.get("planning"):

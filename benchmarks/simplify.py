@@ -65,19 +65,18 @@ def run_simplify(quick: bool, workdir: Path) -> dict:
         "full_minutes": full_minutes,
         "shrink_minutes": shrink_minutes,
         "rounds": [dataclasses.asdict(r) for r in rounds],
-        "scratch": _train_final_widths_from_scratch(config, final.checkpoint, workdir),
+        "scratch": train_widths_from_scratch(config, final.checkpoint, workdir / "scratch"),
     }
 
 
-def _train_final_widths_from_scratch(config, checkpoint: str, workdir: Path) -> dict:
-    """The control: the kept network's architecture, fresh weights, the full recipe."""
+def train_widths_from_scratch(config, checkpoint: str, output: Path) -> dict:
+    """The control: a cut network's architecture, fresh weights, the full recipe."""
     from visprior.cxr.evaluate import evaluate_run
     from visprior.cxr.predict import load_classifier
     from visprior.cxr.train import train_cxr
     from visprior.simplify.prune import reinitialise
 
     model = reinitialise(load_classifier(checkpoint).model, seed=config.seed)
-    output = workdir / "scratch"
     train_cxr(dataclasses.replace(config, output=str(output)), model=model)
     scores = {part: evaluate_run(output, part, overlays=0)["auc"] for part in ("val", "test")}
     return {"parameters": sum(p.numel() for p in model.parameters()), **scores}

@@ -34,6 +34,7 @@ def test_quick_benchmarks_write_results(tmp_path):
         "## (e2)",
         "## (f2)",
         "## (g)",
+        "## (g2)",
         "## (h)",
         "## (i)",
         "## (j)",
@@ -49,6 +50,9 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| GG-CAM, finding mask as gaze | " in report and "rho = 1.0:" in report  # (e2)
     assert "| 0 | 23,507,910 | " in report  # (g): the full ResNet50 CAM classifier
     assert "| control: round " in report
+    for criterion in ("redundancy", "magnitude", "taylor", "uniform", "random"):  # (g2)
+        assert f"| 4,000,000 | {criterion} | " in report
+    assert (tmp_path / "simplify_criteria.png").stat().st_size > 10_000
     assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report
     assert "| two-channel MRI (3 x " in report  # (i): a plan per generated dataset
     assert "| demo, 0.05 min each, seed 1: held-out mean Dice (iterations) |" in report  # (j)

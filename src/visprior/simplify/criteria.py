@@ -38,10 +38,10 @@ from torch import nn
 
 from visprior.nets.widths import set_module
 from visprior.simplify.prune import (
-    _pruning_view,
-    _restore_cam_head,
     group_votes,
     measured_layers,
+    pruning_view,
+    restore_cam_head,
 )
 from visprior.simplify.redundancy import RedundancyReport, check_supported
 
@@ -189,7 +189,7 @@ def _remove_redundant_blocks(
 
 
 def _rank_groups(model, criterion, example, report, min_channels, max_cut, seed) -> list[_Group]:
-    view, head = _pruning_view(model)
+    view, head = pruning_view(model)
     if criterion == "taylor" and head is not None:
         head.weight.grad = model.head.weight.grad.detach()[:, :, None, None].clone()
     names = {id(m): n for n, m in view.named_modules()}
@@ -249,7 +249,7 @@ def _apply_plan(model: nn.Module, plan: dict[str, list[int]], example: torch.Ten
     """Cut each planned root convolution's channels (and everything coupled to them)."""
     if not plan:
         return 0
-    view, head = _pruning_view(model)
+    view, head = pruning_view(model)
     modules = dict(view.named_modules())
     graph = tp.DependencyGraph().build_dependency(view, example_inputs=example)
     removed = 0
@@ -259,5 +259,5 @@ def _apply_plan(model: nn.Module, plan: dict[str, list[int]], example: torch.Ten
             pruning.prune()
             removed += len(channels)
     if head is not None:
-        _restore_cam_head(model, head)
+        restore_cam_head(model, head)
     return removed

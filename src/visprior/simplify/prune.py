@@ -39,8 +39,10 @@ __all__ = [
     "measured_layers",
     "model_cost",
     "paired_milliseconds",
+    "pruning_view",
     "prune_redundant",
     "reinitialise",
+    "restore_cam_head",
 ]
 
 
@@ -82,7 +84,7 @@ def prune_redundant(
                 removed_blocks += 1
 
     measured = measured_layers(model, report)
-    view, head = _pruning_view(model)
+    view, head = pruning_view(model)
     graph = tp.DependencyGraph().build_dependency(view, example_inputs=example)
     ignored = [head] if head is not None else []
     cut = 0
@@ -99,7 +101,7 @@ def prune_redundant(
                 pruning.prune()
                 cut += len(chosen)
     if head is not None:
-        _restore_cam_head(model, head)
+        restore_cam_head(model, head)
     return {
         "blocks_removed": removed_blocks,
         "channels_removed": cut,
@@ -163,7 +165,7 @@ def _channels_to_cut(votes: GroupVotes, size: int, min_channels: int, max_cut: f
     return sorted(flagged[: max(allowed, 0)])
 
 
-def _pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
+def pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
     """What torch-pruning traces: the model itself, or for a CAM classifier its backbone with
     the CAM head as a 1x1 convolution (the head's einsum is not a layer torch-pruning knows)."""
     if not isinstance(model, CAMClassifier):
@@ -174,7 +176,7 @@ def _pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
     return nn.Sequential(model.backbone, proxy), proxy
 
 
-def _restore_cam_head(model: nn.Module, proxy: nn.Conv2d) -> None:
+def restore_cam_head(model: nn.Module, proxy: nn.Conv2d) -> None:
     """The cut proxy's weights back into the CAM head. The head divides by its channel count;
     scaling the weights by new/old count keeps every CAM exactly what it was."""
     head = model.head

@@ -14,6 +14,16 @@ measure finds nothing left to cut, when the parameter target is met, or when the
 out. The original and the final network are timed again at the end, taking turns, for the
 speed-up.
 
+With ``target_parameters`` the rounds follow a size schedule instead: equal factors of at most
+``max_step`` from the network's size to the target, through every size in ``waypoints``, and
+each round cuts to its size by ``criterion`` (:mod:`visprior.simplify.criteria`): the
+measure's ranking (continued past its threshold), global L1 magnitude or Taylor importance,
+one ratio for every layer, or the measure's counts with random channels. Every criterion then
+shares the rounds, the fine-tuning and the coupled-group rules, so at each size only the
+choice of channels differs; ``auc_tolerance = inf`` keeps every round, for comparisons at equal
+size. Each round also records what the measure's own rule would have cut (``natural_cut``)
+and the flagged channels its residual-stream rule and caps would have kept.
+
 Each round is a full run folder (``round_<n>/``: checkpoints, curves, the round's redundancy
 report) that ``cxr evaluate`` and ``cxr predict`` take like any other; ``shrink.json`` /
 ``shrink.csv`` give parameters, FLOPs, CPU time per image and validation / test AUC of every
