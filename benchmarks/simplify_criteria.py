@@ -47,7 +47,7 @@ SETTINGS_QUICK = {
     "epochs": 1,
     "round_epochs": 1,
     "probes": 8,
-    "sizes": [4_000_000],
+    "sizes": [4_000_000, 2_000_000],
     "max_step": 3.0,
     "seeds": [0],
     "controls": ["redundancy"],
@@ -116,6 +116,10 @@ def run_criteria(
                 "minutes": (time.perf_counter() - started) / 60,
                 "rounds": [dataclasses.asdict(r) for r in rounds],
             }
+            if criterion == "redundancy" and seed == settings["seeds"][0]:
+                row["stopping_rules"] = stopping_rules(
+                    workdir / f"{criterion}_s{seed}", settings["sizes"][:-1], settings["probes"]
+                )
             if criterion in settings["controls"]:
                 output = workdir / f"fresh_{criterion}_s{seed}"
                 row["fresh"] = train_widths_from_scratch(config, rounds[-1].checkpoint, output)
@@ -125,7 +129,8 @@ def run_criteria(
                 f"(g2) seed {seed} {criterion}: {final.parameters:,} parameters, test AUC "
                 f"{rounds[0].test_auc:.3f} -> {final.test_auc:.3f} ({row['minutes']:.1f} min)"
             )
-        if seed == seeds[0] and settings["natural_rounds"] and "redundancy" in criteria:
+        first = seed == settings["seeds"][0]
+        if first and settings["natural_rounds"] and "redundancy" in criteria:
             own = ShrinkSettings(
                 max_rounds=settings["natural_rounds"],
                 epochs=settings["round_epochs"],
@@ -148,6 +153,56 @@ def run_criteria(
         "rows": rows,
         "natural": natural,
     }
+
+
+def stopping_rules(run: Path, start_sizes: list[int], probes: int) -> list[dict]:
+    """What limits the measure's own cut: from the ``redundancy`` run's networks at each of
+    ``start_sizes``, one cut by the measure's rule as it is (SSIM 0.95, the residual-stream
+    majority, at most 50% of a group) and with one of the three lifted. No fine-tuning: the
+    sizes say how far each rule lets one cut go."""
+    import copy
+    import json
+
+    from visprior.cxr.predict import load_classifier
+    from visprior.simplify.prune import prune_redundant
+    from visprior.simplify.redundancy import measure_redundancy
+    from visprior.simplify.shrink import _split_parts, probe_images
+
+    summary = json.loads((run / "shrink.json").read_text())
+    rows = []
+    for size in start_sizes:
+        chosen = next((r for r in summary["rounds"] if r["target"] == size), None)
+        if chosen is None:
+            continue
+        folder = run / f"round_{chosen['round']}"
+        classifier = load_classifier(folder)
+        model = classifier.model.cpu().eval()
+        train = _split_parts(folder, classifier.config)["train"]
+        images = probe_images([c.image for c in train], probes, classifier.image_size)
+        reports = {0.95: measure_redundancy(model, images, 0.95)}
+        reports[0.9] = measure_redundancy(model, images, 0.9)
+        variants = [
+            ("as it is", 0.95, 0.5, True),
+            ("no 50% cap", 0.95, 1.0, True),
+            ("no stream rule (one writer's verdict is enough)", 0.95, 0.5, False),
+            ("threshold SSIM 0.90", 0.9, 0.5, True),
+        ]
+        for name, threshold, cap, stream_rule in variants:
+            trial = copy.deepcopy(model)
+            cut = prune_redundant(
+                trial, reports[threshold], images[:1], 4, max_cut=cap, stream_rule=stream_rule
+            )
+            rows.append(
+                {
+                    "start": chosen["parameters"],
+                    "rule": name,
+                    "after": sum(p.numel() for p in trial.parameters()),
+                    "channels": cut["channels_removed"],
+                    "blocks": cut["blocks_removed"],
+                    "redundant_share": reports[threshold].redundant_parameters,
+                }
+            )
+    return rows
 
 
 def merge(old: dict | None, new: dict) -> dict:
@@ -247,6 +302,28 @@ def criteria_section(results: dict) -> list[str]:
             )
     lines += _natural_lines(results)
     lines += _diagnosis_lines(rows)
+    lines += _stopping_lines(rows)
+    return lines
+
+
+def _stopping_lines(rows: list[dict]) -> list[str]:
+    found = [r for r in rows if r.get("stopping_rules")]
+    if not found:
+        return []
+    lines = [
+        "",
+        f"One cut by the measure's own rule from the `redundancy` run's networks (seed "
+        f"{found[0]['seed']}), as it is and with one of its limits lifted; no fine-tuning.",
+        "",
+        "| network | rule | parameters after one cut | channels cut | redundant share of "
+        "the convolution parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for r in found[0]["stopping_rules"]:
+        lines.append(
+            f"| {r['start']:,} | {r['rule']} | {r['after']:,} ({r['after'] / r['start']:.0%}) | "
+            f"{r['channels']} | {r['redundant_share']:.1%} |"
+        )
     return lines
 
 

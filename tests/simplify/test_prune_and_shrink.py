@@ -223,10 +223,12 @@ def test_cli_shrink_to_a_size_by_another_criterion(trained_run, capsys):
     out = trained_run / "by_magnitude"
     args = ["simplify", "shrink", str(run), "-o", str(out), "--epochs", "1", "--probes", "8"]
     sizes = ["--target-params", "2000000", "--waypoints", "5000000", "--max-step", "2"]
-    assert main([*args, *sizes, "--criterion", "magnitude", "--auc-tolerance", "inf"]) == 0
+    options = ["--criterion", "magnitude", "--auc-tolerance", "inf", "--seed", "5"]
+    assert main([*args, *sizes, *options]) == 0
     summary = json.loads((out / "shrink.json").read_text())
     rounds = summary["rounds"]
     assert summary["settings"]["criterion"] == "magnitude"
+    assert "seed: 5\n" in (out / "round_1" / "config.yaml").read_text()  # the fine-tuning's
     # 11.2M -> 5M -> 2M, each in two equal steps of at most 2x; each round at or just under
     start = rounds[0]["parameters"]
     expected = [round((start * 5e6) ** 0.5), 5_000_000, round((5e6 * 2e6) ** 0.5), 2_000_000]

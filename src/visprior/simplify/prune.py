@@ -60,6 +60,7 @@ def prune_redundant(
     min_channels: int = 4,
     remove_blocks: bool = True,
     max_cut: float = 1.0,
+    stream_rule: bool = True,
 ) -> dict[str, int]:
     """Cut ``model`` in place by ``report``; return how many blocks and channels went, and how
     many flagged channels stayed: ``stream_vetoed`` (flagged by a minority of a residual
@@ -72,6 +73,8 @@ def prune_redundant(
             redundant ones), so no layer disappears by channel cuts.
         max_cut: the largest share of a group's channels to cut at once (its most redundant
             ones): gentler steps for rounds of cutting and fine-tuning.
+        stream_rule: a channel several convolutions write goes when most of them find it
+            redundant; False: when any one does (for diagnosis).
     """
     if not 0 < max_cut <= 1:
         raise ValueError(f"max_cut must be in (0, 1], got {max_cut}")
@@ -91,7 +94,7 @@ def prune_redundant(
     stream_vetoed = capped = 0
     for group in list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d])):
         votes = group_votes(graph, group, measured)
-        chosen = _channels_to_cut(votes, len(group[0].idxs), min_channels, max_cut)
+        chosen = _channels_to_cut(votes, len(group[0].idxs), min_channels, max_cut, stream_rule)
         stream_vetoed += int((votes.any & ~votes.majority).sum())
         capped += int(votes.majority.sum()) - len(chosen)
         if chosen:
@@ -154,12 +157,15 @@ def group_votes(graph, group, measured: dict[int, LayerRedundancy]) -> GroupVote
     return GroupVotes(voters, votes > 0, votes > voters / 2, scores / scale, ranking / scale)
 
 
-def _channels_to_cut(votes: GroupVotes, size: int, min_channels: int, max_cut: float) -> list[int]:
-    """Root channel positions that most of the group's measured convolutions find redundant,
-    the most redundant first, within ``max_cut`` of the group and leaving ``min_channels``."""
+def _channels_to_cut(
+    votes: GroupVotes, size: int, min_channels: int, max_cut: float, stream_rule: bool = True
+) -> list[int]:
+    """Root channel positions that most of the group's measured convolutions (or, without the
+    stream rule, any of them) find redundant, the most redundant first, within ``max_cut`` of
+    the group and leaving ``min_channels``."""
     if votes.voters == 0:
         return []
-    flagged = torch.nonzero(votes.majority).flatten().tolist()
+    flagged = torch.nonzero(votes.majority if stream_rule else votes.any).flatten().tolist()
     flagged.sort(key=lambda k: -float(votes.scores[k]))
     allowed = min(int(max_cut * size), size - min(min_channels, size))
     return sorted(flagged[: max(allowed, 0)])
