@@ -115,6 +115,7 @@ def run_criteria(
                 "full_minutes": full_minutes,
                 "minutes": (time.perf_counter() - started) / 60,
                 "rounds": [dataclasses.asdict(r) for r in rounds],
+                "stage_parameters": stage_parameters(rounds[-1].checkpoint),
             }
             if criterion == "redundancy" and seed == settings["seeds"][0]:
                 row["stopping_rules"] = stopping_rules(
@@ -153,6 +154,20 @@ def run_criteria(
         "rows": rows,
         "natural": natural,
     }
+
+
+def stage_parameters(checkpoint: str) -> list[int]:
+    """Parameters of each stage of a CAM classifier's backbone (its nn.Sequential children, in
+    order; for a ResNet: layer1-4): where a criterion left the network's capacity."""
+    from torch import nn
+
+    from visprior.cxr.predict import load_classifier
+
+    backbone = getattr(load_classifier(checkpoint).model, "backbone", None)
+    if backbone is None:
+        return []
+    stages = [m for m in backbone.children() if isinstance(m, nn.Sequential)]
+    return [sum(p.numel() for p in stage.parameters()) for stage in stages]
 
 
 def stopping_rules(run: Path, start_sizes: list[int], probes: int) -> list[dict]:
@@ -303,6 +318,26 @@ def criteria_section(results: dict) -> list[str]:
     lines += _natural_lines(results)
     lines += _diagnosis_lines(rows)
     lines += _stopping_lines(rows)
+    lines += _stage_lines(rows, s["sizes"][-1])
+    return lines
+
+
+def _stage_lines(rows: list[dict], size: int) -> list[str]:
+    found = [r for r in rows if r.get("stage_parameters")]
+    if not found:
+        return []
+    stages = max(len(r["stage_parameters"]) for r in found)
+    lines = [
+        "",
+        f"Where each criterion left the parameters at {size:,}: thousands per backbone stage "
+        "(the ResNet's layer1-4; the rest is the stem and the CAM head).",
+        "",
+        "| criterion | seed | " + " | ".join(f"stage {i + 1}" for i in range(stages)) + " |",
+        "|---|---|" + "---|" * stages,
+    ]
+    for r in found:
+        cells = " | ".join(f"{p / 1e3:.0f}K" for p in r["stage_parameters"])
+        lines.append(f"| {r['criterion']} | {r['seed']} | {cells} |")
     return lines
 
 
