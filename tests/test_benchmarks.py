@@ -99,3 +99,26 @@ def test_quality_rows_merge_by_network():
         ("unet", 2),
     ]  # the comparison's order, newest figures
     assert merge({"minutes": 5, "rows": earlier["rows"]}, new) == new  # other budget: replaced
+
+
+def test_criteria_rows_merge_by_seed_and_criterion():
+    from benchmarks.simplify_criteria import merge
+
+    def part(rows, seconds, natural=None, sizes=(500, 200)):
+        return {
+            "settings": {"sizes": list(sizes)},
+            "rows": [{"seed": s, "criterion": c, "v": v} for s, c, v in rows],
+            "natural": natural,
+            "seconds_per_image": seconds,
+        }
+
+    earlier = part([(0, "magnitude", 1), (0, "redundancy", 1)], 0.5, natural={"seed": 0})
+    new = part([(1, "redundancy", 2), (0, "magnitude", 2)], 0.8)
+    merged = merge(earlier, new)
+    assert [(r["seed"], r["criterion"], r["v"]) for r in merged["rows"]] == [
+        (0, "redundancy", 1),
+        (0, "magnitude", 2),
+        (1, "redundancy", 2),
+    ]  # seeds in order, criteria in the comparison's order, newest figures
+    assert merged["natural"] == {"seed": 0} and merged["seconds_per_image"] == 0.5
+    assert merge(part([], 0.5, sizes=(100,)), new) == new  # other sizes: replaced
