@@ -91,7 +91,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=int,
         nargs="+",
         default=list(defaults.waypoints),
-        help="sizes above --target-params that a round also reaches exactly, largest first",
+        help="sizes above --target-params that a round also reaches exactly, largest first "
+        "(default: none)",
     )
     shrink.add_argument(
         "--max-step",
