@@ -76,7 +76,7 @@ def run_criteria(
     """Every criterion for every seed; returns the rows ``merge`` combines with earlier ones."""
     from visprior.cxr.train import train_cxr
     from visprior.simplify.criteria import CRITERIA
-    from visprior.simplify.shrink import ShrinkSettings, shrink_run
+    from visprior.simplify.shrink import ShrinkSettings
 
     settings = dict(SETTINGS_QUICK if quick else SETTINGS_FULL)
     seeds = list(seeds) if seeds else settings["seeds"]
@@ -107,14 +107,12 @@ def run_criteria(
                 seed=seed,
                 device="cpu",
             )
-            started = time.perf_counter()
-            rounds = shrink_run(full, workdir / f"{criterion}_s{seed}", shrink)
+            rounds, record = _timed_shrink(full, workdir / f"{criterion}_s{seed}", shrink)
             row = {
                 "seed": seed,
                 "criterion": criterion,
                 "full_minutes": full_minutes,
-                "minutes": (time.perf_counter() - started) / 60,
-                "rounds": [dataclasses.asdict(r) for r in rounds],
+                **record,
                 "stage_parameters": stage_parameters(rounds[-1].checkpoint),
             }
             if criterion == "redundancy" and seed == settings["seeds"][0]:
@@ -139,13 +137,8 @@ def run_criteria(
                 seed=seed,
                 device="cpu",
             )
-            started = time.perf_counter()
-            rounds = shrink_run(full, workdir / f"natural_s{seed}", own)
-            natural = {
-                "seed": seed,
-                "minutes": (time.perf_counter() - started) / 60,
-                "rounds": [dataclasses.asdict(r) for r in rounds],
-            }
+            rounds, record = _timed_shrink(full, workdir / f"natural_s{seed}", own)
+            natural = {"seed": seed, **record}
             log(f"(g2) the measure on its own stopped at {rounds[-1].parameters:,} parameters")
     return {
         "settings": settings,
@@ -154,6 +147,16 @@ def run_criteria(
         "rows": rows,
         "natural": natural,
     }
+
+
+def _timed_shrink(run: Path, output: Path, settings) -> tuple[list, dict]:
+    """``shrink_run``'s rounds, and its minutes and rounds as a results record."""
+    from visprior.simplify.shrink import shrink_run
+
+    started = time.perf_counter()
+    rounds = shrink_run(run, output, settings)
+    minutes = (time.perf_counter() - started) / 60
+    return rounds, {"minutes": minutes, "rounds": [dataclasses.asdict(r) for r in rounds]}
 
 
 def stage_parameters(checkpoint: str) -> list[int]:
@@ -179,7 +182,7 @@ def stopping_rules(run: Path, start_sizes: list[int], probes: int) -> list[dict]
     import json
 
     from visprior.cxr.predict import load_classifier
-    from visprior.simplify.prune import prune_redundant
+    from visprior.simplify.prune import parameter_count, prune_redundant
     from visprior.simplify.redundancy import measure_redundancy
     from visprior.simplify.shrink import _split_parts, probe_images
 
@@ -211,7 +214,7 @@ def stopping_rules(run: Path, start_sizes: list[int], probes: int) -> list[dict]
                 {
                     "start": chosen["parameters"],
                     "rule": name,
-                    "after": sum(p.numel() for p in trial.parameters()),
+                    "after": parameter_count(trial),
                     "channels": cut["channels_removed"],
                     "blocks": cut["blocks_removed"],
                     "redundant_share": reports[threshold].redundant_parameters,

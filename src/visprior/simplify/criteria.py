@@ -38,8 +38,10 @@ from torch import nn
 
 from visprior.nets.widths import set_module
 from visprior.simplify.prune import (
+    cut_allowance,
     group_votes,
     measured_layers,
+    parameter_count,
     pruning_view,
     restore_cam_head,
 )
@@ -68,10 +70,6 @@ class CutToSize:
     parameters_after: int
     blocks_removed: int
     channels_removed: int
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def taylor_gradients(
@@ -204,7 +202,7 @@ def _rank_groups(model, criterion, example, report, min_channels, max_cut, seed)
     for group in groups:
         root = group[0].dep.target.module
         size = len(group[0].idxs)
-        allowed = max(min(int(max_cut * size), size - min(min_channels, size)), 0)
+        allowed = cut_allowance(size, min_channels, max_cut)
         if criterion in _NEEDS_REPORT:
             votes = group_votes(graph, group, measured)
             # the redundant set first (SSIM is at most 1), then the measure's ranking

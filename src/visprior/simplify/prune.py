@@ -34,11 +34,13 @@ from visprior.simplify.redundancy import LayerRedundancy, RedundancyReport, chec
 __all__ = [
     "GroupVotes",
     "ModelCost",
+    "cut_allowance",
     "fit_to_state_dict",
     "group_votes",
     "measured_layers",
     "model_cost",
     "paired_milliseconds",
+    "parameter_count",
     "pruning_view",
     "prune_redundant",
     "reinitialise",
@@ -167,8 +169,17 @@ def _channels_to_cut(
         return []
     flagged = torch.nonzero(votes.majority if stream_rule else votes.any).flatten().tolist()
     flagged.sort(key=lambda k: -float(votes.scores[k]))
-    allowed = min(int(max_cut * size), size - min(min_channels, size))
-    return sorted(flagged[: max(allowed, 0)])
+    return sorted(flagged[: cut_allowance(size, min_channels, max_cut)])
+
+
+def cut_allowance(size: int, min_channels: int, max_cut: float) -> int:
+    """Most channels one cut may take from a group of ``size``: within ``max_cut`` of it, and
+    leaving ``min_channels``."""
+    return max(min(int(max_cut * size), size - min(min_channels, size)), 0)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def pruning_view(model: nn.Module) -> tuple[nn.Module, nn.Conv2d | None]:
@@ -224,7 +235,7 @@ def model_cost(model: nn.Module, example: torch.Tensor, repeats: int = 10) -> Mo
     with counter:
         model(example[:1])
     model.train(was_training)
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = parameter_count(model)
     milliseconds = paired_milliseconds([model], example, repeats)[0]
     return ModelCost(parameters, int(counter.get_total_flops()), milliseconds)
 

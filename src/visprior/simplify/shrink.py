@@ -65,6 +65,7 @@ from visprior.simplify.prune import (
     ModelCost,
     model_cost,
     paired_milliseconds,
+    parameter_count,
     prune_redundant,
     reinitialise,
 )
@@ -274,7 +275,7 @@ def shrink_run(
     )
     sizes = []
     if settings.target_parameters:
-        sizes = round_sizes(sum(p.numel() for p in model.parameters()), settings)
+        sizes = round_sizes(parameter_count(model), settings)
         if len(sizes) > settings.max_rounds:
             raise ValueError(
                 f"reaching {settings.target_parameters:,} parameters in steps of at most "
