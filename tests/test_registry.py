@@ -8,7 +8,20 @@ import torch
 import visprior
 from visprior.registry import register_model
 
-EXPECTED = {"repuxnet", "repuxnet_plain", "repuxnet_sr", "uxnet", "swinunetr", "unetr", "unet"}
+EXPECTED = {
+    "repuxnet",
+    "repuxnet_plain",
+    "repuxnet_sr",
+    "uxnet",
+    "swinunetr",
+    "unetr",
+    "unet",
+    "mednext_s",
+    "mednext_b",
+    "mednext_m",
+    "mednext_l",
+    "segresnet",
+}
 
 # Small, fast configurations per network; every one uses the shared argument names.
 SMALL = {
@@ -19,6 +32,11 @@ SMALL = {
     "swinunetr": {"feature_size": 12},
     "unet": {"feature_size": 4, "num_res_units": 1},
     "unetr": {"feature_size": 8, "hidden_size": 48, "img_size": 32, "num_heads": 4, "mlp_dim": 96},
+    "mednext_s": {"feature_size": 4, "kernel_size": 5},
+    "mednext_b": {"feature_size": 4},
+    "mednext_m": {"feature_size": 4},
+    "mednext_l": {"feature_size": 2},
+    "segresnet": {"feature_size": 8},
 }
 
 

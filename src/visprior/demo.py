@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ DEMO_MODEL_SIZES: dict[str, dict] = {
     "swinunetr": {"feature_size": 12},
     "unet": {"feature_size": 8},
     "unetr": {"feature_size": 8, "hidden_size": 96, "num_heads": 4, "mlp_dim": 192},
+    "mednext_s": {"feature_size": 16},
+    "mednext_b": {"feature_size": 16},
+    "mednext_m": {"feature_size": 16},
+    "mednext_l": {"feature_size": 16},
+    "segresnet": {"feature_size": 8},
 }
 
 
@@ -39,6 +45,10 @@ class DemoConfig:
     model: str = "repuxnet"
     output: str = "demo-output"
     minutes: float = 10.0
+    iterations: int | None = None  # a fixed count instead of the time budget
+    kernel_size: int | None = None  # None: the network's own
+    init: str | None = None  # checkpoint file to start from
+    upkern: bool = False
     spacing_mm: float = 1.5
     roi: int = 48
     val_every: int = 250
@@ -73,6 +83,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=defaults.minutes,
         help="training time budget in minutes (default %(default)s)",
+    )
+    demo.add_argument(
+        "--iterations",
+        type=_positive_int,
+        help="train for exactly this many iterations instead of --minutes (default: the time "
+        "budget)",
+    )
+    demo.add_argument(
+        "--kernel-size",
+        type=_positive_int,
+        help="depth-wise kernel edge of the network (default: the network's own)",
+    )
+    demo.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from this checkpoint file, as `seg train --init` (default: none)",
+    )
+    demo.add_argument(
+        "--upkern",
+        action="store_true",
+        help="with --init: resample depth-wise kernels of another size (default: off)",
     )
     demo.add_argument(
         "--spacing-mm",
@@ -132,7 +163,8 @@ def run_demo(config: DemoConfig) -> dict:
     run_dir = output / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     train_config = _train_config(config, dataset, run_dir)
     _print_plan_beside(dataset, train_config)
-    print(f"[2/5] training for {config.minutes:g} min -> {run_dir}")
+    budget = f"{config.iterations} iterations" if config.iterations else f"{config.minutes:g} min"
+    print(f"[2/5] training for {budget} -> {run_dir}")
     result = train_segmentation(train_config)
     print(f"      {result.iteration} iterations, {result.training_seconds / 60:.1f} min")
 
@@ -167,6 +199,8 @@ def _train_config(config: DemoConfig, dataset: Path, run_dir: Path):
             f"unknown model name {config.model!r}; registered models: {', '.join(list_models())}"
         )
     kwargs = dict(DEMO_MODEL_SIZES.get(config.model, {}))
+    if config.kernel_size is not None:
+        kwargs["kernel_size"] = config.kernel_size
     roi = _crop_for(config.model, config.roi, kwargs)
     if config.model == "unetr":
         kwargs["img_size"] = roi
@@ -177,8 +211,11 @@ def _train_config(config: DemoConfig, dataset: Path, run_dir: Path):
         model_kwargs=kwargs,
         preprocessing=Preprocessing(intensity="mri", spacing=(config.spacing_mm,) * 3),
         fold=-1,  # one training volume: the held-out hemisphere is the test set
-        iterations=100_000,
-        time_limit_minutes=config.minutes,
+        # the poly schedule runs over the iterations, or over the time budget
+        iterations=config.iterations or 100_000,
+        time_limit_minutes=math.inf if config.iterations else config.minutes,
+        init_checkpoint=config.init,
+        upkern=config.upkern,
         roi_size=(roi,) * 3,
         flip_axes=(0,),  # left-right flips: the right hemisphere mirrors the left
         crop_sampling="classes",  # the accumbens is 1/60 of the labelled voxels

@@ -20,9 +20,9 @@ def test_authors_checkpoint_initialises_bfr_training_with_a_new_head(reference_d
     }
     model = get_model("repuxnet", **kwargs)
     fresh_head = model.state_dict()["out.conv.conv.weight"].clone()
-    replaced = initialize_from(model, path, "repuxnet", {"name": "repuxnet", "kwargs": kwargs})
+    start = initialize_from(model, path, "repuxnet", {"name": "repuxnet", "kwargs": kwargs})
 
-    assert replaced == ["out.conv.conv.bias", "out.conv.conv.weight"]
+    assert start.fresh == ["out.conv.conv.bias", "out.conv.conv.weight"]
     state = model.state_dict()
     torch.testing.assert_close(state["out.conv.conv.weight"], fresh_head, rtol=0, atol=0)
     # The authors' kernels hold W * M: BFR training starts from W = kernel / M.

@@ -5,7 +5,8 @@
 """
 
 from visprior.nets.ggcam import CAMClassifier, CAMHead, CAMOutput, GazeLossWeights
-from visprior.nets.monai_nets import swinunetr, unetr
+from visprior.nets.mednext import build_mednext
+from visprior.nets.monai_nets import segresnet, swinunetr, unetr
 from visprior.nets.mtunet import MTUNet, MTUNetOutput, MultiTaskWeights
 from visprior.nets.registry import canonical_name, get_model, list_models, register_model
 from visprior.nets.repuxnet import RepUXBlock, RepUXNet
@@ -23,10 +24,12 @@ __all__ = [
     "RepUXNet",
     "UXBlock",
     "UXNet",
+    "build_mednext",
     "canonical_name",
     "get_model",
     "list_models",
     "register_model",
+    "segresnet",
     "swinunetr",
     "unetr",
 ]

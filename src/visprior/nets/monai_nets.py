@@ -1,21 +1,21 @@
 """MONAI's baselines under visprior's argument names.
 
-SwinUNETR (Hatamizadeh et al., 2022), UNETR (Hatamizadeh et al., 2022) and the classic
-residual UNet (Kerfoot et al., 2018) come straight from MONAI; the builders only set the
-papers' defaults and record the input-size rules so that every registered network answers
-the same questions.
+SwinUNETR (Hatamizadeh et al., 2022), UNETR (Hatamizadeh et al., 2022), the classic residual
+UNet (Kerfoot et al., 2018) and SegResNet (Myronenko, 2018) come straight from MONAI; the
+builders only set the papers' defaults and record the input-size rules so that every
+registered network answers the same questions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.networks.nets import UNETR, SwinUNETR, UNet
+from monai.networks.nets import UNETR, SegResNet, SwinUNETR, UNet
 
 from visprior.layers.depthwise import check_spatial_dims
 from visprior.nets.registry import register_model
 
-__all__ = ["swinunetr", "unet", "unetr"]
+__all__ = ["segresnet", "swinunetr", "unet", "unetr"]
 
 
 @register_model("swinunetr")
@@ -100,4 +100,42 @@ def unet(
         **kwargs,
     )
     model.size_divisibility = 16
+    return model
+
+
+@register_model("segresnet")
+def segresnet(
+    *,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    feature_size: int = 8,
+    spatial_dims: int = 3,
+    num_groups: int = 8,
+    **kwargs,
+) -> SegResNet:
+    """MONAI SegResNet (its default width of 8 filters, 1.2M parameters); spatial sizes must be
+    multiples of 8. Its convolutions are all 3^3, so it takes no ``kernel_size``."""
+    check_spatial_dims(spatial_dims)
+    if "kernel_size" in kwargs:
+        raise ValueError(
+            "model 'segresnet' takes no kernel_size: its convolutions are all 3^3 "
+            f"(got kernel_size={kwargs['kernel_size']!r})."
+        )
+    if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
+        raise ValueError(f"feature_size must be a positive int, got {feature_size!r}.")
+    if feature_size % num_groups:
+        raise ValueError(
+            f"segresnet: feature_size ({feature_size}) must be a multiple of num_groups "
+            f"({num_groups}), the group norm's group count."
+        )
+    model = SegResNet(
+        spatial_dims=spatial_dims,
+        init_filters=feature_size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        norm=("GROUP", {"num_groups": num_groups}),
+        num_groups=num_groups,
+        **kwargs,
+    )
+    model.size_divisibility = 8
     return model

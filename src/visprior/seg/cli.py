@@ -201,8 +201,15 @@ def _add_training_options(parser: argparse.ArgumentParser, defaults: SegTrainCon
         "--init",
         dest="init_checkpoint",
         metavar="CHECKPOINT",
-        help="fine-tune from this visprior or authors' checkpoint; weights that do not fit "
+        help="fine-tune from this visprior or authors' checkpoint file; weights that do not fit "
         "(a new label set's head) start fresh (default: none)",
+    )
+    parser.add_argument(
+        "--upkern",
+        action="store_const",
+        const=True,
+        help="with --init: resample every depth-wise kernel of another size to this network's "
+        "(MedNeXt's UpKern), e.g. a 21^3 RepUX-Net from a trained 7^3 one (default: off)",
     )
 
 

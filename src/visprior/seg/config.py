@@ -65,6 +65,8 @@ class SegTrainConfig(RunConfig):
     folds: int = 5
     cache_rate: float = 1.0
     init_checkpoint: str | None = None
+    # resample depth-wise kernels of another size from init_checkpoint (MedNeXt's UpKern)
+    upkern: bool = False
     # ``seg plan``'s file these options came from, and which of them it set (dotted keys)
     plan_file: str = ""
     from_plan: tuple[str, ...] = ()

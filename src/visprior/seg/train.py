@@ -36,11 +36,12 @@ from visprior.nets.official import (
     load_official_checkpoint,
 )
 from visprior.nets.registry import get_model
+from visprior.nets.upkern import is_depthwise_kernel_pair, upkern_state_dict
 from visprior.seg.config import SegTrainConfig
 from visprior.seg.postprocess import decide_for_run
 from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
 
-__all__ = ["SegmentationTask", "initialize_from", "train_segmentation"]
+__all__ = ["Initialization", "SegmentationTask", "initialize_from", "train_segmentation"]
 
 METRIC = "val_mean_dice"
 
@@ -113,6 +114,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     chosen on them (``postprocessing.json``, see :mod:`visprior.seg.postprocess`).
     """
     run_dir = Path(config.output)
+    _check_init(config)
     device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
 
     dataset = load_dataset(config.dataset)
@@ -133,9 +135,11 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     _check_roi(config, model)
     train_cases, val_cases = _fold_cases(config, dataset, run_dir)
     if config.init_checkpoint and not resume:
-        replaced = initialize_from(model, config.init_checkpoint, config.model, model_spec)
-        if replaced and is_main_process():
-            print(f"initialised from {config.init_checkpoint}; new: {', '.join(replaced)}")
+        start = initialize_from(
+            model, config.init_checkpoint, config.model, model_spec, upkern=config.upkern
+        )
+        if is_main_process():
+            print(start.describe(config.init_checkpoint))
     model.to(device)
     if is_main_process():
         save_config(config, run_dir / "config.yaml")
@@ -190,28 +194,80 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     return result
 
 
+@dataclasses.dataclass
+class Initialization:
+    """What :func:`initialize_from` did: the weights left fresh, the kernels it resampled
+    (``upkern``), and the kernels left fresh only because their size differs."""
+
+    fresh: list[str]
+    resampled: list[str]
+    other_kernel_size: list[str]
+
+    def describe(self, source: str | Path) -> str:
+        lines = [f"initialised from {source}; new: {', '.join(self.fresh) or 'none'}"]
+        if self.resampled:
+            lines.append(f"UpKern: {len(self.resampled)} depth-wise kernels resampled")
+        if self.other_kernel_size:
+            lines.append(
+                f"{len(self.other_kernel_size)} depth-wise kernels of another size start fresh; "
+                "--upkern resamples them"
+            )
+        return "\n".join(lines)
+
+
 def initialize_from(
-    model: nn.Module, path: str | Path, model_name: str, model_spec: ModelSpec | dict[str, Any]
-) -> list[str]:
+    model: nn.Module,
+    path: str | Path,
+    model_name: str,
+    model_spec: ModelSpec | dict[str, Any],
+    upkern: bool = False,
+) -> Initialization:
     """Copy every weight of a checkpoint whose name and shape fit ``model``.
 
     ``path`` is a visprior checkpoint or an authors' RepUX-Net / 3D UX-Net checkpoint. Weights
-    that do not fit (the output head, for a new label set) keep their fresh initialisation;
-    their names are returned. ``model_spec``: how ``model`` was built (or its checkpoint entry).
+    that do not fit (the output head, for a new label set) keep their fresh initialisation.
+    With ``upkern``, depth-wise kernels of another size are resampled to the model's (see
+    :mod:`visprior.nets.upkern`). ``model_spec``: how ``model`` was built (or its checkpoint
+    entry).
     """
     if not isinstance(model_spec, ModelSpec):
         model_spec = ModelSpec.from_dict(model_spec)
+    path = Path(path)
     raw = read_weights_only(path)
     if is_visprior_checkpoint(raw):
         source = raw["state_dict"]
     else:
         source = _official_state(raw, model_name, model_spec, str(path))
     target = model.state_dict()
-    fitting = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+    if upkern:
+        fitting, resampled = upkern_state_dict(source, target)
+    else:
+        fitting = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+        resampled = []
     if not fitting:
         raise CheckpointError(f"{path}: no weight fits the network {model_name!r}")
     model.load_state_dict(fitting, strict=False)
-    return sorted(set(target) - set(fitting))
+    # BFR frequency maps follow from the kernel size: not weights to report
+    fresh = sorted(k for k in set(target) - set(fitting) if not k.endswith(".frequency_map"))
+    other_size = [
+        k for k in fresh if k in source and is_depthwise_kernel_pair(source[k], target[k])
+    ]
+    return Initialization(fresh, resampled, other_size)
+
+
+def _check_init(config: SegTrainConfig) -> None:
+    """A bad ``--init`` / ``--upkern`` is refused before the run folder is made."""
+    if config.upkern and not config.init_checkpoint:
+        raise ValueError("--upkern needs --init CHECKPOINT: the trained network to resample")
+    if config.init_checkpoint:
+        path = Path(config.init_checkpoint)
+        if path.is_dir():
+            raise ValueError(
+                f"--init takes a checkpoint file, and {path} is a folder "
+                f"(a run's are {path / 'checkpoints' / 'best.pt'} and last.pt)"
+            )
+        if not path.is_file():
+            raise ValueError(f"--init: checkpoint not found: {path}")
 
 
 def _official_state(raw: Any, model_name: str, spec: ModelSpec, source: str) -> dict:
@@ -222,7 +278,12 @@ def _official_state(raw: Any, model_name: str, spec: ModelSpec, source: str) -> 
         raise CheckpointError(
             f"{source}: neither a visprior nor an authors' checkpoint: {error}"
         ) from None
-    donor_kwargs = {**spec.kwargs, "out_channels": official["out_channels"]}
+    # the donor has the checkpoint's head and kernels; UpKern may resample them after
+    donor_kwargs = {
+        **spec.kwargs,
+        "out_channels": official["out_channels"],
+        "kernel_size": official["kernel_size"],
+    }
     donor = load_official_checkpoint(raw, model=get_model(model_name, **donor_kwargs))
     return donor.state_dict()
 
