@@ -3,6 +3,7 @@
 python -m benchmarks                  # everything (about 2 hours on 2 cores)
 python -m benchmarks --only speed     # (a)-(c) and the crossover (about 45 minutes)
 python -m benchmarks --only quality   # (d) equal training time on the brain task (about 55)
+python -m benchmarks --only kernel-scaling  # (d2) plain vs BFR at k 7/13/21, equal iterations (60)
 python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic set (about 15)
 python -m benchmarks --only mtunet    # (f) MT-UNet vs single-task UNets, synthetic (about 10)
 python -m benchmarks --only gaze-ct   # (e2) + (f2) on radiographs rendered from a real CT
@@ -34,6 +35,7 @@ from benchmarks import (
     crossover,
     gaze_ct,
     ggcam,
+    kernel_scaling,
     large_kernel,
     large_volume,
     mtunet,
@@ -204,6 +206,7 @@ def main() -> None:
         choices=(
             "speed",
             "quality",
+            "kernel-scaling",
             "bfr-overhead",
             "ggcam",
             "mtunet",
@@ -223,13 +226,20 @@ def main() -> None:
         nargs="+",
         type=int,
         metavar="SEED",
-        help="(g2) only these seeds; their rows replace earlier ones",
+        help="(d2), (g2) only these seeds; their rows replace earlier ones",
     )
     parser.add_argument(
         "--criteria",
         nargs="+",
         metavar="NAME",
         help="(g2) only these criteria; their rows replace earlier ones",
+    )
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="(d2) only these kernel sizes; their rows replace earlier ones",
     )
     parser.add_argument(
         "--rhos",
@@ -264,6 +274,7 @@ def main() -> None:
     results.update(quick=args.quick, machine=machine_description())
     if args.only not in (
         "quality",
+        "kernel-scaling",
         "ggcam",
         "mtunet",
         "gaze-ct",
@@ -284,6 +295,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="visprior-bench-") as workdir:
             new = brain.run(minutes, args.quick, Path(workdir), _log, args.models)
         results["brain"] = brain.merge(results.get("brain"), new)
+    if args.only in (None, "kernel-scaling"):
+        with tempfile.TemporaryDirectory(prefix="visprior-scaling-") as workdir:
+            new = kernel_scaling.run_scaling(
+                args.quick, Path(workdir), _log, args.seeds, args.kernels
+            )
+        results["kernel_scaling"] = kernel_scaling.merge(results.get("kernel_scaling"), new)
+        kernel_scaling.write_scaling_plot(
+            results["kernel_scaling"], args.out / "kernel_scaling.png"
+        )
+        _log("(d2) done")
     if args.only in (None, "ggcam"):
         with tempfile.TemporaryDirectory(prefix="visprior-ggcam-") as workdir:
             results["ggcam"] = ggcam.run_ggcam(args.quick, Path(workdir))

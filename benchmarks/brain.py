@@ -7,6 +7,7 @@ same minutes of training time; the table reports the held-out Dice per structure
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -23,10 +24,13 @@ MODELS_FULL = [
 MODELS_QUICK = [("MONAI UNet", "unet")]
 
 
-def run_network(name: str, minutes: float, workdir: Path, options: list[str] = ()) -> dict:
-    """Train, predict and evaluate one network (with more demo ``options``); return its
-    figures (or the error)."""
-    output = workdir / name
+def run_network(
+    name: str, minutes: float, workdir: Path, options: list[str] = (), tag: str | None = None
+) -> dict:
+    """Train, predict and evaluate one network (with more demo ``options``, which may replace
+    the time budget with ``--iterations``) in ``workdir / (tag or name)``; return its figures
+    (or the error), with the validation curve and the run folder."""
+    output = workdir / (tag or name)
     command = [sys.executable, "-m", "visprior.cli", "demo", "--model", name]
     command += ["--minutes", str(minutes), "--output", str(output), *options]
     started = time.perf_counter()
@@ -42,7 +46,35 @@ def run_network(name: str, minutes: float, workdir: Path, options: list[str] = (
         "mean_foreground_dice": summary["mean_foreground_dice"],
         "dice": {c: v["dice"]["mean"] for c, v in summary["classes"].items()},
         **_training_figures(run_dir),
+        "curve": validation_curve(run_dir / "metrics.csv"),
+        "class_voxels": _reference_voxels(output, list(summary["classes"])),
+        "run_dir": str(run_dir),
     }
+
+
+def _reference_voxels(output: Path, classes: list[str]) -> dict[str, int]:
+    """Voxels of each structure in the held-out reference (by the dataset's label values)."""
+    import nibabel as nib
+    import numpy as np
+
+    (labels,) = output.glob("data/*/labelsTs/*.nii.gz")
+    values = json.loads((labels.parent.parent / "dataset.json").read_text())["labels"]
+    counts = np.bincount(np.asarray(nib.load(labels).dataobj, dtype=np.int64).ravel())
+    return {c: int(counts[values[c]]) if values[c] < len(counts) else 0 for c in classes}
+
+
+def validation_curve(metrics_csv: Path) -> list[dict]:
+    """Every validation of a run: iteration, training seconds, mean and per-class Dice (on the
+    training hemisphere)."""
+    with open(metrics_csv) as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val_mean_dice")]
+    return [
+        {
+            "iteration": int(r["iteration"]),
+            **{k: float(v) for k, v in r.items() if k.startswith("val_") and v},
+        }
+        for r in rows
+    ]
 
 
 def _training_figures(run_dir: Path) -> dict:
@@ -54,6 +86,7 @@ def _training_figures(run_dir: Path) -> dict:
     return {
         "iterations": state["iteration"],
         "training_seconds": state["training_seconds"],
+        "best_iteration": state["best_iteration"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "roi": state["roi_size"][0],
         "model_kwargs": {

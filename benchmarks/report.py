@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks.gaze_ct import ggcam_ct_section, mtunet_ct_section
 from benchmarks.ggcam import ggcam_section
+from benchmarks.kernel_scaling import scaling_section
 from benchmarks.large_volume import large_volume_section
 from benchmarks.mtunet import mtunet_section
 from benchmarks.planning import planning_section
@@ -284,6 +285,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += _speed_sections(results, sizes)
     if brain:
         lines += [*brain_section(brain), ""]
+    if results.get("kernel_scaling"):
+        lines += [*scaling_section(results["kernel_scaling"]), ""]
     if results.get("ggcam"):
         lines += [*ggcam_section(results["ggcam"]), ""]
     if results.get("mtunet"):
@@ -360,7 +363,8 @@ def _errors(results: dict) -> list[str]:
             for item in node:
                 visit(item, where)
 
-    for section in ("large_kernel", "crossover", "training", "bfr_overhead", "inference", "brain"):
+    sections = ("large_kernel", "crossover", "training", "bfr_overhead", "inference", "brain")
+    for section in (*sections, "kernel_scaling"):
         if section in results:
             visit(results[section], section)
     return found

@@ -1,0 +1,198 @@
+"""(d2) Kernel scaling, the RepUX-Net paper's hypothesis: plain large depth-wise kernels stop
+gaining (or lose) as the kernel grows, and Bayesian frequency re-parameterization fixes that.
+
+``repuxnet_plain`` and ``repuxnet`` (BFR) at k in {7, 13, 21} run ``visprior demo`` at the
+demo's widths and settings for an equal number of iterations (not time), each seed in a fresh
+process. The demo's poly schedule then runs over the iterations.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from benchmarks.brain import run_network
+
+KINDS = [("plain", "repuxnet_plain"), ("BFR", "repuxnet")]
+SETTINGS_FULL = {"kernels": (7, 13, 21), "seeds": (0, 1), "iterations": 200, "val_every": 50}
+SETTINGS_QUICK = {"kernels": (3,), "seeds": (0,), "iterations": 2, "val_every": 1}
+
+
+def run_scaling(quick: bool, workdir: Path, log, seeds=None, kernels=None) -> dict:
+    """Every (kernel, kind, seed) run; ``seeds`` / ``kernels`` restrict the grid."""
+    settings = dict(SETTINGS_QUICK if quick else SETTINGS_FULL)
+    settings["seeds"] = tuple(seeds or settings["seeds"])
+    settings["kernels"] = tuple(kernels or settings["kernels"])
+    rows = []
+    for seed in settings["seeds"]:
+        for k in settings["kernels"]:
+            for kind, name in KINDS:
+                options = ["--iterations", str(settings["iterations"]), "--kernel-size", str(k)]
+                options += ["--seed", str(seed), "--val-every", str(settings["val_every"])]
+                row = run_network(name, 0, workdir, options, tag=f"{name}-k{k}-s{seed}")
+                rows.append({"kind": kind, "k": k, "seed": seed, **row})
+                dice = row.get("mean_foreground_dice")
+                shown = f"mean Dice {dice:.3f}" if dice is not None else "failed"
+                log(f"(d2) {kind} k={k} seed {seed}: {shown}")
+    return {"settings": settings, "rows": rows}
+
+
+def merge(earlier: dict | None, new: dict) -> dict:
+    """``new``'s rows replace earlier rows of the same kind, k and seed at the same iteration
+    count; another count replaces everything."""
+    same = earlier and earlier["settings"]["iterations"] == new["settings"]["iterations"]
+    if not same:
+        return new
+    rows = {(r["kind"], r["k"], r["seed"]): r for r in earlier["rows"]}
+    rows.update({(r["kind"], r["k"], r["seed"]): r for r in new["rows"]})
+    order = [kind for kind, _ in KINDS]
+    ordered = sorted(rows.values(), key=lambda r: (r["k"], order.index(r["kind"]), r["seed"]))
+    kernels = sorted({r["k"] for r in ordered})
+    seeds = sorted({r["seed"] for r in ordered})
+    return {"settings": {**new["settings"], "kernels": kernels, "seeds": seeds}, "rows": ordered}
+
+
+def smallest_structure(rows: list[dict]) -> str | None:
+    """The structure with the fewest reference voxels, as the demo reports them."""
+    sizes = next((r["class_voxels"] for r in rows if r.get("class_voxels")), None)
+    return min(sizes, key=sizes.get) if sizes else None
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _good(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if not r.get("error")]
+
+
+def scaling_table(scaling: dict) -> list[str]:
+    rows = _good(scaling["rows"])
+    if not rows:
+        return ["(every run failed; see Failed cases)"]
+    small = smallest_structure(rows)
+    lines = [
+        f"| k | kernel | seeds | parameters | s / iteration | mean Dice | {small} Dice |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in scaling["settings"]["kernels"]:
+        for kind, _ in KINDS:
+            cell = [r for r in rows if r["k"] == k and r["kind"] == kind]
+            if not cell:
+                continue
+            per_iteration = statistics.median(r["training_seconds"] / r["iterations"] for r in cell)
+            lines.append(
+                f"| {k} | {kind} | {len(cell)} | {cell[0]['parameters'] / 1e6:.2f}M | "
+                f"{per_iteration:.2f} | {_mean_sd([r['mean_foreground_dice'] for r in cell])} | "
+                f"{_mean_sd([r['dice'][small] for r in cell])} |"
+            )
+    return lines
+
+
+def paired_differences(scaling: dict) -> list[dict]:
+    """BFR minus plain per k, paired by seed: mean Dice and the smallest structure's."""
+    rows = _good(scaling["rows"])
+    small = smallest_structure(rows)
+    by_cell = {(r["kind"], r["k"], r["seed"]): r for r in rows}
+    out = []
+    for k in scaling["settings"]["kernels"]:
+        pairs = [
+            (by_cell[("BFR", k, s)], by_cell[("plain", k, s)])
+            for s in scaling["settings"]["seeds"]
+            if ("BFR", k, s) in by_cell and ("plain", k, s) in by_cell
+        ]
+        if pairs:
+            out.append(
+                {
+                    "k": k,
+                    "seeds": len(pairs),
+                    "mean": [
+                        b["mean_foreground_dice"] - p["mean_foreground_dice"] for b, p in pairs
+                    ],
+                    "smallest": [b["dice"][small] - p["dice"][small] for b, p in pairs],
+                }
+            )
+    return out
+
+
+def _signed_mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:+.3f}"
+    return f"{statistics.mean(values):+.3f} ± {statistics.stdev(values):.3f}"
+
+
+def scaling_section(scaling: dict) -> list[str]:
+    settings = scaling["settings"]
+    small = smallest_structure(_good(scaling["rows"]))
+    lines = [
+        f"## (d2) Kernel scaling at equal iterations: {settings['iterations']} each",
+        "",
+        "`visprior demo --model NAME --kernel-size K --iterations N --seed S` for plain and BFR "
+        "RepUX-Net kernels (demo widths, feature size 16, 48^3 crops, AdamW 1e-3, poly schedule "
+        f"over the iterations, validation every {settings['val_every']} iterations on the "
+        "training hemisphere choosing the checkpoint), each in a fresh process; Dice on the "
+        "held-out right hemisphere. Mean ± sample standard deviation over seeds "
+        f"{', '.join(map(str, settings['seeds']))}; s / iteration is the median training time "
+        "per step, validation excluded.",
+        "",
+        *scaling_table(scaling),
+        "",
+        "Paired by seed, BFR minus plain (mean ± sd of the per-seed differences):",
+        "",
+        f"| k | seeds | mean Dice | {small} Dice |",
+        "|---|---|---|---|",
+    ]
+    for diff in paired_differences(scaling):
+        lines.append(
+            f"| {diff['k']} | {diff['seeds']} | {_signed_mean_sd(diff['mean'])} | "
+            f"{_signed_mean_sd(diff['smallest'])} |"
+        )
+    return [*lines, "", "![kernel scaling](kernel_scaling.png)"]
+
+
+def write_scaling_plot(scaling: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _good(scaling["rows"])
+    small = smallest_structure(rows)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, (title, value) in zip(
+        axes,
+        [
+            ("mean foreground Dice", lambda r: r["mean_foreground_dice"]),
+            (f"{small} Dice", lambda r: r["dice"][small]),
+        ],
+        strict=True,
+    ):
+        for (kind, _), colour, shift in zip(
+            KINDS, ("tab:grey", "tab:blue"), (-0.3, 0.3), strict=True
+        ):
+            kernels = [
+                k
+                for k in scaling["settings"]["kernels"]
+                if any(r["k"] == k and r["kind"] == kind for r in rows)
+            ]
+            cells = [[value(r) for r in rows if r["k"] == k and r["kind"] == kind] for k in kernels]
+            means = [statistics.mean(c) for c in cells]
+            axis.plot(kernels, means, "-o", color=colour, label=kind)
+            for k, cell in zip(kernels, cells, strict=True):
+                axis.scatter([k + shift] * len(cell), cell, color=colour, s=12, alpha=0.6)
+        axis.set_xlabel("kernel size k")
+        axis.set_xticks(list(scaling["settings"]["kernels"]))
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.suptitle(
+        f"RepUX-Net, plain vs BFR kernels, {scaling['settings']['iterations']} iterations "
+        "(line: mean; dots: seeds)"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
