@@ -4,6 +4,8 @@ python -m benchmarks                  # everything (about 2 hours on 2 cores)
 python -m benchmarks --only speed     # (a)-(c) and the crossover (about 45 minutes)
 python -m benchmarks --only quality   # (d) equal training time on the brain task (about 55)
 python -m benchmarks --only kernel-scaling  # (d2) plain vs BFR at k 7/13/21, equal iterations (60)
+python -m benchmarks --only peers     # (d3) six networks, 5 minutes each, 2 seeds (about 80)
+python -m benchmarks --only mednext-speed  # (b2) MedNeXt-S steps, MONAI vs visprior convs (5)
 python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic set (about 15)
 python -m benchmarks --only mtunet    # (f) MT-UNet vs single-task UNets, synthetic (about 10)
 python -m benchmarks --only gaze-ct   # (e2) + (f2) on radiographs rendered from a real CT
@@ -38,8 +40,10 @@ from benchmarks import (
     kernel_scaling,
     large_kernel,
     large_volume,
+    mednext_speed,
     mtunet,
     networks,
+    peers,
     planning,
     precision,
     simplify,
@@ -140,6 +144,20 @@ def run_bfr_overhead(quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
+def run_mednext_speed(quick: bool, repeats: int) -> list[dict]:
+    """(b2) MedNeXt-S training steps with MONAI's and with visprior's depth-wise convs."""
+    rows = []
+    size = 32 if quick else 48
+    for k in mednext_speed.KERNELS_QUICK if quick else mednext_speed.KERNELS_FULL:
+        row = {"k": k, "size": size}
+        for variant in mednext_speed.VARIANTS:
+            m = measure_in_subprocess(mednext_speed.build_step, variant, k, size, repeats=repeats)
+            row[variant] = _row(m)
+            _log(f"(b2) MedNeXt-S k{k} {variant}: {m.seconds:.2f} s")
+        rows.append(row)
+    return rows
+
+
 def machine_description() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -207,7 +225,9 @@ def main() -> None:
             "speed",
             "quality",
             "kernel-scaling",
+            "peers",
             "bfr-overhead",
+            "mednext-speed",
             "ggcam",
             "mtunet",
             "gaze-ct",
@@ -226,7 +246,7 @@ def main() -> None:
         nargs="+",
         type=int,
         metavar="SEED",
-        help="(d2), (g2) only these seeds; their rows replace earlier ones",
+        help="(d2), (d3), (g2) only these seeds; their rows replace earlier ones",
     )
     parser.add_argument(
         "--criteria",
@@ -251,13 +271,14 @@ def main() -> None:
     parser.add_argument(
         "--minutes",
         type=float,
-        help="training budget per network in (d) (default 10) and per precision in (j) (default 5)",
+        help="training budget per network in (d) (default 10) and (d3) (default 5), and per "
+        "precision in (j) (default 5)",
     )
     parser.add_argument(
         "--models",
         nargs="+",
         metavar="NAME",
-        help="(d) only these networks; their rows replace earlier ones of the same minutes",
+        help="(d), (d3) only these networks; their rows replace earlier ones of the same minutes",
     )
     parser.add_argument(
         "--out",
@@ -275,6 +296,7 @@ def main() -> None:
     if args.only not in (
         "quality",
         "kernel-scaling",
+        "peers",
         "ggcam",
         "mtunet",
         "gaze-ct",
@@ -290,6 +312,8 @@ def main() -> None:
         results.update(run_speed(args.quick, args.repeats))
     if args.only == "bfr-overhead":
         results["bfr_overhead"] = run_bfr_overhead(args.quick, args.repeats)
+    if args.only in (None, "mednext-speed"):
+        results["mednext_speed"] = run_mednext_speed(args.quick, args.repeats)
     if args.only in (None, "quality"):
         minutes = args.minutes or (0.05 if args.quick else 10.0)
         with tempfile.TemporaryDirectory(prefix="visprior-bench-") as workdir:
@@ -305,6 +329,13 @@ def main() -> None:
             results["kernel_scaling"], args.out / "kernel_scaling.png"
         )
         _log("(d2) done")
+    if args.only in (None, "peers"):
+        with tempfile.TemporaryDirectory(prefix="visprior-peers-") as workdir:
+            new = peers.run_peers(
+                args.quick, Path(workdir), _log, args.seeds, args.models, args.minutes
+            )
+        results["peers"] = peers.merge(results.get("peers"), new)
+        _log("(d3) done")
     if args.only in (None, "ggcam"):
         with tempfile.TemporaryDirectory(prefix="visprior-ggcam-") as workdir:
             results["ggcam"] = ggcam.run_ggcam(args.quick, Path(workdir))

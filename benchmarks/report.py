@@ -10,7 +10,9 @@ from benchmarks.gaze_ct import ggcam_ct_section, mtunet_ct_section
 from benchmarks.ggcam import ggcam_section
 from benchmarks.kernel_scaling import scaling_section
 from benchmarks.large_volume import large_volume_section
+from benchmarks.mednext_speed import mednext_speed_section
 from benchmarks.mtunet import mtunet_section
+from benchmarks.peers import peers_section
 from benchmarks.planning import planning_section
 from benchmarks.precision import precision_section
 from benchmarks.simplify import simplify_section
@@ -285,8 +287,12 @@ def write_report(results: dict, path: Path) -> None:
         lines += _speed_sections(results, sizes)
     if brain:
         lines += [*brain_section(brain), ""]
+    if results.get("mednext_speed"):
+        lines += [*mednext_speed_section(results["mednext_speed"]), ""]
     if results.get("kernel_scaling"):
         lines += [*scaling_section(results["kernel_scaling"]), ""]
+    if results.get("peers"):
+        lines += [*peers_section(results["peers"]), ""]
     if results.get("ggcam"):
         lines += [*ggcam_section(results["ggcam"]), ""]
     if results.get("mtunet"):
@@ -364,7 +370,7 @@ def _errors(results: dict) -> list[str]:
                 visit(item, where)
 
     sections = ("large_kernel", "crossover", "training", "bfr_overhead", "inference", "brain")
-    for section in (*sections, "kernel_scaling"):
+    for section in (*sections, "mednext_speed", "kernel_scaling", "peers"):
         if section in results:
             visit(results[section], section)
     return found

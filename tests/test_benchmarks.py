@@ -27,8 +27,11 @@ def test_quick_benchmarks_write_results(tmp_path):
         "## (a)",
         "## (b)",
         "## (c)",
+        "## (b2)",
         "## Crossover",
         "## (d)",
+        "## (d2)",
+        "## (d3)",
         "## (e)",
         "## (f)",
         "## (e2)",
@@ -45,6 +48,9 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "Quick mode" in report
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
+    assert "| 3 | BFR | 1 | " in report and "| 3 | 1 | " in report  # (d2) and its difference
+    assert (tmp_path / "kernel_scaling.png").stat().st_size > 10_000
+    assert "| MedNeXt-S k5, UpKern from k3 | 0.05 | 1 | " in report  # (d3)
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
     assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
     assert "| GG-CAM, finding mask as gaze | " in report and "rho = 1.0:" in report  # (e2)
@@ -122,3 +128,103 @@ def test_criteria_rows_merge_by_seed_and_criterion():
     ]  # seeds in order, criteria in the comparison's order, newest figures
     assert merged["natural"] == {"seed": 0} and merged["seconds_per_image"] == 0.5
     assert merge(part([], 0.5, sizes=(100,)), new) == new  # other sizes: replaced
+
+
+def _demo_row(dice: float, accumbens: float, **fields) -> dict:
+    return {
+        "mean_foreground_dice": dice,
+        "dice": {"thalamus": dice, "accumbens": accumbens},
+        "class_voxels": {"thalamus": 9000, "accumbens": 300},
+        "parameters": 4_000_000,
+        "iterations": 200,
+        "training_seconds": 240.0,
+        **fields,
+    }
+
+
+def test_scaling_pairs_bfr_with_plain_by_seed():
+    from benchmarks.kernel_scaling import merge, paired_differences, scaling_section
+
+    settings = {"kernels": [7], "seeds": [0, 1], "iterations": 200, "val_every": 50}
+    rows = [
+        _demo_row(0.80, 0.50, kind="plain", k=7, seed=0),
+        _demo_row(0.84, 0.60, kind="BFR", k=7, seed=0),
+        _demo_row(0.70, 0.40, kind="plain", k=7, seed=1),
+        _demo_row(0.72, 0.34, kind="BFR", k=7, seed=1),
+    ]
+    scaling = {"settings": settings, "rows": rows}
+    (diff,) = paired_differences(scaling)
+    assert diff["seeds"] == 2
+    assert diff["mean"] == pytest.approx([0.04, 0.02])
+    assert diff["smallest"] == pytest.approx([0.10, -0.06])
+    text = "\n".join(scaling_section(scaling))
+    assert "| 7 | plain | 2 | 4.00M | 1.20 | 0.750 ± 0.071 | 0.450 ± 0.071 |" in text
+    assert "| 7 | 2 | +0.030 ± 0.014 | +0.020 ± 0.113 |" in text  # accumbens: the smallest
+    # a new seed-1 BFR row replaces the old one; a k=13 row is added
+    new_rows = [
+        _demo_row(0.9, 0.5, kind="BFR", k=7, seed=1),
+        _demo_row(0.6, 0.1, kind="BFR", k=13, seed=0),
+    ]
+    merged = merge(
+        scaling, {"settings": {**settings, "kernels": [7, 13], "seeds": [0, 1]}, "rows": new_rows}
+    )
+    assert [(r["k"], r["kind"], r["seed"], r["mean_foreground_dice"]) for r in merged["rows"]] == [
+        (7, "plain", 0, 0.80),
+        (7, "plain", 1, 0.70),
+        (7, "BFR", 0, 0.84),
+        (7, "BFR", 1, 0.9),
+        (13, "BFR", 0, 0.6),
+    ]
+    other = {"settings": {**settings, "iterations": 400}, "rows": new_rows}
+    assert merge(scaling, other) == other  # another iteration count: replaced
+
+
+def test_peer_rows_of_the_same_settings_replace_and_new_settings_append():
+    from benchmarks.peers import merge, peers_table
+
+    def row(name, seed, dice, minutes=5.0, k=None, start=None, label=None, **extra):
+        return _demo_row(
+            dice,
+            dice / 2,
+            name=name,
+            seed=seed,
+            minutes=minutes,
+            kernel_size=k,
+            start=start,
+            label=label or name,
+            **extra,
+        )
+
+    earlier = {"settings": {}, "rows": [row("unet", 0, 0.8), row("unet", 1, 0.7)]}
+    new = {
+        "settings": {},
+        "rows": [
+            row("unet", 1, 0.9),
+            row("unet", 0, 0.5, minutes=10.0),
+            row("mednext_s", 0, 0.6, k=3, label="MedNeXt-S k3"),
+            row(
+                "mednext_s",
+                0,
+                0.7,
+                k=5,
+                start="upkern",
+                label="MedNeXt-S k5",
+                total_training_seconds=480.0,
+            ),
+        ],
+    }
+    merged = merge(earlier, new)
+    assert [
+        (r["name"], r["minutes"], r["seed"], r["mean_foreground_dice"]) for r in merged["rows"]
+    ] == [
+        ("unet", 5.0, 0, 0.8),
+        ("unet", 5.0, 1, 0.9),
+        ("mednext_s", 5.0, 0, 0.6),
+        ("mednext_s", 5.0, 0, 0.7),
+        ("unet", 10.0, 0, 0.5),
+    ]
+    table = "\n".join(peers_table(merged))
+    assert "| unet | 5 | 2 | 4.00M | 200 ± 0 | **0.850 ± 0.071** | 0.425 ± 0.035 | 4.0 |" in table
+    assert (
+        "| MedNeXt-S k5 | 5 | 1 | 4.00M | 200 | **0.700** | 0.350 | 8.0 |" in table
+    )  # k3 included

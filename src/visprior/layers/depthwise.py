@@ -15,7 +15,13 @@ from torch import nn
 from visprior.layers.conv_algorithm import ALGORITHMS, choose_algorithm, get_conv_algorithm
 from visprior.layers.fft_conv import fft_depthwise_conv
 
-__all__ = ["DepthwiseConv", "depthwise_conv", "check_kernel_size", "check_spatial_dims"]
+__all__ = [
+    "DepthwiseConv",
+    "depthwise_conv",
+    "check_kernel_size",
+    "check_positive_int",
+    "check_spatial_dims",
+]
 
 _CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -25,6 +31,13 @@ def check_spatial_dims(spatial_dims: int) -> int:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
     return spatial_dims
+
+
+def check_positive_int(value: int, name: str) -> int:
+    """Return ``value`` if it is an int >= 1 (not a bool), else raise ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
 
 
 def check_kernel_size(kernel_size: int, name: str = "kernel_size") -> int:

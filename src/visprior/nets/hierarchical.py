@@ -14,7 +14,7 @@ import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
-from visprior.layers.depthwise import check_spatial_dims
+from visprior.layers.depthwise import check_positive_int, check_spatial_dims
 from visprior.layers.norm import ChannelsFirstLayerNorm
 
 __all__ = ["HierarchicalEncoder", "EncoderUNETRDecoder", "resolve_widths"]
@@ -136,8 +136,7 @@ class EncoderUNETRDecoder(nn.Module):
             ("out_channels", out_channels),
             ("hidden_size", hidden_size),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+            check_positive_int(value, name)
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -22,7 +22,12 @@ from monai.networks.blocks.mednext_block import MedNeXtBlock
 from monai.networks.nets import MedNeXt
 from torch import nn
 
-from visprior.layers.depthwise import DepthwiseConv, check_kernel_size, check_spatial_dims
+from visprior.layers.depthwise import (
+    DepthwiseConv,
+    check_kernel_size,
+    check_positive_int,
+    check_spatial_dims,
+)
 from visprior.nets.registry import register_model
 
 __all__ = ["MEDNEXT_VARIANTS", "build_mednext", "route_depthwise_convs"]
@@ -95,8 +100,7 @@ def build_mednext(
     multiples of 16 (four stride-2 levels)."""
     check_spatial_dims(spatial_dims)
     check_kernel_size(kernel_size)
-    if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
-        raise ValueError(f"feature_size must be a positive int, got {feature_size!r}.")
+    check_positive_int(feature_size, "feature_size")
     if kwargs.get("deep_supervision"):
         raise ValueError(
             "deep_supervision=True is not supported: visprior's trainer takes one output, "

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from monai.networks.nets import UNETR, SegResNet, SwinUNETR, UNet
 
-from visprior.layers.depthwise import check_spatial_dims
+from visprior.layers.depthwise import check_positive_int, check_spatial_dims
 from visprior.nets.registry import register_model
 
 __all__ = ["segresnet", "swinunetr", "unet", "unetr"]
@@ -121,8 +121,7 @@ def segresnet(
             "model 'segresnet' takes no kernel_size: its convolutions are all 3^3 "
             f"(got kernel_size={kwargs['kernel_size']!r})."
         )
-    if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
-        raise ValueError(f"feature_size must be a positive int, got {feature_size!r}.")
+    check_positive_int(feature_size, "feature_size")
     if feature_size % num_groups:
         raise ValueError(
             f"segresnet: feature_size ({feature_size}) must be a multiple of num_groups "
