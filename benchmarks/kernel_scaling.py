@@ -30,6 +30,9 @@ def run_scaling(quick: bool, workdir: Path, log, seeds=None, kernels=None) -> di
                 options = ["--iterations", str(settings["iterations"]), "--kernel-size", str(k)]
                 options += ["--seed", str(seed), "--val-every", str(settings["val_every"])]
                 row = run_network(name, 0, workdir, options, tag=f"{name}-k{k}-s{seed}")
+                if not row.get("error"):
+                    row["kernel_profile"] = trained_profile(Path(row["run_dir"]))
+                    row["initial_profile"] = initial_profile(name, k)
                 rows.append({"kind": kind, "k": k, "seed": seed, **row})
                 dice = row.get("mean_foreground_dice")
                 shown = f"mean Dice {dice:.3f}" if dice is not None else "failed"
@@ -151,7 +154,7 @@ def scaling_section(scaling: dict) -> list[str]:
             f"| {diff['k']} | {diff['seeds']} | {_signed_mean_sd(diff['mean'])} | "
             f"{_signed_mean_sd(diff['smallest'])} |"
         )
-    return [*lines, "", "![kernel scaling](kernel_scaling.png)"]
+    return [*lines, "", *profile_table(scaling), "![kernel scaling](kernel_scaling.png)"]
 
 
 def write_scaling_plot(scaling: dict, path: Path) -> None:
@@ -196,3 +199,80 @@ def write_scaling_plot(scaling: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def trained_profile(run_dir: Path) -> dict:
+    from visprior.checkpoint_io import load_checkpoint
+
+    return kernel_profile(load_checkpoint(run_dir / "checkpoints" / "best.pt")["state_dict"])
+
+
+def initial_profile(name: str, k: int) -> dict:
+    """The same measure for a freshly initialised network at the demo's widths."""
+    import visprior
+    from visprior.demo import DEMO_MODEL_SIZES
+
+    kwargs = {**DEMO_MODEL_SIZES[name], "kernel_size": k}
+    return kernel_profile(visprior.get_model(name, out_channels=10, **kwargs).state_dict())
+
+
+def profile_table(scaling: dict) -> list[str]:
+    """Share of the kernel energy outside the central 7^3, at initialisation and trained."""
+    rows = [r for r in _good(scaling["rows"]) if r.get("kernel_profile") and r["k"] > 7]
+    if not rows:
+        return []
+    lines = [
+        "Share of the depth-wise kernels' energy (sum of squared taps of the kernel convolved "
+        "with, W * M for BFR) outside their central 7^3 taps, mean over the 8 encoder layers, "
+        "and mean |tap| on the outermost shell over the centre tap's:",
+        "",
+        "| k | kernel | outside 7^3 at init | outside 7^3 trained | edge / centre trained |",
+        "|---|---|---|---|---|",
+    ]
+    for k in scaling["settings"]["kernels"]:
+        for kind, _ in KINDS:
+            cell = [r for r in rows if r["k"] == k and r["kind"] == kind]
+            if not cell:
+                continue
+            trained = [r["kernel_profile"]["outside_core"] for r in cell]
+            ratio = [
+                r["kernel_profile"]["mean_abs_by_shell"][-1]
+                / r["kernel_profile"]["mean_abs_by_shell"][0]
+                for r in cell
+            ]
+            lines.append(
+                f"| {k} | {kind} | {cell[0]['initial_profile']['outside_core']:.3f} | "
+                f"{_mean_sd(trained)} | {_mean_sd(ratio)} |"
+            )
+    return [*lines, ""]
+
+
+def kernel_profile(state_dict: dict, core: int = 7) -> dict:
+    """Where the trained depth-wise kernels keep their energy: the share of each kernel's
+    squared sum outside its central ``core``^3 taps (mean over layers), and the mean |tap| by
+    distance to the centre (Chebyshev shells, over every layer and channel), both for the
+    kernels the network convolves with (W * M for BFR)."""
+    import torch
+
+    shares, shells = [], {}
+    for key, weight in state_dict.items():
+        if not key.endswith("dwconv.weight") or weight.ndim != 5:
+            continue
+        kernel = weight.double()
+        frequency_map = state_dict.get(key[: -len("weight")] + "frequency_map")
+        if frequency_map is not None:
+            kernel = kernel * frequency_map.double()
+        k = kernel.shape[-1]
+        offsets = torch.arange(k) - k // 2
+        grid = torch.meshgrid(offsets, offsets, offsets, indexing="ij")
+        distance = torch.stack([g.abs() for g in grid]).amax(0)
+        energy = kernel.square().sum(dim=(0, 1))
+        shares.append(float(energy[distance > core // 2].sum() / energy.sum()))
+        magnitude = kernel.abs().mean(dim=(0, 1))
+        for d in range(k // 2 + 1):
+            shells.setdefault(d, []).append(float(magnitude[distance == d].mean()))
+    return {
+        "core": core,
+        "outside_core": statistics.mean(shares) if shares else None,
+        "mean_abs_by_shell": [statistics.mean(shells[d]) for d in sorted(shells)],
+    }

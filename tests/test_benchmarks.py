@@ -228,3 +228,27 @@ def test_peer_rows_of_the_same_settings_replace_and_new_settings_append():
     assert (
         "| MedNeXt-S k5 | 5 | 1 | 4.00M | 200 | **0.700** | 0.350 | 8.0 |" in table
     )  # k3 included
+
+
+def test_kernel_profile_on_known_kernels():
+    import torch
+    from benchmarks.kernel_scaling import kernel_profile
+
+    from visprior.layers.frequency_prior import frequency_prior
+
+    uniform = torch.ones(2, 1, 9, 9, 9)
+    centre = torch.zeros(2, 1, 9, 9, 9)
+    centre[:, :, 4, 4, 4] = 3.0
+    state = {"a.dwconv.weight": uniform, "b.dwconv.weight": centre, "c.conv.weight": uniform}
+    profile = kernel_profile(state)
+    assert profile["outside_core"] == pytest.approx(((729 - 343) / 729 + 0.0) / 2)
+    assert profile["mean_abs_by_shell"] == pytest.approx([2.0, 0.5, 0.5, 0.5, 0.5])
+    # a BFR layer is measured by W * M: M = 1 / (1 + d) halves the first shell's face taps
+    bfr = {
+        "x.dwconv.weight": torch.ones(1, 1, 3, 3, 3),
+        "x.dwconv.frequency_map": frequency_prior(3, 3),
+    }
+    shells = kernel_profile(bfr)["mean_abs_by_shell"]
+    assert shells[0] == pytest.approx(1.0)
+    faces, edges, corners = 1 / 2, 1 / (1 + 2**0.5), 1 / (1 + 3**0.5)
+    assert shells[1] == pytest.approx((6 * faces + 12 * edges + 8 * corners) / 26)

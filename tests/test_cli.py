@@ -108,3 +108,20 @@ def test_training_flags_map_onto_config_fields_by_name(tmp_path):
     assert (config.use_gaze, config.epochs, config.dataset) == (False, 3, "set")
     args = build_parser().parse_args(["cxr", "train", "set"])
     assert train_config_from_args(CXRTrainConfig, args).use_gaze is True
+
+
+def test_demo_iterations_kernel_size_and_upkern_reach_the_training_config(tmp_path):
+    import math
+
+    from visprior.demo import DemoConfig, _train_config
+
+    config = DemoConfig(
+        model="mednext_s", iterations=200, kernel_size=5, init="k3/best.pt", upkern=True
+    )
+    train = _train_config(config, tmp_path / "data", tmp_path / "run")
+    assert train.iterations == 200 and math.isinf(train.time_limit_minutes)
+    assert train.model_kwargs == {"feature_size": 16, "kernel_size": 5}
+    assert train.init_checkpoint == "k3/best.pt" and train.upkern
+    budget = _train_config(DemoConfig(minutes=3.0), tmp_path / "data", tmp_path / "run")
+    assert budget.time_limit_minutes == 3.0 and budget.iterations == 100_000
+    assert budget.init_checkpoint is None and not budget.upkern
