@@ -4,6 +4,7 @@ python -m benchmarks                  # everything (about 2 hours on 2 cores)
 python -m benchmarks --only speed     # (a)-(c) and the crossover (about 45 minutes)
 python -m benchmarks --only quality   # (d) equal training time on the brain task (about 55)
 python -m benchmarks --only kernel-scaling  # (d2) plain vs BFR at k 7/13/21, equal iterations (60)
+python -m benchmarks --only kernel-scaling-upkern  # (d2) BFR k21 by UpKern from a k7 warm-up (11)
 python -m benchmarks --only peers     # (d3) six networks, 5 minutes each, 2 seeds (about 80)
 python -m benchmarks --only mednext-speed  # (b2) MedNeXt-S steps, MONAI vs visprior convs (5)
 python -m benchmarks --only ggcam     # (e) GG-CAM vs no gaze on the synthetic set (about 15)
@@ -50,7 +51,7 @@ from benchmarks import (
     simplify_criteria,
 )
 from benchmarks.report import write_plot, write_report
-from benchmarks.timing import measure_in_subprocess
+from benchmarks.timing import isolate, measure_in_subprocess
 
 
 def _row(measurement) -> dict:
@@ -225,6 +226,7 @@ def main() -> None:
             "speed",
             "quality",
             "kernel-scaling",
+            "kernel-scaling-upkern",
             "peers",
             "bfr-overhead",
             "mednext-speed",
@@ -259,7 +261,8 @@ def main() -> None:
         nargs="+",
         type=int,
         metavar="K",
-        help="(d2) only these kernel sizes; their rows replace earlier ones",
+        help="(d2) only these kernel sizes (the UpKern part: the kernels started from k7); "
+        "their rows replace earlier ones",
     )
     parser.add_argument(
         "--rhos",
@@ -288,6 +291,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    isolate(not args.quick)
     results_file = args.out / "results.json"
     results: dict = {}
     if args.only and results_file.is_file():
@@ -296,6 +300,7 @@ def main() -> None:
     if args.only not in (
         "quality",
         "kernel-scaling",
+        "kernel-scaling-upkern",
         "peers",
         "ggcam",
         "mtunet",
@@ -319,16 +324,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="visprior-bench-") as workdir:
             new = brain.run(minutes, args.quick, Path(workdir), _log, args.models)
         results["brain"] = brain.merge(results.get("brain"), new)
-    if args.only in (None, "kernel-scaling"):
+    scaling_parts = {
+        "kernel-scaling": kernel_scaling.run_scaling,
+        "kernel-scaling-upkern": kernel_scaling.run_upkern,
+    }
+    for part, run_part in scaling_parts.items():
+        if args.only not in (None, part):
+            continue
         with tempfile.TemporaryDirectory(prefix="visprior-scaling-") as workdir:
-            new = kernel_scaling.run_scaling(
-                args.quick, Path(workdir), _log, args.seeds, args.kernels
-            )
+            new = run_part(args.quick, Path(workdir), _log, args.seeds, args.kernels)
         results["kernel_scaling"] = kernel_scaling.merge(results.get("kernel_scaling"), new)
         kernel_scaling.write_scaling_plot(
             results["kernel_scaling"], args.out / "kernel_scaling.png"
         )
-        _log("(d2) done")
+        _log(f"(d2) {part} done")
     if args.only in (None, "peers"):
         with tempfile.TemporaryDirectory(prefix="visprior-peers-") as workdir:
             new = peers.run_peers(

@@ -1,7 +1,9 @@
 """Timing and memory measurement shared by the benchmarks.
 
 Each case runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its
-own; times are medians of several repeats after a warm-up call.
+own; times are medians of several repeats after a warm-up call. Quick mode measures in the
+calling process instead (``isolate(False)``): a smoke test's figures need no isolation, and a
+fresh interpreter importing torch and MONAI costs several seconds a case.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+_isolated = True
+
+
+def isolate(enabled: bool) -> None:
+    """Whether :func:`measure_in_subprocess` spawns a fresh process per case (the default)."""
+    global _isolated
+    _isolated = enabled
 
 
 @dataclass
@@ -58,7 +68,7 @@ def time_call(
     return Measurement(statistics.median(seconds), repeats, max(0.0, _rss_mib() - base), seconds)
 
 
-def _child(queue, builder, args, repeats) -> None:
+def _measure(builder: Callable, args: tuple, repeats: int) -> Measurement:
     try:
         import torch
 
@@ -68,9 +78,24 @@ def _child(queue, builder, args, repeats) -> None:
         # A step made of parts (e.g. two networks, alternated) reports each part's times.
         parts = getattr(step, "parts", {})
         measurement.parts = {name: times[-repeats:] for name, times in parts.items()}
-        queue.put(measurement)
+        return measurement
     except Exception:  # report any failure as a row, not a crash of the whole run
-        queue.put(Measurement(float("nan"), 0, float("nan"), error=traceback.format_exc(limit=3)))
+        return Measurement(float("nan"), 0, float("nan"), error=traceback.format_exc(limit=3))
+
+
+def _child(queue, builder, args, repeats) -> None:
+    queue.put(_measure(builder, args, repeats))
+
+
+def _measure_here(builder: Callable, args: tuple, repeats: int) -> Measurement:
+    """In this process; the builders' global settings (the conv algorithm) are restored."""
+    from visprior.layers.conv_algorithm import get_conv_algorithm, set_conv_algorithm
+
+    algorithm = get_conv_algorithm()
+    try:
+        return _measure(builder, args, repeats)
+    finally:
+        set_conv_algorithm(algorithm)
 
 
 def measure_in_subprocess(builder: Callable, *args, repeats: int = 3) -> Measurement:
@@ -78,6 +103,8 @@ def measure_in_subprocess(builder: Callable, *args, repeats: int = 3) -> Measure
 
     ``builder`` must be a module-level function (it is pickled for the spawned process).
     """
+    if not _isolated:
+        return _measure_here(builder, args, repeats)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, builder, args, repeats))

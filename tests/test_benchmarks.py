@@ -49,6 +49,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
     assert "| 3 | BFR | 1 | " in report and "| 3 | 1 | " in report  # (d2) and its difference
+    assert "| 5 | BFR, UpKern | 1 | " in report  # quick: a k3 warm-up, then k5
     assert (tmp_path / "kernel_scaling.png").stat().st_size > 10_000
     assert "| MedNeXt-S k5, UpKern from k3 | 0.05 | 1 | " in report  # (d3)
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
@@ -61,36 +62,77 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert (tmp_path / "simplify_criteria.png").stat().st_size > 10_000
     assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report
     assert "| two-channel MRI (3 x " in report  # (i): a plan per generated dataset
-    assert "| demo, 0.05 min each, seed 1: held-out mean Dice (iterations) |" in report  # (j)
-    assert "| demo: mean difference over 2 seeds (min .. max) |" in report
+    assert "| training step @ 32^3, batch 1 (s) | " in report  # (j)
 
 
-@pytest.mark.slow
 def test_one_part_keeps_the_other(tmp_path):
-    """``--only quality`` adds (d) to an earlier speed report instead of replacing it."""
-    (tmp_path / "results.json").write_text(
-        '{"quick": true, "repeats": 1, "brain": {"minutes": 1, "rows": []}, "kept": 1}'
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--only",
-            "quality",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    """``--only`` adds its part to an earlier report instead of replacing it."""
+    (tmp_path / "results.json").write_text('{"quick": true, "repeats": 1, "kept": 1}')
+    for part in ("mtunet", "ggcam"):
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--quick", "--only", part, "--out", str(tmp_path)],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["kept"] == 1 and results["brain"]["rows"][0]["name"] == "unet"
-    assert "## (d)" in (tmp_path / "RESULTS.md").read_text()
+    assert results["kept"] == 1 and results["mtunet"]["rows"] and results["ggcam"]
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## (e)" in report and "## (f)" in report
+
+
+def test_measurements_in_a_fresh_process_and_in_this_one():
+    from benchmarks import large_kernel, networks, timing
+
+    from visprior.layers.conv_algorithm import get_conv_algorithm
+
+    isolated = timing.measure_in_subprocess(
+        large_kernel.build_case, "visprior FFT", 2, 8, repeats=2
+    )
+    assert isolated.error is None and isolated.repeats == 2 and len(isolated.all_seconds) == 2
+    timing.isolate(False)
+    try:
+        here = timing.measure_in_subprocess(
+            networks.build_training_step, "unet", "direct", 16, True, repeats=1
+        )
+        failed = timing.measure_in_subprocess(large_kernel.build_case, "no such method", 2, 8)
+    finally:
+        timing.isolate(True)
+    assert here.error is None and here.seconds > 0
+    assert get_conv_algorithm() == "auto"  # the builder's "direct" did not leak out
+    assert "no such method" in failed.error and failed.repeats == 0
+
+
+def test_precision_section_sums_up_the_seeds():
+    from benchmarks.precision import precision_section
+
+    def precision(seconds: float, dice: dict[str, float]) -> dict:
+        timed = {"seconds": seconds, "peak_mib": 100.0, "error": None}
+        return {
+            "training_step": timed,
+            "sliding_window": timed,
+            "demo_seeds": {
+                s: {"mean_foreground_dice": d, "iterations": 9} for s, d in dice.items()
+            },
+        }
+
+    results = {
+        "size": 32,
+        "volume": 64,
+        "roi": 32,
+        "minutes": 5.0,
+        "32": precision(2.0, {"0": 0.80, "1": 0.70}),
+        "bf16": precision(1.0, {"0": 0.85, "1": 0.69}),
+    }
+    text = "\n".join(precision_section(results))
+    assert "| training step @ 32^3, batch 1 (s) | 2.00 | 1.00 | 2.00x |" in text
+    assert "| demo, 5 min each, seed 1: held-out mean Dice (iterations) | 0.700 (9) | " in text
+    assert (
+        "| demo: mean difference over 2 seeds (min .. max) | | | +0.020 (-0.010 .. +0.050) |"
+        in text
+    )
 
 
 def test_quality_rows_merge_by_network():
@@ -177,6 +219,30 @@ def test_scaling_pairs_bfr_with_plain_by_seed():
     ]
     other = {"settings": {**settings, "iterations": 400}, "rows": new_rows}
     assert merge(scaling, other) == other  # another iteration count: replaced
+
+
+def test_upkern_rows_pair_with_bfr_of_the_same_seed():
+    from benchmarks.kernel_scaling import UPKERN, merge, scaling_section
+
+    settings = {"kernels": [21], "seeds": [0, 1], "iterations": 200, "val_every": 50}
+    bfr = [_demo_row(0.50, 0.0, kind="BFR", k=21, seed=s) for s in (0, 1)]
+    upkern = [
+        _demo_row(0.70, 0.2, kind=UPKERN, k=21, seed=0, warmup_kernel=7),
+        _demo_row(0.60, 0.0, kind=UPKERN, k=21, seed=1, warmup_kernel=7),
+    ]
+    scaling = merge({"settings": settings, "rows": bfr}, {"settings": settings, "rows": upkern})
+    assert [(r["kind"], r["seed"]) for r in scaling["rows"]] == [
+        ("BFR", 0),
+        ("BFR", 1),
+        (UPKERN, 0),
+        (UPKERN, 1),
+    ]
+    text = "\n".join(scaling_section(scaling))
+    assert "| 21 | BFR, UpKern | 2 | 4.00M | 1.20 | 0.650 ± 0.071 | 0.100 ± 0.141 |" in text
+    assert "Paired by seed, BFR, UpKern minus BFR" in text
+    assert "| 21 | 2 | +0.150 ± 0.071 | +0.100 ± 0.141 |" in text
+    assert "a BFR run at k = 7 for half of the iterations" in text
+    assert "BFR minus plain" not in text  # no plain rows to pair with
 
 
 def test_peer_rows_of_the_same_settings_replace_and_new_settings_append():
