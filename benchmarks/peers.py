@@ -84,7 +84,11 @@ def merge(earlier: dict | None, new: dict) -> dict:
         key = (row["name"], row.get("kernel_size"), row.get("start"))
         return (row["minutes"], order.index(key) if key in order else 99, row["seed"])
 
-    return {"settings": new["settings"], "rows": sorted(rows.values(), key=position)}
+    seeds = sorted({row["seed"] for row in rows.values()})
+    return {
+        "settings": {**new["settings"], "seeds": seeds},
+        "rows": sorted(rows.values(), key=position),
+    }
 
 
 def _mean_sd(values: list[float], digits: int = 3) -> str:
@@ -133,9 +137,9 @@ def peers_section(peers: dict) -> list[str]:
         "process, at the demo's widths (`visprior.demo.DEMO_MODEL_SIZES`; MedNeXt-S at 16 "
         "filters, SegResNet at 8). The MedNeXt-S k5 row starts from the same seed's k3 run "
         "(`--init RUN/checkpoints/best.pt --upkern`) and trains the same minutes again; its "
-        "total minutes include the k3 run. Mean ± sample standard deviation over the seeds "
-        f"(latest part: seeds {', '.join(map(str, settings['seeds']))}); iterations are those "
-        "made in the budget on this machine.",
+        "total minutes include the k3 run. Mean ± sample standard deviation over seeds "
+        f"{', '.join(map(str, settings['seeds']))}; iterations are those made in the budget on "
+        "this machine.",
         "",
         *peers_table(peers),
     ]

@@ -280,6 +280,7 @@ def test_peer_rows_of_the_same_settings_replace_and_new_settings_append():
         ],
     }
     merged = merge(earlier, new)
+    assert merged["settings"]["seeds"] == [0, 1]  # every seed in the table, not the last part's
     assert [
         (r["name"], r["minutes"], r["seed"], r["mean_foreground_dice"]) for r in merged["rows"]
     ] == [
