@@ -32,7 +32,7 @@ LAYERS = [
     {"errors", "fileio", "checkpoint_io", "layers", "metrics", "viz", "data", "nets"},
     {"reparam", "export", "engine"},
     {"seg", "cxr"},
-    {"simplify"},
+    {"simplify", "deploy"},
     {"commands"},
     {"cli", "demo", "__init__"},
 ]
@@ -40,7 +40,7 @@ LAYERS = [
 # Packages whose command-line front ends import their work when a command runs, so that the
 # parser is built without loading training code.
 LAZY_IMPORTS_ALLOWED = {"visprior.cli", "visprior.demo", "visprior.seg.cli", "visprior.cxr.cli"}
-LAZY_IMPORTS_ALLOWED |= {"visprior.simplify.cli"}
+LAZY_IMPORTS_ALLOWED |= {"visprior.simplify.cli", "visprior.deploy.cli"}
 
 
 def _module_name(path: Path) -> str:

@@ -1,5 +1,6 @@
-"""The ``visprior`` command: ``models``, ``demo``, and the ``seg``, ``cxr`` and ``simplify``
-groups. Each group's module declares its commands (``add_commands``) and runs them (``run``)."""
+"""The ``visprior`` command: ``models``, ``demo``, and the ``seg``, ``cxr``, ``simplify`` and
+``export`` groups. Each group's module declares its commands (``add_commands``) and runs them
+(``run``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from visprior import demo
 from visprior.cxr import cli as cxr_cli
+from visprior.deploy import cli as export_cli
 from visprior.engine.distributed import exit_distributed
 from visprior.nets.registry import list_models
 from visprior.seg import cli as seg_cli
@@ -33,6 +35,7 @@ COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "seg": (seg_cli.add_commands, seg_cli.run),
     "cxr": (cxr_cli.add_commands, cxr_cli.run),
     "simplify": (simplify_cli.add_commands, simplify_cli.run),
+    "export": (export_cli.add_commands, export_cli.run),
 }
 
 

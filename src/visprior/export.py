@@ -13,7 +13,7 @@ from visprior.fileio import atomic_path
 from visprior.layers.conv_algorithm import conv_algorithm
 from visprior.reparam import reparameterize_model
 
-__all__ = ["export_torchscript", "export_onnx"]
+__all__ = ["export_onnx", "export_torchscript", "trace_deployable"]
 
 
 def _deployable(model: nn.Module) -> nn.Module:
@@ -32,14 +32,20 @@ def export_torchscript(
 
     The traced module runs without visprior installed: ``torch.jit.load(path)``.
     """
+    traced = trace_deployable(model, example_input)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
+    return traced
+
+
+def trace_deployable(model: nn.Module, example_input: torch.Tensor) -> torch.jit.ScriptModule:
+    """``model`` fused (a copy) and traced on ``example_input`` with plain convolutions, so
+    that no FFT matrices built for one input size end up in the trace."""
     fused = _deployable(model)
     with torch.no_grad(), warnings.catch_warnings(), conv_algorithm(_EXPORT_ALGORITHM):
         # Input checks compare shapes in Python; a trace fixes the shapes, so they only warn.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(fused, example_input)
-    with atomic_path(path) as tmp:
-        traced.save(str(tmp))
-    return traced
+        return torch.jit.trace(fused, example_input)
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:

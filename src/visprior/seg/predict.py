@@ -54,6 +54,7 @@ __all__ = [
     "SegmentationPredictor",
     "case_name",
     "collect_cases",
+    "invert_probabilities",
     "keep_largest_components",
     "load_ensemble",
     "load_predictor",
@@ -267,47 +268,71 @@ class SegmentationPredictor:
         case: str,
         keep_probabilities: bool = True,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Undo the preprocessing's spatial steps (bilinear) on the probabilities; return the
-        labels (their argmax) and, if asked, the probabilities, on the input's grid.
+        return invert_probabilities(
+            probabilities,
+            image,
+            self._invert,
+            tuple(reference.shape[:3]),
+            reference.affine,
+            case,
+            keep_probabilities,
+        )
 
-        Inverting the foreground crop pads with zeros, and zero probabilities everywhere are
-        not a distribution. So the inverse runs on ``probabilities - background one-hot``,
-        whose zero is "certainly background": padding and interpolation then stay convex
-        combinations of distributions, and adding the one-hot back makes them sum to 1.
-        The inverse is linear and the same for every class, so it runs one class at a time:
-        the largest whole-volume array is the output itself, or none without probabilities.
-        """
-        spatial = tuple(reference.shape[:3])
-        kept = np.empty((len(probabilities), *spatial), np.float32) if keep_probabilities else None
-        labels = np.zeros(spatial, np.uint8)
-        best = None
-        for index in range(len(probabilities)):
-            channel = probabilities[index : index + 1].float()  # resampling works in float32
-            if index == 0:
-                channel -= 1.0
-            # Invertd takes the image's applied operations only for a MetaTensor "pred"
-            inverted = self._invert({"pred": MetaTensor(channel), "image": image})["pred"]
-            if tuple(inverted.shape[1:]) != spatial or not np.allclose(
-                np.asarray(inverted.affine), reference.affine, atol=_AFFINE_TOLERANCE
-            ):
-                raise RuntimeError(
-                    f"case {case!r}: inverting the preprocessing did not restore the input's "
-                    f"grid (shape {tuple(inverted.shape[1:])} vs {spatial}, or a different "
-                    "affine)"
-                )
-            values = inverted.detach().cpu().as_tensor()[0].float().numpy()
-            if index == 0:
-                values += 1.0
-            np.clip(values, 0.0, 1.0, out=values)
-            if kept is not None:
-                kept[index] = values
-            if best is None:
-                best = values.copy()
-            else:
-                better = values > best
-                labels[better] = index
-                np.maximum(best, values, out=best)
-        return labels, kept
+
+def invert_probabilities(
+    probabilities: torch.Tensor,
+    image: torch.Tensor,
+    invert: Invertd,
+    spatial_shape: Sequence[int],
+    affine: np.ndarray,
+    case: str,
+    keep_probabilities: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Undo the preprocessing's spatial steps (bilinear) on the probabilities ``(C, ...)`` of
+    the preprocessed ``image``; return the labels (their argmax) and, if asked, the
+    probabilities, on the input's grid (``spatial_shape``, ``affine``).
+
+    ``invert`` is ``Invertd(keys="pred", transform=<the preprocessing>, orig_keys="image",
+    nearest_interp=False)``. Inverting the foreground crop pads with zeros, and zero
+    probabilities everywhere are not a distribution. So the inverse runs on ``probabilities -
+    background one-hot``, whose zero is "certainly background": padding and interpolation then
+    stay convex combinations of distributions, and adding the one-hot back makes them sum to 1.
+    The inverse is linear and the same for every class, so it runs one class at a time: the
+    largest whole-volume array is the output itself, or none without probabilities.
+
+    Raises:
+        RuntimeError: the inverse did not restore the input's grid (names the case).
+    """
+    spatial = tuple(int(s) for s in spatial_shape)
+    kept = np.empty((len(probabilities), *spatial), np.float32) if keep_probabilities else None
+    labels = np.zeros(spatial, np.uint8)
+    best = None
+    for index in range(len(probabilities)):
+        channel = probabilities[index : index + 1].float()  # resampling works in float32
+        if index == 0:
+            channel -= 1.0
+        # Invertd takes the image's applied operations only for a MetaTensor "pred"
+        inverted = invert({"pred": MetaTensor(channel), "image": image})["pred"]
+        if tuple(inverted.shape[1:]) != spatial or not np.allclose(
+            np.asarray(inverted.affine), affine, atol=_AFFINE_TOLERANCE
+        ):
+            raise RuntimeError(
+                f"case {case!r}: inverting the preprocessing did not restore the input's "
+                f"grid (shape {tuple(inverted.shape[1:])} vs {spatial}, or a different affine)"
+            )
+        values = inverted.detach().cpu().as_tensor()[0].float().numpy()
+        if index == 0:
+            values += 1.0
+        np.clip(values, 0.0, 1.0, out=values)
+        if kept is not None:
+            kept[index] = values
+        if best is None:
+            best = values.copy()
+        else:
+            better = values > best
+            labels[better] = index
+            np.maximum(best, values, out=best)
+    return labels, kept
 
 
 def load_predictor(

@@ -58,10 +58,12 @@ from visprior.seg.config import Preprocessing, SegTrainConfig
 
 __all__ = [
     "CheckLabelValuesd",
+    "CropToForegroundd",
     "LoadVolumesd",
     "PlannedNormalized",
     "PosNegCropd",
     "inference_transforms",
+    "preprocessing_steps",
     "preprocessing_transforms",
     "resolve_intensity",
     "train_transforms",
@@ -134,44 +136,65 @@ def preprocessing_transforms(
     Raises:
         ValueError: ``pre.intensity`` is still ``"auto"`` or unknown.
     """
+    return [cls(**kwargs) for cls, kwargs in preprocessing_steps(pre, keys, num_classes)]
+
+
+def preprocessing_steps(
+    pre: Preprocessing,
+    keys: Sequence[str] = (IMAGE_KEY, LABEL_KEY),
+    num_classes: int | None = None,
+) -> list[tuple[type, dict[str, Any]]]:
+    """:func:`preprocessing_transforms` as ``(transform class, keyword arguments)`` pairs whose
+    arguments are plain JSON values, so that a MONAI bundle config can name each step."""
     keys = list(keys)
     image_key = keys[0]
     modes = ["bilinear" if key == image_key else "nearest" for key in keys]
-    steps: list = [LoadVolumesd(keys, ensure_channel_first=True, image_only=True)]
+    steps: list = [(LoadVolumesd, {"keys": keys, "ensure_channel_first": True, "image_only": True})]
     if keys[1:]:
-        steps.append(CheckLabelValuesd(keys[1:], num_classes=num_classes))
-    steps.append(Orientationd(keys, axcodes=pre.orientation, labels=None))
+        steps.append((CheckLabelValuesd, {"keys": keys[1:], "num_classes": num_classes}))
+    steps.append((Orientationd, {"keys": keys, "axcodes": pre.orientation, "labels": None}))
     if pre.spacing is not None:
-        steps.append(Spacingd(keys, pixdim=tuple(pre.spacing), mode=modes))
+        steps.append((Spacingd, {"keys": keys, "pixdim": list(pre.spacing), "mode": modes}))
     if pre.crop_foreground:
+        threshold = pre.ct_window[0] if pre.intensity == "ct" else None
         steps.append(
-            CropForegroundd(
-                keys,
-                source_key=image_key,
-                select_fn=_foreground_selector(pre),
-                margin=0,
-                allow_smaller=True,
-                start_coord_key=None,
-                end_coord_key=None,
-            )
+            (CropToForegroundd, {"keys": keys, "source_key": image_key, "threshold": threshold})
         )
-    steps += _intensity_transforms(pre, image_key)
-    steps.append(EnsureTyped(keys))
+    steps += _intensity_steps(pre, image_key)
+    steps.append((EnsureTyped, {"keys": keys}))
     return steps
 
 
-def _intensity_transforms(pre: Preprocessing, image_key: str) -> list:
+class CropToForegroundd(CropForegroundd):
+    """``CropForegroundd`` to the voxels above ``threshold`` of every channel of
+    ``source_key`` (the non-zero voxels when ``None``), without margin; an image with no such
+    voxel is kept whole instead of being cropped to nothing."""
+
+    def __init__(self, keys: Any, source_key: str, threshold: float | None = None, **kwargs):
+        super().__init__(
+            keys,
+            source_key=source_key,
+            select_fn=functools.partial(_select_foreground, threshold=threshold),
+            margin=0,
+            allow_smaller=True,
+            start_coord_key=None,
+            end_coord_key=None,
+            **kwargs,
+        )
+
+
+def _intensity_steps(pre: Preprocessing, image_key: str) -> list:
     if pre.intensity == "ct":
         low, high = pre.ct_window
-        return [
-            ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
-        ]
+        scale = {"a_min": low, "a_max": high, "b_min": 0.0, "b_max": 1.0, "clip": True}
+        return [(ScaleIntensityRanged, {"keys": image_key, **scale})]
     if pre.intensity == "mri":
-        return [NormalizeIntensityd(image_key, nonzero=True, channel_wise=True)]
+        return [(NormalizeIntensityd, {"keys": image_key, "nonzero": True, "channel_wise": True})]
     if pre.intensity == "none":
         return []
     if pre.intensity == "planned":
-        return [PlannedNormalized(image_key, pre.channel_normalization)]
+        schemes = [dict(scheme) for scheme in pre.channel_normalization]
+        return [(PlannedNormalized, {"keys": image_key, "schemes": schemes})]
     raise ValueError(
         f"intensity {pre.intensity!r} is not a preset ('ct', 'mri', 'none', 'planned'); "
         "resolve 'auto' with visprior.seg.transforms.resolve_intensity first"
@@ -236,12 +259,6 @@ def _checked_scheme(index: int, scheme: Any) -> dict[str, Any]:
             raise ValueError(f"{where}: needs clip low <= high and std > 0, got {scheme!r}")
         return {"scheme": "ct", "clip": (low, high), "mean": mean, "std": std}
     return {"scheme": "zscore"}
-
-
-def _foreground_selector(pre: Preprocessing) -> functools.partial:
-    """A picklable ``select_fn`` for ``CropForegroundd`` (DataLoader workers pickle it)."""
-    threshold = pre.ct_window[0] if pre.intensity == "ct" else None
-    return functools.partial(_select_foreground, threshold=threshold)
 
 
 def _select_foreground(image: Any, threshold: float | None) -> Any:
