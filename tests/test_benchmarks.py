@@ -95,7 +95,7 @@ def test_measurements_in_a_fresh_process_and_in_this_one():
     timing.isolate(False)
     try:
         here = timing.measure_in_subprocess(
-            networks.build_training_step, "unet", "direct", 16, True, repeats=1
+            networks.build_training_step, "uxnet", "direct", 32, True, repeats=1
         )
         failed = timing.measure_in_subprocess(large_kernel.build_case, "no such method", 2, 8)
     finally:
