@@ -13,16 +13,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import verify_net_in_out
+from monai.bundle import ConfigParser, verify_net_in_out
 from monai.bundle.utils import DEFAULT_METADATA
 from monai.data import load_net_with_metadata
 
 import visprior
 from tests.seg.test_pipeline import make_dataset
 from visprior.cli import main
-from visprior.deploy.bundle import deployed_network_def
+from visprior.deploy.bundle import deployed_network_def, preprocessing_config
 from visprior.nets.build import ModelSpec
 from visprior.reparam import reparameterize_model
+from visprior.seg.config import Preprocessing
+from visprior.seg.transforms import inference_transforms
 
 TRAIN = [
     "--model", "unet", "--roi", "32", "32", "32", "--iterations", "3",
@@ -182,3 +184,30 @@ def test_network_def_builds_the_deployed_form(name):
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+PLANNED_CT = [{"scheme": "ct", "clip": (-100.0, 200.0), "mean": 10.0, "std": 50.0}]
+
+
+@pytest.mark.parametrize(
+    "pre",
+    [
+        Preprocessing(intensity="ct", spacing=(2.0, 2.0, 2.5)),
+        Preprocessing(intensity="planned", channel_normalization=PLANNED_CT, orientation="LPS"),
+        Preprocessing(intensity="mri"),
+        Preprocessing(intensity="none", crop_foreground=False),
+    ],
+    ids=["ct", "planned", "mri", "none"],
+)
+def test_the_config_preprocessing_is_seg_predicts(pre, tmp_path):
+    rng = np.random.default_rng(0)
+    volume = np.zeros((20, 18, 12), np.float32)
+    volume[3:17, 2:15, 2:10] = rng.normal(50, 80, (14, 13, 8))
+    path = tmp_path / "case_0000.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.2, 0.9, 2.0, 1.0])), path)
+    config = json.loads(json.dumps({"preprocessing": preprocessing_config(pre)}))  # as on disk
+    from_config = ConfigParser(config).get_parsed_content("preprocessing")
+    expected = inference_transforms(pre)({"image": str(path)})["image"]
+    got = from_config({"image": str(path)})["image"]
+    torch.testing.assert_close(got.as_tensor(), expected.as_tensor())
+    np.testing.assert_allclose(np.asarray(got.affine), np.asarray(expected.affine), atol=1e-6)

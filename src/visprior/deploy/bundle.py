@@ -39,11 +39,12 @@ from visprior.export import trace_deployable
 from visprior.fileio import atomic_path
 from visprior.nets.build import ModelSpec
 from visprior.nets.registry import get_model
+from visprior.seg.config import Preprocessing
 from visprior.seg.postprocess import load_decision
 from visprior.seg.predict import SegmentationPredictor, load_predictor
 from visprior.seg.transforms import IMAGE_KEY, preprocessing_steps
 
-__all__ = ["bundle_configs", "deployed_network_def", "export_bundle"]
+__all__ = ["bundle_configs", "deployed_network_def", "export_bundle", "preprocessing_config"]
 
 BUNDLE_VERSION = "0.1.0"
 _MODALITIES = {"ct": "CT", "mri": "MR"}
@@ -186,13 +187,7 @@ def bundle_configs(
         "datalist": "$case_datalist(@dataset_dir, @num_channels)",
         "network_def": network_def,
         "network": "$@network_def.to(@device)",
-        "preprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {"_target_": _target_name(cls), **kwargs}
-                for cls, kwargs in preprocessing_steps(predictor.preprocessing, keys=(IMAGE_KEY,))
-            ],
-        },
+        "preprocessing": preprocessing_config(predictor.preprocessing),
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {
             "_target_": "DataLoader",
@@ -233,6 +228,18 @@ def bundle_configs(
     }
     divisor = getattr(network, "size_divisibility", 1)
     return _metadata(predictor, network_def, divisor, state), inference
+
+
+def preprocessing_config(pre: Preprocessing) -> dict[str, Any]:
+    """``seg predict``'s preprocessing of an image as a MONAI config ``Compose``: MONAI's
+    transforms by their short names, visprior's by their full ones."""
+    return {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": _target_name(cls), **kwargs}
+            for cls, kwargs in preprocessing_steps(pre, keys=(IMAGE_KEY,))
+        ],
+    }
 
 
 def _metadata(
