@@ -62,10 +62,8 @@ def _configs(bundle):
 def test_monai_runs_the_bundle_to_the_labels_of_seg_predict(trained, tmp_path):
     dataset, run, bundle = trained
     images = dataset / "imagesTr"
-    overlap = _configs(bundle)[1]["inferer"]["overlap"]
     expected = tmp_path / "seg-predict"
-    args = ["seg", "predict", str(run), str(images), "-o", str(expected)]
-    assert main([*args, "--overlap", str(overlap)]) == 0
+    assert main(["seg", "predict", str(run), str(images), "-o", str(expected)]) == 0
     got = tmp_path / "bundle-out"
     command = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -106,6 +104,7 @@ def test_metadata_holds_the_specification_and_the_run_labels(trained):
         "num_res_units": 1,
     }
     assert inference["inferer"]["roi_size"] == [32, 32, 32]
+    assert inference["inferer"]["overlap"] == 0.5  # seg predict's default
     targets = [step["_target_"] for step in inference["preprocessing"]["transforms"]]
     assert targets == [
         "visprior.seg.transforms.LoadVolumesd",

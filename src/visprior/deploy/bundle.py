@@ -141,8 +141,7 @@ def bundle_configs(
     largest_component: list[int],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``metadata.json`` and ``inference.json`` of a run's bundle."""
-    config = state.get("config", {})
-    overlap = float(config.get("val_overlap", predictor.overlap))
+    overlap = predictor.overlap  # `seg predict`'s default, so that the two label maps agree
     postprocessing: list[dict[str, Any]] = [
         {
             "_target_": "visprior.deploy.transforms.ProbabilitiesToLabelsd",
