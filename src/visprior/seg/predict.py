@@ -199,8 +199,9 @@ class SegmentationPredictor:
             grid_probabilities += member._infer(image, overlap, sw_batch_size)
         if self.ensemble:
             grid_probabilities /= 1 + len(self.ensemble)
-        labels, kept = self._to_input_geometry(
-            grid_probabilities, image, reference, case, probabilities
+        spatial = tuple(reference.shape[:3])
+        labels, kept = invert_probabilities(
+            grid_probabilities, image, self._invert, spatial, reference.affine, case, probabilities
         )
         return labels, kept, reference.affine, reference.header
 
@@ -259,24 +260,6 @@ class SegmentationPredictor:
         needed = (self.num_classes + 1) * voxels * torch.finfo(self.buffer_dtype).bits // 8
         free, _ = torch.cuda.mem_get_info(self.device)
         return self.device if needed < free / 2 else torch.device("cpu")
-
-    def _to_input_geometry(
-        self,
-        probabilities: torch.Tensor,
-        image: torch.Tensor,
-        reference: Any,
-        case: str,
-        keep_probabilities: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        return invert_probabilities(
-            probabilities,
-            image,
-            self._invert,
-            tuple(reference.shape[:3]),
-            reference.affine,
-            case,
-            keep_probabilities,
-        )
 
 
 def invert_probabilities(
