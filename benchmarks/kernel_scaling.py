@@ -117,12 +117,13 @@ def smallest_structure(rows: list[dict]) -> str | None:
     return min(sizes, key=sizes.get) if sizes else None
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    """``mean ± sample sd`` of the seeds' values (the value alone for one seed, ``-`` for none)."""
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _good(rows: list[dict]) -> list[dict]:
@@ -146,8 +147,8 @@ def scaling_table(scaling: dict) -> list[str]:
             per_iteration = statistics.median(r["training_seconds"] / r["iterations"] for r in cell)
             lines.append(
                 f"| {k} | {kind} | {len(cell)} | {cell[0]['parameters'] / 1e6:.2f}M | "
-                f"{per_iteration:.2f} | {_mean_sd([r['mean_foreground_dice'] for r in cell])} | "
-                f"{_mean_sd([r['dice'][small] for r in cell])} |"
+                f"{per_iteration:.2f} | {mean_sd([r['mean_foreground_dice'] for r in cell])} | "
+                f"{mean_sd([r['dice'][small] for r in cell])} |"
             )
     return lines
 
@@ -332,7 +333,7 @@ def profile_table(scaling: dict) -> list[str]:
             ]
             lines.append(
                 f"| {k} | {kind} | {cell[0]['initial_profile']['outside_core']:.3f} | "
-                f"{_mean_sd(trained)} | {_mean_sd(ratio)} |"
+                f"{mean_sd(trained)} | {mean_sd(ratio)} |"
             )
     return [*lines, ""]
 

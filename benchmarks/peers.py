@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.brain import run_network
+from benchmarks.kernel_scaling import mean_sd
 
 UPKERN = "upkern"
 # (label, registered name, kernel size or None, start); the UpKern row follows its k3 row
@@ -91,12 +92,6 @@ def merge(earlier: dict | None, new: dict) -> dict:
     }
 
 
-def _mean_sd(values: list[float], digits: int = 3) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def peer_groups(peers: dict) -> list[tuple[dict, list[dict]]]:
     """Successful rows grouped by network and settings, in the table's order."""
     groups: dict[tuple, list[dict]] = {}
@@ -118,12 +113,12 @@ def peers_table(peers: dict) -> list[str]:
     ]
     for first, rows in groups:
         totals = [r.get("total_training_seconds", r["training_seconds"]) / 60 for r in rows]
-        iterations = _mean_sd([r["iterations"] for r in rows], 0)
+        iterations = mean_sd([r["iterations"] for r in rows], 0)
         lines.append(
             f"| {first['label']} | {first['minutes']:g} | {len(rows)} | "
             f"{first['parameters'] / 1e6:.2f}M | {iterations} | "
-            f"**{_mean_sd([r['mean_foreground_dice'] for r in rows])}** | "
-            f"{_mean_sd([r['dice'][small] for r in rows])} | {statistics.mean(totals):.1f} |"
+            f"**{mean_sd([r['mean_foreground_dice'] for r in rows])}** | "
+            f"{mean_sd([r['dice'][small] for r in rows])} | {statistics.mean(totals):.1f} |"
         )
     return lines
 
