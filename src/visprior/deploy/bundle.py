@@ -36,7 +36,7 @@ from torch import nn
 from visprior.checkpoint_io import load_checkpoint
 from visprior.engine.checkpoint import find_checkpoint
 from visprior.export import trace_deployable
-from visprior.fileio import atomic_path
+from visprior.fileio import atomic_path, check_outputs
 from visprior.nets.build import ModelSpec
 from visprior.nets.registry import get_model
 from visprior.seg.config import Preprocessing
@@ -74,9 +74,7 @@ def export_bundle(
     """
     output = Path(output)
     targets = [output, output.with_suffix(".zip")] if zip_file else [output]
-    for target in targets:
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --force to replace it")
+    check_outputs(targets, [run], overwrite)
     checkpoint = find_checkpoint(run)
     state = load_checkpoint(checkpoint)
     predictor = load_predictor(checkpoint)

@@ -59,10 +59,10 @@ def _network(args: argparse.Namespace) -> int:
     import torch
 
     from visprior.export import export_onnx, export_torchscript
+    from visprior.fileio import check_outputs
     from visprior.seg.predict import load_predictor
 
-    if args.output.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --force to replace it")
+    check_outputs([args.output], [args.run], args.overwrite)
     predictor = load_predictor(args.run)
     example = torch.zeros(1, predictor.num_channels, *predictor.roi_size)
     exporter = export_torchscript if args.export_command == "torchscript" else export_onnx
