@@ -71,8 +71,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "checkpoint", help="run folder, checkpoint file, or `seg cv` folder (its folds' ensemble)"
     )
-    predict.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    predict.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        help="NIfTI files or folders; a folder without NIfTI files is read as DICOM (itself "
+        "one case, or each subfolder one case; one series per channel)",
+    )
     predict.add_argument("--output", "-o", type=Path, required=True, help="output folder")
+    predict.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("nifti", "dicom-seg"),
+        default="nifti",
+        help="nifti: {case}.nii.gz; dicom-seg: {case}.dcm, a DICOM Segmentation of the case's "
+        "source series (DICOM input only) (default %(default)s)",
+    )
     predict.add_argument(
         "--overlap",
         type=float,
@@ -325,6 +339,7 @@ def _predict(args: argparse.Namespace) -> int:
         save_probabilities=args.probabilities,
         overwrite=args.overwrite,
         largest_component=_postprocessing(args.postprocess, decision_from),
+        output_format=args.output_format,
     )
     print(f"wrote {len(written)} file(s) to {args.output}")
     return 0

@@ -7,8 +7,11 @@ grid, with the input's shape and affine. The network is fused for deployment fir
 (``visprior.reparameterize_model``).
 
 Inputs follow nnU-Net's naming: ``{case}_{XXXX}.nii.gz``, one file per channel; a lone file
-is one case. Outputs are ``{case}.nii.gz`` (uint8 labels) and, optionally,
-``{case}_probabilities.nii.gz`` (float32, channels last), written atomically.
+is one case. A folder without NIfTI files is read as DICOM: one case per folder of series,
+one series per channel (see :func:`visprior.data.dicom.dicom_cases`). Outputs are
+``{case}.nii.gz`` (uint8 labels) or, for DICOM input, ``{case}.dcm`` (a DICOM Segmentation
+referring to its source series), and optionally ``{case}_probabilities.nii.gz`` (float32,
+channels last), written atomically.
 
 Example:
     >>> predictor = load_predictor("runs/seg/Dataset004", device="cuda")
@@ -35,6 +38,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from visprior.data.dataset import num_classes_for
+from visprior.data.dicom import DicomSeries, check_one_grid, dicom_cases
+from visprior.data.dicom_seg import write_segmentation
 from visprior.data.volumes import read_volume_header
 from visprior.engine.checkpoint import (
     CheckpointError,
@@ -51,6 +56,7 @@ from visprior.seg.config import Preprocessing
 from visprior.seg.transforms import inference_transforms, resolve_intensity
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "SegmentationPredictor",
     "case_name",
     "collect_cases",
@@ -65,6 +71,10 @@ __all__ = [
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 _REQUIRED_ENTRIES = ("model", "labels", "channel_names", "preprocessing", "roi_size")
 _AFFINE_TOLERANCE = 1e-4  # mm; MONAI keeps affines in float64, voxel data in float32
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+
+# One input of a case: a NIfTI file (a channel, or all of them) or a DICOM series (a channel).
+CaseInput = Path | DicomSeries
 
 
 @dataclass
@@ -82,6 +92,8 @@ class SegmentationPredictor:
         overlap: default sliding-window overlap.
         sw_batch_size: default number of windows per forward pass.
         source: where the predictor came from, for messages.
+        model_name: the network's registered name (``"repuxnet"``, ``"unet"``...), which a
+            DICOM Segmentation names as its algorithm.
         stitch_device: where the whole-volume output is assembled; ``None``: on ``device``
             when it is the CPU or when the buffers take under half of the GPU's free memory,
             else on the CPU (the network still runs on the GPU, window by window).
@@ -107,6 +119,7 @@ class SegmentationPredictor:
     overlap: float = 0.5
     sw_batch_size: int = 2
     source: str = "checkpoint"
+    model_name: str = "network"
     stitch_device: torch.device | None = None
     buffer_dtype: torch.dtype = torch.float32
     mirror_axes: tuple[int, ...] = ()
@@ -131,8 +144,8 @@ class SegmentationPredictor:
         """Output channels (see :func:`visprior.data.num_classes_for`)."""
         return num_classes_for(self.labels.values())
 
-    def check_case(self, image_paths: Sequence[str | os.PathLike], case: str) -> None:
-        """Check, from the headers alone, that a case's files fit the network.
+    def check_case(self, image_paths: Sequence[str | os.PathLike | DicomSeries], case: str):
+        """Check, from the headers alone, that a case's files (or DICOM series) fit the network.
 
         Raises:
             ValueError: the channel count differs from the checkpoint's, or the channel
@@ -141,6 +154,9 @@ class SegmentationPredictor:
                 :func:`visprior.data.volumes.check_volume_header`); the message names
                 the case and file.
         """
+        if any(isinstance(item, DicomSeries) for item in image_paths):
+            self._check_dicom_case(image_paths, case)
+            return
         images = [_load_nifti(path, case) for path in image_paths]
         if len(images) > 1 and any(img.ndim != 3 for img in images):
             raise ValueError(f"case {case!r}: channel files must be 3D, one channel each")
@@ -160,9 +176,19 @@ class SegmentationPredictor:
                     f"{Path(image_paths[0]).name} (shape {img.shape[:3]} vs {first.shape[:3]})"
                 )
 
+    def _check_dicom_case(self, series: Sequence[DicomSeries], case: str) -> None:
+        if not all(isinstance(item, DicomSeries) for item in series):
+            raise ValueError(f"case {case!r}: mixes DICOM series and NIfTI files")
+        if len(series) != self.num_channels:
+            raise ValueError(
+                f"case {case!r}: {len(series)} DICOM series, the checkpoint ({self.source}) "
+                f"expects {self.num_channels} ({', '.join(self.channel_names)})"
+            )
+        check_one_grid(series, case)
+
     def predict_case(
         self,
-        image_paths: Sequence[str | os.PathLike],
+        image_paths: Sequence[str | os.PathLike | DicomSeries],
         overlap: float | None = None,
         sw_batch_size: int | None = None,
         case: str | None = None,
@@ -171,7 +197,8 @@ class SegmentationPredictor:
         """Segment one case and return the result in the input's original geometry.
 
         Args:
-            image_paths: the case's channel files in channel order (or one multi-channel file).
+            image_paths: the case's channel files in channel order (or one multi-channel file),
+                or its DICOM series, one per channel.
             overlap: sliding-window overlap; the predictor's default when ``None``.
             sw_batch_size: windows per forward pass; the predictor's default when ``None``.
             case: the case's name for messages; from the first file name when ``None``.
@@ -181,29 +208,35 @@ class SegmentationPredictor:
         Returns:
             ``(labels, probabilities, affine, header)``: uint8 labels of the input's spatial
             shape, float32 class probabilities ``(C, *shape)`` (or ``None``), the input's
-            affine and its NIfTI header (of the first channel file).
+            affine and its NIfTI header (of the first channel file; for DICOM, one made from
+            the series' affine).
 
         Raises:
             ValueError: the files do not fit the network (see :meth:`check_case`).
             DatasetError: a file cannot be read (a ValueError too); the message names the
                 case and file.
         """
-        paths = [Path(p) for p in image_paths]
+        paths = [p if isinstance(p, DicomSeries) else Path(p) for p in image_paths]
+        case = case or (paths[0].folder.name if isinstance(paths[0], DicomSeries) else None)
         case = case or case_name(paths[0])
         self.check_case(paths, case)
-        reference = _load_nifti(paths[0], case)
-        files = [str(p) for p in paths] if len(paths) > 1 else str(paths[0])
+        if isinstance(paths[0], DicomSeries):
+            spatial, affine = paths[0].shape, paths[0].affine
+            header = nifti_header(affine)
+        else:
+            reference = _load_nifti(paths[0], case)
+            spatial, affine, header = tuple(reference.shape[:3]), reference.affine, reference.header
+        files = [_loadable(p) for p in paths] if len(paths) > 1 else _loadable(paths[0])
         image = self.transforms({"image": files, "case": case})["image"]
         grid_probabilities = self._infer(image, overlap, sw_batch_size)
         for member in self.ensemble:  # same preprocessing: the same grid, averaged in place
             grid_probabilities += member._infer(image, overlap, sw_batch_size)
         if self.ensemble:
             grid_probabilities /= 1 + len(self.ensemble)
-        spatial = tuple(reference.shape[:3])
         labels, kept = invert_probabilities(
-            grid_probabilities, image, self._invert, spatial, reference.affine, case, probabilities
+            grid_probabilities, image, self._invert, spatial, affine, case, probabilities
         )
-        return labels, kept, reference.affine, reference.header
+        return labels, kept, affine, header
 
     @torch.no_grad()
     def _infer(self, image: torch.Tensor, overlap: float | None, sw_batch_size: int | None):
@@ -363,6 +396,7 @@ def load_predictor(
         device=device,
         sw_batch_size=int(state.get("config", {}).get("sw_batch_size", 2)),
         source=str(path),
+        model_name=str(state["model"].get("name", "network")),
         stitch_device=None if stitch_device in (None, "auto") else torch.device(stitch_device),
         buffer_dtype=_buffer_dtype(buffer_dtype),
         mirror_axes=mirror_axes,
@@ -469,25 +503,33 @@ def _strip_nifti_suffix(name: str) -> str:
 
 
 def collect_cases(
-    inputs: str | os.PathLike | Iterable[str | os.PathLike], num_channels: int
-) -> dict[str, list[Path]]:
-    """Group input files into cases, each a list of channel files in channel order.
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    num_channels: int,
+    channel_names: Sequence[str] | None = None,
+) -> dict[str, list[CaseInput]]:
+    """Group inputs into cases, each a list of channel files (or DICOM series) in channel order.
 
     In a folder, ``{case}_{XXXX}.nii(.gz)`` files are one case's channels and must be
     exactly ``0000`` to ``num_channels - 1``; other NIfTI files are one case each. A file
-    given by itself is one case.
+    given by itself is one case. A folder without NIfTI files is read as DICOM (see
+    :func:`visprior.data.dicom.dicom_cases`: the folder is one case, or each of its
+    subfolders is; a case's series are matched to ``channel_names``, which default to
+    ``0000``, ``0001``...).
 
     Raises:
         FileNotFoundError: an input does not exist.
         ValueError: a channel file is missing or extra, two inputs make the same case, or
             nothing was found; the message names the case.
+        DicomSeriesError: a DICOM series is unusable or does not match a channel (a
+            ValueError too); the message names the series.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    cases: dict[str, list[Path]] = {}
+    names = list(channel_names or [f"{c:04d}" for c in range(num_channels)])
+    cases: dict[str, list[CaseInput]] = {}
     for item in map(Path, inputs):
         if item.is_dir():
-            found = _cases_in_folder(item, num_channels)
+            found = _cases_in_folder(item, num_channels) or dicom_cases(item, names)
         elif item.is_file():
             found = {case_name(item): [item]}
         else:
@@ -497,7 +539,9 @@ def collect_cases(
                 raise ValueError(f"case {case!r} is given twice ({cases[case][0]}, {paths[0]})")
             cases[case] = paths
     if not cases:
-        raise ValueError(f"no NIfTI images (.nii, .nii.gz) in {', '.join(map(str, inputs))}")
+        raise ValueError(
+            f"no NIfTI images (.nii, .nii.gz) or DICOM series in {', '.join(map(str, inputs))}"
+        )
     return cases
 
 
@@ -545,8 +589,10 @@ def predict_files(
     save_probabilities: bool = False,
     overwrite: bool = False,
     largest_component: bool | Sequence[int] = False,
+    output_format: str = "nifti",
 ) -> list[Path]:
-    """Segment every case in ``inputs`` and write ``{case}.nii.gz`` to ``output_dir``.
+    """Segment every case in ``inputs`` and write ``{case}.nii.gz`` (or ``{case}.dcm``) to
+    ``output_dir``.
 
     Every case and output path is checked before the first prediction, so a bad input or
     an existing output fails at once rather than hours in.
@@ -562,19 +608,33 @@ def predict_files(
         largest_component: keep only the largest connected component of each class (for
             structures known to be one piece), or of the classes listed (a run's decision,
             see :mod:`visprior.seg.postprocess`); the probabilities are left as predicted.
+        output_format: ``"nifti"``, or ``"dicom-seg"``: one DICOM Segmentation per case,
+            referring to the series of its first channel (DICOM input only; see
+            :func:`visprior.data.dicom_seg.write_segmentation`). Probabilities are NIfTI.
 
     Returns:
         The label files written, one per case, in case order.
 
     Raises:
-        ValueError: a case does not fit the network, or an output would replace an input.
+        ValueError: a case does not fit the network, an output would replace an input, or
+            ``"dicom-seg"`` for a NIfTI case.
         FileExistsError: an output exists and ``overwrite`` is false.
     """
-    cases = collect_cases(inputs, predictor.num_channels)
+    if output_format not in OUTPUT_FORMATS:
+        choices = ", ".join(OUTPUT_FORMATS)
+        raise ValueError(f"output format must be one of {choices}; got {output_format!r}")
+    cases = collect_cases(inputs, predictor.num_channels, predictor.channel_names)
     output_dir = Path(output_dir)
-    outputs = {case: _output_paths(output_dir, case, save_probabilities) for case in cases}
+    suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
+    outputs = {case: _output_paths(output_dir, case, save_probabilities, suffix) for case in cases}
     _check_outputs(cases, outputs, overwrite)
     for case, paths in cases.items():
+        if output_format == "dicom-seg" and not isinstance(paths[0], DicomSeries):
+            raise ValueError(
+                f"case {case!r}: --format dicom-seg needs DICOM input, and {paths[0].name} is "
+                "NIfTI: a DICOM Segmentation refers to the DICOM images it segments "
+                "(use --format nifti)"
+            )
         predictor.check_case(paths, case)
     written = []
     for case, paths in tqdm(cases.items(), desc="predict", unit="case"):
@@ -590,7 +650,10 @@ def predict_files(
         elif largest_component:
             labels = keep_largest_components(labels, predictor.num_classes, largest_component)
         label_path, *probability_path = outputs[case]
-        save_nifti(labels, header, label_path)
+        if output_format == "dicom-seg":
+            write_segmentation(labels, paths[0], predictor.labels, label_path, predictor.model_name)
+        else:
+            save_nifti(labels, header, label_path)
         if probability_path:
             save_nifti(np.moveaxis(probabilities, 0, -1), header, probability_path[0])
         written.append(label_path)
@@ -611,17 +674,24 @@ def keep_largest_components(
     return np.asarray(kept[0]).astype(labels.dtype)
 
 
-def _output_paths(output_dir: Path, case: str, save_probabilities: bool) -> list[Path]:
-    paths = [output_dir / f"{case}.nii.gz"]
+def _output_paths(
+    output_dir: Path, case: str, save_probabilities: bool, suffix: str = ".nii.gz"
+) -> list[Path]:
+    paths = [output_dir / f"{case}{suffix}"]
     if save_probabilities:
         paths.append(output_dir / f"{case}_probabilities.nii.gz")
     return paths
 
 
 def _check_outputs(
-    cases: dict[str, list[Path]], outputs: dict[str, list[Path]], overwrite: bool
+    cases: dict[str, list[CaseInput]], outputs: dict[str, list[Path]], overwrite: bool
 ) -> None:
-    inputs = [path for paths in cases.values() for path in paths]
+    inputs = [
+        path
+        for items in cases.values()
+        for item in items
+        for path in (item.files if isinstance(item, DicomSeries) else [item])
+    ]
     check_outputs([path for paths in outputs.values() for path in paths], inputs, overwrite)
 
 
@@ -636,6 +706,19 @@ def save_nifti(data: np.ndarray, header: Any, path: str | os.PathLike) -> Path:
     img.set_qform(header.get_qform(), code=int(header["qform_code"]))
     img.set_sform(header.get_sform(), code=int(header["sform_code"]))
     return save_nifti_atomic(img, path)
+
+
+def nifti_header(affine: np.ndarray) -> nib.Nifti1Header:
+    """A NIfTI header for a volume on ``affine`` (RAS, millimetres; qform and sform "scanner")."""
+    header = nib.Nifti1Header()
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm")
+    return header
+
+
+def _loadable(item: CaseInput) -> str | DicomSeries:
+    return item if isinstance(item, DicomSeries) else str(item)
 
 
 def _load_nifti(path: str | os.PathLike, case: str) -> Any:

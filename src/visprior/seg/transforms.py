@@ -52,6 +52,7 @@ from monai.transforms import (
 from monai.transforms.utils import map_binary_to_indices
 
 from visprior.data.dataset import DatasetError
+from visprior.data.dicom import DicomSeriesReader
 from visprior.data.volumes import read_volume, read_volume_header
 from visprior.errors import find_cause, one_line
 from visprior.seg.config import Preprocessing, SegTrainConfig
@@ -439,6 +440,10 @@ class LoadVolumesd(LoadImaged):
     :func:`visprior.data.volumes.check_volume_header`). When MONAI's reader then fails
     (file cut short, corrupt gzip stream), the files are read one by one to find the culprit.
 
+    A :class:`visprior.data.dicom.DicomSeries`, or a folder holding one series, is read by
+    :class:`visprior.data.dicom.DicomSeriesReader` (slices sorted by position, rescaled,
+    oriented from their headers); a list of them is one channel each.
+
     Raises:
         DatasetError: ``"case 'liver_3': cannot read /data/imagesTr/liver_3_0001.nii.gz:
             EOFError: Compressed file ended before the end-of-stream marker was reached"``;
@@ -446,16 +451,24 @@ class LoadVolumesd(LoadImaged):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("reader", DicomSeriesReader())
+        # MONAI would turn a DicomSeries into a path string; paths are expanded in __call__
+        kwargs["expanduser"] = False
         with _quiet_unused_dicom_reader():
             super().__init__(*args, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict:
         case = data.get("case")
-        files = [path for key in self.key_iterator(dict(data)) for path in _files(data[key])]
+        data = dict(data)
+        for key in self.key_iterator(data):
+            data[key] = _expanded(data[key])
+        files = [path for key in self.key_iterator(data) for path in _files(data[key])]
         for path in files:
             read_volume_header(path, case)
         try:
             return super().__call__(data, reader)
+        except DatasetError:  # DICOM series: already names the series
+            raise
         except Exception as error:
             for path in files:
                 read_volume(path, case)  # raises, naming the file, if this one is unreadable
@@ -489,9 +502,23 @@ def _quiet_unused_dicom_reader() -> Iterator[None]:
 
 
 def _files(value: Any) -> list[str | os.PathLike]:
-    """The file paths of a data dictionary entry: one path or a list of per-channel paths."""
+    """The volume files of a data dictionary entry (one path or a list of per-channel paths):
+    not DICOM series, nor folders holding one."""
     values = value if isinstance(value, (list, tuple)) else [value]
-    return [item for item in values if isinstance(item, (str, os.PathLike))]
+    return [
+        item
+        for item in values
+        if isinstance(item, (str, os.PathLike)) and not os.path.isdir(os.path.expanduser(item))
+    ]
+
+
+def _expanded(value: Any) -> Any:
+    """Paths with ``~`` expanded, as ``LoadImage(expanduser=True)`` would; the rest as is."""
+    if isinstance(value, (list, tuple)):
+        return [_expanded(item) for item in value]
+    if isinstance(value, (str, os.PathLike)):
+        return os.path.expanduser(value)
+    return value
 
 
 class CheckLabelValuesd(MapTransform):
