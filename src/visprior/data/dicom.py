@@ -142,8 +142,12 @@ def _read_header(path: Path) -> Any | None:
     except Exception as error:  # pydicom raises many kinds on damaged files
         raise DicomSeriesError(f"{path}: not a readable DICOM file ({error_text(error)})") from None
     modality = str(header.get("Modality", "") or "").upper()
-    if modality in NON_IMAGE_MODALITIES or "Rows" not in header:
+    sop_class = header.get("SOPClassUID") or header.file_meta.get("MediaStorageSOPClassUID", "")
+    image_storage = "Image Storage" in pydicom.uid.UID(str(sop_class)).name
+    if modality in NON_IMAGE_MODALITIES or not (image_storage or "Rows" in header):
         return None
+    if "Rows" not in header:
+        raise DicomSeriesError(f"{path}: a DICOM image without an image size (truncated?)")
     return header
 
 
@@ -344,9 +348,11 @@ def dicom_cases(
 ) -> dict[str, list[DicomSeries]]:
     """The cases in a folder of DICOM: each case's series, one per channel, in channel order.
 
-    When ``folder`` holds DICOM files itself, it is one case, named after it; otherwise each
-    subfolder holding DICOM files (at any depth) is one case, named after the subfolder. A
-    case's series are matched to channels by :func:`match_channels`.
+    Each subfolder holding DICOM files (at any depth) is one case, named after the subfolder,
+    unless ``folder`` is one case itself: when it holds DICOM files directly, when a series
+    spreads over several subfolders, or when no subfolder holds as many series as there are
+    channels (``patient/T2/``, ``patient/ADC/`` for a two-channel run). A case's series are
+    matched to channels by :func:`match_channels`.
 
     Raises:
         DicomSeriesError: a series fails its checks, spans two cases, or the series of a case
@@ -354,19 +360,23 @@ def dicom_cases(
     """
     folder = Path(folder)
     series = find_series(folder)
-    direct = any(path.parent == folder for s in series for path in s.files)
     grouped: dict[str, list[DicomSeries]] = {}
+    one_case = False
     for item in series:
-        if direct:
-            case = folder.name
-        else:
-            cases = {path.relative_to(folder).parts[0] for path in item.files}
-            if len(cases) > 1:
-                raise DicomSeriesError(f"{item.name}: its files lie in cases {sorted(cases)}")
-            case = cases.pop()
-        grouped.setdefault(case, []).append(item)
+        tops = {path.relative_to(folder).parts[0] for path in item.files}
+        # a file in the folder itself, or a series spread over subfolders
+        one_case = one_case or len(tops) > 1 or any(path.parent == folder for path in item.files)
+        grouped.setdefault(tops.pop(), []).append(item)
+    if all(len(items) < len(channel_names) for items in grouped.values()):
+        one_case = True  # no subfolder holds a whole case: the folder is one
+    if one_case:
+        return (
+            {folder.name: match_channels(folder.name, series, channel_names, folder)}
+            if series
+            else {}
+        )
     return {
-        case: match_channels(case, items, channel_names, folder if direct else folder / case)
+        case: match_channels(case, items, channel_names, folder / case)
         for case, items in sorted(grouped.items())
     }
 
