@@ -438,6 +438,11 @@ def _names_channel(series: DicomSeries, name: str, index: int, root: Path) -> bo
 class DicomSeriesReader(ImageReader):
     """MONAI ``ImageReader`` for DICOM series: a :class:`DicomSeries`, or a folder holding one.
 
+    MONAI's own ``PydicomReader`` (1.6) stacks a folder's slices in InstanceNumber order and
+    checks nothing of the geometry, so a series numbered against its positions, with a gap or
+    with a localizer inside comes out on a wrong grid. This reader gives the same array and
+    affine where those agree (tested), and sorts by position and refuses the rest otherwise.
+
     Several series are stacked as channels and must share one grid. Registered by
     :class:`visprior.seg.transforms.LoadVolumesd`, so ``LoadImage`` picks it for folders and
     series while NIfTI files keep going to nibabel.

@@ -627,7 +627,6 @@ def predict_files(
     output_dir = Path(output_dir)
     suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
     outputs = {case: _output_paths(output_dir, case, save_probabilities, suffix) for case in cases}
-    _check_outputs(cases, outputs, overwrite)
     for case, paths in cases.items():
         if output_format == "dicom-seg" and not isinstance(paths[0], DicomSeries):
             raise ValueError(
@@ -635,6 +634,8 @@ def predict_files(
                 "NIfTI: a DICOM Segmentation refers to the DICOM images it segments "
                 "(use --format nifti)"
             )
+    _check_outputs(cases, outputs, overwrite)
+    for case, paths in cases.items():
         predictor.check_case(paths, case)
     written = []
     for case, paths in tqdm(cases.items(), desc="predict", unit="case"):
