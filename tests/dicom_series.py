@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gdcm
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
@@ -93,3 +94,24 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def compress_jpeg_lossless(paths: list[Path]) -> None:
+    """Rewrite each file in JPEG Lossless (process 14), the compression PACS exports use most,
+    with GDCM (pydicom encodes RLE and JPEG-LS, not this)."""
+    for path in paths:
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(path))
+        if not reader.Read():
+            raise OSError(f"GDCM cannot read {path}")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(path))
+        writer.SetFile(reader.GetFile())
+        if not change.Change():
+            raise OSError(f"GDCM cannot compress {path}")
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise OSError(f"GDCM cannot write {path}")

@@ -3,6 +3,7 @@ their grid; real series from pydicom's test data and series written from known v
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import numpy as np
@@ -10,9 +11,10 @@ import pydicom
 import pytest
 from monai.data import PydicomReader
 from monai.transforms import LoadImage
-from pydicom.uid import generate_uid
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEGLosslessSV1, generate_uid
 
-from tests.dicom_series import pydicom_series, quantised, write_series
+from tests.dicom_series import compress_jpeg_lossless, pydicom_series, quantised, write_series
 from visprior.data.dicom import (
     DicomSeriesError,
     dicom_cases,
@@ -105,6 +107,24 @@ def test_slope_and_intercept_apply_per_slice(tmp_path):
     read = read_series(series)
     np.testing.assert_array_equal(read[:, :, 0], np.round(volume[:, :, 0]))
     np.testing.assert_array_equal(read[:, :, 1], np.round(volume[:, :, 1]) * 2 - 100)
+
+
+def test_compressed_slices_decode_to_the_stored_values(tmp_path):
+    """pydicom's real CT slice in JPEG 2000 equals its uncompressed twin; a written series in
+    JPEG Lossless (GDCM decodes it; pydicom alone cannot) reads back unchanged."""
+    for name in ("693_J2KR.dcm", "693_UNCR.dcm"):
+        (tmp_path / name).mkdir()
+        shutil.copy(get_testdata_file(name), tmp_path / name)
+    [compressed] = find_series(tmp_path / "693_J2KR.dcm")
+    [plain] = find_series(tmp_path / "693_UNCR.dcm")
+    assert compressed.shape == (512, 512, 1)
+    np.testing.assert_array_equal(read_series(compressed), read_series(plain))
+    volume = _volume()
+    paths = write_series(volume, AFFINE, tmp_path / "jpeg")
+    compress_jpeg_lossless(paths)
+    assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    [series] = find_series(tmp_path / "jpeg")
+    np.testing.assert_array_equal(read_series(series), quantised(volume))
 
 
 def _move_slice(path, offset_mm):
