@@ -355,8 +355,8 @@ def dicom_cases(
     matched to channels by :func:`match_channels`.
 
     Raises:
-        DicomSeriesError: a series fails its checks, spans two cases, or the series of a case
-            do not match the channels; the message names the case and series.
+        DicomSeriesError: a series fails its checks, or the series of a case do not match
+            the channels; the message names the case and series.
     """
     folder = Path(folder)
     series = find_series(folder)
