@@ -102,16 +102,24 @@ def test_dicom_seg_refers_to_its_series_and_reads_back_to_the_labels(trained, tm
     volume, affine = _case_volume(dataset, "b")
     affine = _oblique(affine)
     write_series(volume, affine, tmp_path / "dicom" / "b", SLOPE, INTERCEPT)
-    for output_format in ("nifti", "dicom-seg"):
-        command = ["seg", "predict", str(run), str(tmp_path / "dicom"), "-o", str(tmp_path / "out")]
-        assert main([*command, "--format", output_format]) == 0
+    command = ["seg", "predict", str(run), str(tmp_path / "dicom")]
+    assert main([*command, "-o", str(tmp_path / "out")]) == 0
+    seg_command = [*command, "-o", str(tmp_path / "seg"), "--format", "dicom-seg"]
+    assert main([*seg_command, "--probabilities"]) == 0
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == [
+        "b.dcm",
+        "b_probabilities.nii.gz",
+    ]
     [series] = find_series(tmp_path / "dicom" / "b")
+    probabilities = nib.load(tmp_path / "seg" / "b_probabilities.nii.gz")
+    assert probabilities.shape == (*series.shape, 3)
+    np.testing.assert_allclose(probabilities.affine, series.affine, atol=1e-4)
     expected = np.asarray(nib.load(tmp_path / "out" / "b.nii.gz").dataobj)
     np.testing.assert_array_equal(
-        read_segmentation(tmp_path / "out" / "b.dcm", series, LABELS), expected
+        read_segmentation(tmp_path / "seg" / "b.dcm", series, LABELS), expected
     )
 
-    segmentation = hd.seg.segread(tmp_path / "out" / "b.dcm")
+    segmentation = hd.seg.segread(tmp_path / "seg" / "b.dcm")
     source = pydicom.dcmread(series.files[0], stop_before_pixels=True)
     assert segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID == series.uid
     assert segmentation.StudyInstanceUID == source.StudyInstanceUID
