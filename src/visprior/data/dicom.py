@@ -53,6 +53,7 @@ __all__ = [
     "dicom_cases",
     "find_series",
     "match_channels",
+    "only_series",
     "read_series",
 ]
 
