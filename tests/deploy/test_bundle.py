@@ -18,7 +18,7 @@ from monai.bundle.utils import DEFAULT_METADATA
 from monai.data import load_net_with_metadata
 
 import visprior
-from tests.seg.test_pipeline import make_dataset
+from tests.seg.test_pipeline import train_toy_run
 from visprior.cli import main
 from visprior.deploy.bundle import deployed_network_def, preprocessing_config
 from visprior.nets.build import ModelSpec
@@ -43,9 +43,7 @@ TENSOR_KEYS |= {"is_patch_data", "channel_def"}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
-    dataset = make_dataset(root)
-    run = root / "run"
-    assert main(["seg", "train", str(dataset), "-o", str(run), *TRAIN]) == 0
+    dataset, run = train_toy_run(root, TRAIN)
     bundle = root / "bundle"
     assert main(["export", "bundle", str(run), "-o", str(bundle), "--zip"]) == 0
     return dataset, run, bundle

@@ -57,13 +57,17 @@ TRAIN = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
+def train_toy_run(root: Path, train_args: list[str] = TRAIN) -> tuple[Path, Path]:
+    """The toy dataset in ``root`` and a run trained on it with ``train_args``."""
     dataset = make_dataset(root)
     run = root / "run"
-    assert main(["seg", "train", str(dataset), "-o", str(run), *TRAIN]) == 0
+    assert main(["seg", "train", str(dataset), "-o", str(run), *train_args]) == 0
     return dataset, run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_toy_run(tmp_path_factory.mktemp("pipeline"))
 
 
 def test_check_reports_a_clean_dataset(tmp_path, capsys):

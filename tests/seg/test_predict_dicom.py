@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from tests.deploy.test_bundle import TRAIN
 from tests.dicom_series import LPS_FROM_RAS, pydicom_series, quantised, write_series
-from tests.seg.test_pipeline import make_dataset
+from tests.seg.test_pipeline import train_toy_run
 from tests.seg.test_predict import _ct_volume, _oblique_affine, _save, _write_checkpoint
 from visprior.cli import main
 from visprior.data.dicom import find_series, read_series
@@ -26,11 +26,7 @@ LABELS = {"background": 0, "cube": 1, "ball": 2}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dicom-predict")
-    dataset = make_dataset(root)
-    run = root / "run"
-    assert main(["seg", "train", str(dataset), "-o", str(run), *TRAIN]) == 0
-    return dataset, run
+    return train_toy_run(tmp_path_factory.mktemp("dicom-predict"), TRAIN)
 
 
 def _oblique(affine: np.ndarray) -> np.ndarray:

@@ -95,10 +95,14 @@ class DicomSeries:
     @property
     def name(self) -> str:
         """The series in messages: description, UID and folder."""
-        return f"series {self.description!r} ({self.uid}) in {self.folder}"
+        return _series_label(self.description, self.uid, self.folder)
 
     def __str__(self) -> str:  # MONAI records it as the image's file name
         return str(self.folder)
+
+
+def _series_label(description: str, uid: str, folder: Path) -> str:
+    return f"series {description!r} ({uid}) in {folder}"
 
 
 def find_series(folder: str | os.PathLike) -> list[DicomSeries]:
@@ -156,7 +160,7 @@ def _checked_series(uid: str, items: list[tuple[Path, Any]]) -> DicomSeries:
     paths = [path for path, _ in items]
     folder = Path(os.path.commonpath([str(path.parent) for path in paths]))
     description = str(items[0][1].get("SeriesDescription", "") or "").strip()
-    where = f"series {description!r} ({uid}) in {folder}"
+    where = _series_label(description, uid, folder)
     geometry = [_slice_geometry(path, header, where) for path, header in items]
     first = geometry[0]
     for path, other in zip(paths[1:], geometry[1:], strict=True):

@@ -217,8 +217,9 @@ class SegmentationPredictor:
                 case and file.
         """
         paths = [p if isinstance(p, DicomSeries) else Path(p) for p in image_paths]
-        case = case or (paths[0].folder.name if isinstance(paths[0], DicomSeries) else None)
-        case = case or case_name(paths[0])
+        if case is None:
+            dicom = isinstance(paths[0], DicomSeries)
+            case = paths[0].folder.name if dicom else case_name(paths[0])
         self.check_case(paths, case)
         if isinstance(paths[0], DicomSeries):
             spatial, affine = paths[0].shape, paths[0].affine

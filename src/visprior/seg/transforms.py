@@ -502,13 +502,11 @@ def _quiet_unused_dicom_reader() -> Iterator[None]:
 
 
 def _files(value: Any) -> list[str | os.PathLike]:
-    """The volume files of a data dictionary entry (one path or a list of per-channel paths):
-    not DICOM series, nor folders holding one."""
+    """The volume files of a data dictionary entry (one path or a list of per-channel paths,
+    ``~`` expanded): not DICOM series, nor folders holding one."""
     values = value if isinstance(value, (list, tuple)) else [value]
     return [
-        item
-        for item in values
-        if isinstance(item, (str, os.PathLike)) and not os.path.isdir(os.path.expanduser(item))
+        item for item in values if isinstance(item, (str, os.PathLike)) and not os.path.isdir(item)
     ]
 
 
