@@ -287,7 +287,7 @@ def trained_profile(run_dir: Path) -> dict:
 def initial_profile(name: str, k: int) -> dict:
     """The same measure for a freshly initialised network at the demo's widths."""
     import visprior
-    from visprior.demo import DEMO_MODEL_SIZES
+    from visprior.seg.demo import DEMO_MODEL_SIZES
 
     kwargs = {**DEMO_MODEL_SIZES[name], "kernel_size": k}
     return kernel_profile(visprior.get_model(name, out_channels=10, **kwargs).state_dict())

@@ -129,7 +129,7 @@ def peers_section(peers: dict) -> list[str]:
         "## (d3) Peers at equal training time, with seeds",
         "",
         "`visprior demo --model NAME --minutes M --seed S` per network and seed, each in a fresh "
-        "process, at the demo's widths (`visprior.demo.DEMO_MODEL_SIZES`; MedNeXt-S at 16 "
+        "process, at the demo's widths (`visprior.seg.demo.DEMO_MODEL_SIZES`; MedNeXt-S at 16 "
         "filters, SegResNet at 8). The MedNeXt-S k5 row starts from the same seed's k3 run "
         "(`--init RUN/checkpoints/best.pt --upkern`) and trains the same minutes again; its "
         "total minutes include the k3 run. Mean ± sample standard deviation over seeds "

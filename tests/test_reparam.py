@@ -8,8 +8,7 @@ import torch
 
 from tests.conftest import randomize_batchnorm
 from tests.tolerances import assert_close_to_scale
-from visprior import get_model, reparameterize_model
-from visprior.export import export_onnx, export_torchscript
+from visprior import export_onnx, export_torchscript, get_model, reparameterize_model
 from visprior.layers import BFRDepthwiseConv, DepthwiseConv, StructuralReparamConv
 from visprior.nets import RepUXNet
 

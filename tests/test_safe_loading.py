@@ -21,7 +21,7 @@ from visprior.engine.checkpoint import (
     read_weights_only,
 )
 from visprior.engine.config import save_config
-from visprior.registry import get_model
+from visprior.nets.registry import get_model
 from visprior.seg.config import SegTrainConfig
 
 

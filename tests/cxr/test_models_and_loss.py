@@ -9,8 +9,8 @@ import torchvision
 
 from tests.tolerances import assert_close_to_scale
 from visprior.cxr.loss import gaze_guided_loss
-from visprior.cxr.models import CAMHead, GazeLossWeights, load_backbone_weights
-from visprior.registry import get_model
+from visprior.nets.ggcam import CAMHead, GazeLossWeights, load_backbone_weights
+from visprior.nets.registry import get_model
 
 
 def test_cam_head_logits_are_the_mean_of_the_maps_plus_bias():

@@ -12,10 +12,10 @@ import torch
 from tests.cxr.configs import small_cxr_config
 from visprior.cli import main
 from visprior.cxr.evaluate import evaluate_run, load_classifier, predict_images
-from visprior.cxr.metrics import classification_metrics, localisation_hit
 from visprior.cxr.synthetic import write_synthetic_egd
 from visprior.cxr.train import train_cxr
 from visprior.engine.checkpoint import load_checkpoint
+from visprior.metrics.classification import classification_metrics, localisation_hit
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from visprior.data.segmentation import (
+from visprior.data import (
     DatasetError,
     DatasetProblem,
     ProblemList,

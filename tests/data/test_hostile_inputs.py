@@ -29,17 +29,9 @@ from tests.data.test_segmentation import (
     save,
     write_json,
 )
-from visprior.data.segmentation import (
-    MAX_LABEL_VALUE,
-    MAX_VOXELS,
-    DatasetError,
-    check_dataset,
-    check_volume_header,
-    format_problems,
-    load_dataset,
-    read_volume,
-    verify_headers,
-)
+from visprior.data import DatasetError, check_dataset, format_problems, load_dataset
+from visprior.data.dataset import MAX_LABEL_VALUE
+from visprior.data.volumes import MAX_VOXELS, check_volume_header, read_volume, verify_headers
 from visprior.seg.config import Preprocessing, SegTrainConfig
 from visprior.seg.evaluate import evaluate_folder
 from visprior.seg.predict import SegmentationPredictor, predict_files

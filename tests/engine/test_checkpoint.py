@@ -41,7 +41,7 @@ def test_round_trip_and_model_rebuild(tmp_path):
 
 
 def _weights(spec):
-    from visprior.registry import get_model
+    from visprior.nets.registry import get_model
 
     return {"state_dict": get_model(spec["name"], **spec["kwargs"]).state_dict()}
 

@@ -8,8 +8,7 @@ import torch
 from monai.networks.nets import MedNeXt, MedNeXtB, SegResNet
 
 from tests.tolerances import assert_close_to_scale
-from visprior import get_model, reparameterize_model
-from visprior.export import export_onnx, export_torchscript
+from visprior import export_onnx, export_torchscript, get_model, reparameterize_model
 from visprior.layers.conv_algorithm import conv_algorithm
 from visprior.layers.depthwise import DepthwiseConv
 

@@ -11,7 +11,7 @@ import torch
 
 from tests.simplify.test_prune_and_shrink import _flags
 from tests.tolerances import assert_close_to_scale
-from visprior.registry import get_model
+from visprior.nets.registry import get_model
 from visprior.simplify.criteria import CRITERIA, cut_to_size, parameter_count, taylor_gradients
 from visprior.simplify.prune import fit_to_state_dict
 from visprior.simplify.redundancy import RedundancyReport

@@ -17,7 +17,7 @@ from visprior.cxr.evaluate import load_classifier
 from visprior.cxr.synthetic import write_synthetic_egd
 from visprior.cxr.train import train_cxr
 from visprior.engine.checkpoint import save_checkpoint
-from visprior.registry import get_model
+from visprior.nets.registry import get_model
 from visprior.simplify.prune import fit_to_state_dict, model_cost, prune_redundant
 from visprior.simplify.redundancy import (
     BlockRedundancy,

@@ -56,6 +56,7 @@ __all__ = [
     "evaluate_seeds",
     "finding_scores",
     "format_report",
+    "format_seed_summary",
     "load_classifier",
     "predict_images",
 ]
@@ -332,6 +333,24 @@ def format_report(metrics: dict[str, Any], classes: Sequence[str] | None = None)
     lines.append(" " * width + "".join(f"{n:>{width}}" for n in names))
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def format_seed_summary(summary: dict[str, Any]) -> str:
+    """:func:`evaluate_seeds`' summary: each run's AUC, then the medians over the runs."""
+    lines = [f"{name}: macro AUC {auc:.4f}" for name, auc in summary["auc"].items()]
+    lines.append(
+        f"median over {summary['runs']} runs: AUC {summary['median_auc']:.4f}, accuracy "
+        f"{summary['median_accuracy']:.4f}, hit rate {summary['median_hit_rate']:.4f}, "
+        f"worst-class AUC {summary['median_worst_class_auc']:.4f}"
+    )
+    if "median_finding_iou" in summary:
+        lines.append(
+            f"median on the finding masks: pointing {summary['median_finding_hit_rate']:.4f}, "
+            f"IoU {summary['median_finding_iou']:.4f}"
+        )
+    for score, value in summary.get("median_saliency", {}).items():
+        lines.append(f"median {score}: {value:.4f}")
     return "\n".join(lines)
 
 

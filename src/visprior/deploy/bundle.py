@@ -34,8 +34,8 @@ from monai.data.torchscript_utils import save_net_with_metadata
 from torch import nn
 
 from visprior.checkpoint_io import load_checkpoint
+from visprior.deploy.export import trace_deployable
 from visprior.engine.checkpoint import find_checkpoint
-from visprior.export import trace_deployable
 from visprior.fileio import atomic_path, check_outputs
 from visprior.nets.build import ModelSpec
 from visprior.nets.registry import get_model

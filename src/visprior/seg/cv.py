@@ -27,7 +27,7 @@ from visprior.seg.config import SegTrainConfig
 from visprior.seg.postprocess import DECISION_FILE, decide_for_cases, save_decision
 from visprior.seg.train import train_segmentation
 
-__all__ = ["SUMMARY_FILE", "fold_runs", "train_folds"]
+__all__ = ["SUMMARY_FILE", "fold_runs", "format_summary", "train_folds"]
 
 SUMMARY_FILE = "cv_summary.json"
 
@@ -94,3 +94,13 @@ def merge_folds(config: SegTrainConfig, output: Path) -> dict[str, Any]:
     }
     write_json(output / SUMMARY_FILE, summary)
     return summary
+
+
+def format_summary(summary: dict[str, Any], output: str | os.PathLike) -> str:
+    """One line of :func:`train_folds`' summary, naming the summary file in ``output``."""
+    scores = ", ".join(f"{name} {dice:.4f}" for name, dice in summary["dice"].items())
+    kept = ", ".join(map(str, summary["largest_component"])) or "no class"
+    return (
+        f"cross-validation over {summary['cases']} case(s): mean Dice {summary['mean_dice']:.4f} "
+        f"({scores}); largest component for {kept}; {Path(output) / SUMMARY_FILE}"
+    )

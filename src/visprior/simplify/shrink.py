@@ -83,6 +83,7 @@ __all__ = [
     "data_images",
     "format_rounds",
     "load_network",
+    "measure_checkpoint",
     "probe_images",
     "round_sizes",
     "shrink_run",
@@ -212,6 +213,32 @@ def write_report(report: RedundancyReport, out_dir: str | os.PathLike) -> Path:
     ]
     write_csv_rows(out_dir / "redundancy.csv", rows)
     return save_redundancy_png(report, out_dir / "redundancy.png")
+
+
+def measure_checkpoint(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    probes: int = ShrinkSettings.probes,
+    threshold: float = DEFAULT_THRESHOLD,
+    overwrite: bool = False,
+) -> tuple[RedundancyReport, Path]:
+    """``visprior simplify measure``: the redundancy of a trained CXR network's layers on
+    ``probes`` images of ``data``, written to ``output`` (default ``<run>/redundancy``) by
+    :func:`write_report`; returns the report and the folder."""
+    model, state, path = load_network(checkpoint)
+    if "image_size" not in state:
+        raise ValueError(f"{path}: no image_size in this checkpoint; train it with visprior cxr")
+    output = Path(output) if output is not None else path.parent.parent / "redundancy"
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{output} already holds a report; pass --force or another --output "
+            "(nothing was overwritten)"
+        )
+    images = probe_images(data_images(data), probes, int(state["image_size"]))
+    report = measure_redundancy(model, images, threshold)
+    write_report(report, output)
+    return report, output
 
 
 def _refuse_used_folder(folder: Path, what: str) -> None:

@@ -1,22 +1,20 @@
-"""The ``visprior`` command: ``models``, ``demo``, and the ``seg``, ``cxr``, ``simplify`` and
-``export`` groups. Each group's module declares its commands (``add_commands``) and runs them
-(``run``)."""
+"""The ``visprior`` command: the parser of every command group, and the entry point."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 
-from visprior import demo
-from visprior.cxr import cli as cxr_cli
-from visprior.deploy import cli as export_cli
+from visprior.cli import cxr, demo, export, seg, simplify
 from visprior.engine.distributed import exit_distributed
 from visprior.nets.registry import list_models
-from visprior.seg import cli as seg_cli
-from visprior.simplify import cli as simplify_cli
 
 __all__ = ["build_parser", "main"]
+
+DESCRIPTION = (
+    "Medical image networks with priors from human vision: 3D segmentation (seg), chest X-rays "
+    "with radiologists' gaze (cxr), kernel redundancy (simplify) and deployment (export)."
+)
 
 
 def _list_models(args: argparse.Namespace) -> int:
@@ -32,15 +30,15 @@ def _add_models_command(commands: argparse._SubParsersAction) -> None:
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "models": (_add_models_command, _list_models),
     "demo": (demo.add_commands, demo.run),
-    "seg": (seg_cli.add_commands, seg_cli.run),
-    "cxr": (cxr_cli.add_commands, cxr_cli.run),
-    "simplify": (simplify_cli.add_commands, simplify_cli.run),
-    "export": (export_cli.add_commands, export_cli.run),
+    "seg": (seg.add_commands, seg.run),
+    "cxr": (cxr.add_commands, cxr.run),
+    "simplify": (simplify.add_commands, simplify.run),
+    "export": (export.add_commands, export.run),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visprior", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="visprior", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     for add_commands, _ in COMMANDS.values():
         add_commands(commands)
@@ -52,7 +50,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = COMMANDS[args.command][1](args)
     exit_distributed(code)  # under torchrun: leave together, then exit
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visprior.commands import add_force_flag, dispatch
+from visprior.cli.options import add_device, add_force_flag, add_output, add_seed, dispatch
 from visprior.simplify.criteria import CRITERIA
 from visprior.simplify.shrink import ShrinkSettings
 
@@ -18,7 +18,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "simplify", help="kernel redundancy of a trained CNN, and a smaller network from it"
     )
     actions = simplify.add_subparsers(dest="simplify_command", required=True)
+    _add_measure(actions, defaults)
+    _add_shrink(actions, defaults)
 
+
+def _add_measure(actions: argparse._SubParsersAction, defaults: ShrinkSettings) -> None:
     measure = actions.add_parser(
         "measure", help="per-layer kernel redundancy: table, JSON/CSV and a PNG"
     )
@@ -27,18 +31,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "data", type=Path, help="probe images: an EGD-CXR-layout folder, image files or folders"
     )
     _add_measure_options(measure, defaults)
-    measure.add_argument(
-        "--output", "-o", type=Path, help="folder for the report (default <run>/redundancy)"
-    )
+    add_output(measure, "folder for the report (default <run>/redundancy)")
     add_force_flag(measure, "replace an earlier report")
 
+
+def _add_shrink(actions: argparse._SubParsersAction, defaults: ShrinkSettings) -> None:
     shrink = actions.add_parser(
         "shrink",
         help="cut redundant blocks and kernels, fine-tune, repeat while the AUC holds",
     )
     shrink.add_argument("run", type=Path, help="a `visprior cxr train` run folder")
-    shrink.add_argument("--output", "-o", type=Path, required=True, help="an unused folder")
+    add_output(shrink, "an unused folder", required=True)
     _add_measure_options(shrink, defaults)
+    _add_round_options(shrink, defaults)
+    _add_cut_options(shrink, defaults)
+    add_seed(shrink, "seed of the fine-tuning and of the random criterion (default: the run's)")
+    add_device(shrink, defaults.device)
+
+
+def _add_round_options(parser: argparse.ArgumentParser, defaults: ShrinkSettings) -> None:
+    """How many rounds, and how each fine-tunes and is kept."""
+    shrink = parser.add_argument_group("rounds")
     shrink.add_argument(
         "--rounds",
         type=int,
@@ -70,6 +83,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="largest validation AUC loss a kept round may have; inf: keep every round, for "
         "comparisons at equal size (default %(default)s)",
     )
+
+
+def _add_cut_options(parser: argparse.ArgumentParser, defaults: ShrinkSettings) -> None:
+    """What each round cuts, and how much."""
+    shrink = parser.add_argument_group("cuts")
     shrink.add_argument(
         "--criterion",
         choices=CRITERIA,
@@ -102,12 +120,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(default %(default)s)",
     )
     shrink.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed of the fine-tuning and of the random criterion (default: the run's)",
-    )
-    shrink.add_argument(
         "--max-cut",
         type=float,
         default=defaults.max_cut,
@@ -125,9 +137,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=defaults.min_channels,
         help="kernels every layer keeps (default %(default)s)",
-    )
-    shrink.add_argument(
-        "--device", default=defaults.device, help="cpu, cuda, cuda:N or auto (default %(default)s)"
     )
 
 
@@ -154,23 +163,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from visprior.simplify.redundancy import measure_redundancy
-    from visprior.simplify.shrink import data_images, load_network, probe_images, write_report
+    from visprior.simplify.shrink import measure_checkpoint
 
-    model, state, path = load_network(args.checkpoint)
-    if "image_size" not in state:
-        raise ValueError(f"{path}: no image_size in this checkpoint; train it with visprior cxr")
-    output = args.output or path.parent.parent / "redundancy"
-    if output.exists() and any(output.iterdir()) and not args.overwrite:
-        raise FileExistsError(
-            f"{output} already holds a report; pass --force or another --output "
-            "(nothing was overwritten)"
-        )
-    probes = probe_images(data_images(args.data), args.probes, int(state["image_size"]))
-    report = measure_redundancy(model, probes, args.threshold)
+    report, output = measure_checkpoint(
+        args.checkpoint, args.data, args.output, args.probes, args.threshold, args.overwrite
+    )
     print(report.table())
-    figure = write_report(report, output)
-    print(f"wrote {output}/redundancy.json, redundancy.csv and {figure.name}")
+    print(f"wrote {output}/redundancy.json, redundancy.csv and redundancy.png")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""``visprior seg check | plan | train | predict | evaluate``: the 3D segmentation commands.
+"""``visprior seg check | plan | train | cv | predict | evaluate``: the 3D segmentation commands.
 
 The parser is built from light modules; each command imports its heavy work (MONAI pipelines,
-training) when it runs, so that ``visprior --help`` stays quick.
+training) when it runs.
 """
 
 from __future__ import annotations
@@ -10,35 +10,46 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from visprior.commands import add_force_flag, add_train_arguments, dispatch, train_config_from_args
+from visprior.cli.options import (
+    add_device,
+    add_force_flag,
+    add_init,
+    add_iterations,
+    add_model,
+    add_output,
+    add_precision,
+    add_roi,
+    add_train_arguments,
+    add_upkern,
+    dispatch,
+    train_config_from_args,
+)
 from visprior.seg.config import SegTrainConfig
 
 __all__ = ["add_commands", "run"]
+
+DATASET_HELP = "nnU-Net or MSD dataset folder"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     seg = commands.add_parser("seg", help="3D segmentation: check, plan, train, predict, evaluate")
     actions = seg.add_subparsers(dest="seg_command", required=True)
-
     check = actions.add_parser("check", help="report every problem of a dataset at once")
-    check.add_argument("dataset", type=Path, help="nnU-Net or MSD dataset folder")
+    check.add_argument("dataset", type=Path, help=DATASET_HELP)
+    _add_plan(actions)
+    _add_train_and_cv(actions)
+    _add_predict(actions)
+    _add_evaluate(actions)
 
-    defaults = SegTrainConfig()
+
+def _add_plan(actions: argparse._SubParsersAction) -> None:
     plan = actions.add_parser(
         "plan", help="fingerprint a dataset and plan spacing, patch, batch and normalisation"
     )
-    plan.add_argument("dataset", type=Path, help="nnU-Net or MSD dataset folder")
-    plan.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        help="plan file (default DATASET/visprior_plans.json)",
-    )
-    plan.add_argument(
-        "--model",
-        default=defaults.model,
-        help="registered network the plan is for (default %(default)s)",
-    )
+    plan.add_argument("dataset", type=Path, help=DATASET_HELP)
+    add_output(plan, "plan file (default DATASET/visprior_plans.json)")
+    model = SegTrainConfig().model
+    add_model(plan, model, "registered network the plan is for", default=model)
     plan.add_argument(
         "--gpu-memory-gb",
         type=float,
@@ -46,6 +57,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     add_force_flag(plan, "replace an earlier plan file")
 
+
+def _add_train_and_cv(actions: argparse._SubParsersAction) -> None:
+    defaults = SegTrainConfig()
     train = actions.add_parser(
         "train",
         help="train a network (recipe defaults; see seg/config.py for every option)",
@@ -58,7 +72,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=int,
         help=f"cross-validation fold, -1: train on every case (default {defaults.fold})",
     )
-
     cv = actions.add_parser(
         "cv",
         help="train every fold one after another (resumable), score the merged validation, "
@@ -67,6 +80,36 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     _add_training_options(cv, defaults)
 
+
+def _add_training_options(parser: argparse.ArgumentParser, defaults: SegTrainConfig) -> None:
+    """What ``seg train`` and ``seg cv`` both take."""
+    add_train_arguments(parser, defaults, DATASET_HELP)
+    add_iterations(
+        parser, f"optimizer steps in total, resumed runs included (default {defaults.iterations})"
+    )
+    add_roi(parser, defaults.roi_size)
+    plans = parser.add_mutually_exclusive_group()
+    plans.add_argument(
+        "--plan",
+        type=Path,
+        metavar="FILE",
+        help="take spacing, normalisation, patch, batch and crop sampling from this `seg plan` "
+        "file (default: DATASET/visprior_plans.json when it exists)",
+    )
+    plans.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="ignore the dataset's plan file (default: use it when it exists)",
+    )
+    add_init(
+        parser,
+        "fine-tune from this visprior or authors' checkpoint file; weights that do not fit "
+        "(a new label set's head) start fresh (default: none)",
+    )
+    add_upkern(parser)
+
+
+def _add_predict(actions: argparse._SubParsersAction) -> None:
     predict = actions.add_parser("predict", help="label volumes in their original geometry")
     predict.add_argument(
         "checkpoint", help="run folder, checkpoint file, or `seg cv` folder (its folds' ensemble)"
@@ -78,7 +121,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="NIfTI files or folders; a folder without NIfTI files is read as DICOM (itself "
         "one case, or each subfolder one case; one series per channel)",
     )
-    predict.add_argument("--output", "-o", type=Path, required=True, help="output folder")
+    add_output(predict, "output folder", required=True)
     predict.add_argument(
         "--format",
         dest="output_format",
@@ -86,18 +129,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default="nifti",
         help="nifti: {case}.nii.gz; dicom-seg: {case}.dcm, a DICOM Segmentation of the case's "
         "source series (DICOM input only) (default %(default)s)",
-    )
-    predict.add_argument(
-        "--overlap",
-        type=float,
-        default=0.5,
-        help="sliding-window overlap between neighbouring windows (default %(default)s)",
-    )
-    predict.add_argument(
-        "--sw-batch-size",
-        type=int,
-        default=2,
-        help="windows run through the network at once (default %(default)s)",
     )
     predict.add_argument(
         "--probabilities", action="store_true", help="also write the softmax (default: labels only)"
@@ -118,13 +149,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         const="largest",
         help="the same as --postprocess largest (default: off)",
     )
-    predict.add_argument(
-        "--precision",
-        default="32",
-        choices=("32", "bf16", "16-mixed"),
-        help="the network's autocast; the large-kernel FFT path stays float32 "
-        "(default %(default)s)",
-    )
+    _add_predict_ensemble_options(predict)
+    _add_predict_runtime_options(predict)
+
+
+def _add_predict_ensemble_options(parser: argparse.ArgumentParser) -> None:
+    """What is averaged: other runs, mirrored inputs, overlapping windows."""
+    predict = parser.add_argument_group("averaging")
     predict.add_argument(
         "--ensemble",
         nargs="+",
@@ -146,8 +177,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="mirror over these spatial axes (0 1 2) instead; implies --tta (default: none)",
     )
     predict.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:N or auto: a GPU if any (default auto)"
+        "--overlap",
+        type=float,
+        default=0.5,
+        help="sliding-window overlap between neighbouring windows (default %(default)s)",
     )
+
+
+def _add_predict_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Where and in what precision the network runs and the volume is assembled."""
+    predict = parser.add_argument_group("where it runs")
+    predict.add_argument(
+        "--sw-batch-size",
+        type=int,
+        default=2,
+        help="windows run through the network at once (default %(default)s)",
+    )
+    add_precision(
+        predict,
+        "the network's autocast; the large-kernel FFT path stays float32 (default %(default)s)",
+        default="32",
+    )
+    add_device(predict, "auto")
     predict.add_argument(
         "--stitch-device",
         default="auto",
@@ -162,15 +213,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(default %(default)s)",
     )
 
+
+def _add_evaluate(actions: argparse._SubParsersAction) -> None:
     evaluate = actions.add_parser("evaluate", help="Dice, HD95, surface Dice per case and class")
     evaluate.add_argument("predictions", type=Path, help="folder of predicted label volumes")
     evaluate.add_argument("labels", type=Path, help="folder of reference label volumes")
     evaluate.add_argument(
         "--dataset", type=Path, help="dataset folder, for class names (default: label values)"
     )
-    evaluate.add_argument(
-        "--output", "-o", type=Path, help="folder for CSV and JSON (default: print only)"
-    )
+    add_output(evaluate, "folder for CSV and JSON (default: print only)")
     evaluate.add_argument(
         "--nsd-tolerance",
         type=float,
@@ -179,52 +230,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="surface Dice tolerance in mm (default %(default)s)",
     )
     add_force_flag(evaluate, "replace an earlier evaluation in --output")
-
-
-def _add_training_options(parser: argparse.ArgumentParser, defaults: SegTrainConfig) -> None:
-    """What ``seg train`` and ``seg cv`` both take."""
-    add_train_arguments(parser, defaults, "nnU-Net or MSD dataset folder")
-    parser.add_argument(
-        "--iterations",
-        type=int,
-        help=f"optimizer steps in total, resumed runs included (default {defaults.iterations})",
-    )
-    parser.add_argument(
-        "--roi",
-        type=int,
-        nargs=3,
-        dest="roi_size",
-        metavar=("X", "Y", "Z"),
-        help="training crop size in voxels after resampling "
-        f"(default {' '.join(map(str, defaults.roi_size))})",
-    )
-    plans = parser.add_mutually_exclusive_group()
-    plans.add_argument(
-        "--plan",
-        type=Path,
-        metavar="FILE",
-        help="take spacing, normalisation, patch, batch and crop sampling from this `seg plan` "
-        "file (default: DATASET/visprior_plans.json when it exists)",
-    )
-    plans.add_argument(
-        "--no-plan",
-        action="store_true",
-        help="ignore the dataset's plan file (default: use it when it exists)",
-    )
-    parser.add_argument(
-        "--init",
-        dest="init_checkpoint",
-        metavar="CHECKPOINT",
-        help="fine-tune from this visprior or authors' checkpoint file; weights that do not fit "
-        "(a new label set's head) start fresh (default: none)",
-    )
-    parser.add_argument(
-        "--upkern",
-        action="store_const",
-        const=True,
-        help="with --init: resample every depth-wise kernel of another size to this network's "
-        "(MedNeXt's UpKern), e.g. a 21^3 RepUX-Net from a trained 7^3 one (default: off)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -299,16 +304,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _cv(args: argparse.Namespace) -> int:
     from visprior.engine.distributed import is_main_process
-    from visprior.seg.cv import SUMMARY_FILE, train_folds
+    from visprior.seg.cv import format_summary, train_folds
 
     config = _training_config(args)
     summary = train_folds(config, config.output)
     if is_main_process():
-        scores = ", ".join(f"{name} {dice:.4f}" for name, dice in summary["dice"].items())
-        kept = ", ".join(map(str, summary["largest_component"])) or "no class"
-        print(f"cross-validation over {summary['cases']} case(s): mean Dice "
-              f"{summary['mean_dice']:.4f} ({scores}); largest component for {kept}; "
-              f"{Path(config.output) / SUMMARY_FILE}")  # fmt: skip
+        print(format_summary(summary, config.output))
     return 0
 
 
@@ -361,12 +362,11 @@ def _postprocessing(choice: str, run: str | None) -> bool | list[int]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from visprior.data import load_dataset
     from visprior.seg.evaluate import evaluate_folder, format_table
 
     classes = None
     if args.dataset is not None:
-        from visprior.data import load_dataset
-
         classes = {n: v for n, v in load_dataset(args.dataset).labels.items() if v}
     result = evaluate_folder(
         args.predictions,

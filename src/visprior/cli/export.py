@@ -1,6 +1,6 @@
 """``visprior export bundle | torchscript | onnx``: a trained segmentation run, deployable.
 
-The parser is light; each command imports the export code when it runs.
+The parser is light; each command imports the export code (``visprior.deploy``) when it runs.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visprior.commands import add_force_flag, dispatch
+from visprior.cli.options import add_force_flag, add_output, dispatch
 
 __all__ = ["add_commands", "run"]
 
@@ -25,7 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "run` executes",
     )
     bundle.add_argument("run", type=Path, help="run folder or checkpoint of `seg train`")
-    bundle.add_argument("--output", "-o", type=Path, required=True, help="bundle folder")
+    add_output(bundle, "bundle folder", required=True)
     bundle.add_argument(
         "--zip", action="store_true", help="also write OUTPUT.zip, the folder as one archive"
     )
@@ -38,7 +38,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "traced at the run's window size",
         )
         command.add_argument("run", type=Path, help="run folder or checkpoint of `seg train`")
-        command.add_argument("--output", "-o", type=Path, required=True, help=f"file ({suffix})")
+        add_output(command, f"file ({suffix})", required=True)
         add_force_flag(command, "replace an existing file")
 
 
@@ -56,17 +56,9 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _network(args: argparse.Namespace) -> int:
-    import torch
+    from visprior.deploy.runs import export_run_network
 
-    from visprior.export import export_onnx, export_torchscript
-    from visprior.fileio import check_outputs
-    from visprior.seg.predict import load_predictor
-
-    check_outputs([args.output], [args.run], args.overwrite)
-    predictor = load_predictor(args.run)
-    example = torch.zeros(1, predictor.num_channels, *predictor.roi_size)
-    exporter = export_torchscript if args.export_command == "torchscript" else export_onnx
-    exporter(predictor.model, example, args.output)
-    shape = " x ".join(map(str, example.shape))
+    example = export_run_network(args.run, args.output, args.export_command, args.overwrite)
+    shape = " x ".join(map(str, example))
     print(f"wrote {args.output} (input image {shape}, output logits, one channel per class)")
     return 0

@@ -1,7 +1,6 @@
 """``visprior cxr synth | train | evaluate | predict``: chest X-rays with radiologists' gaze.
 
-The parser is built from light modules; each command imports its heavy work when it runs, so
-that ``visprior --help`` stays quick.
+The parser is built from light modules; each command imports its heavy work when it runs.
 """
 
 from __future__ import annotations
@@ -9,7 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visprior.commands import add_force_flag, add_train_arguments, dispatch, train_config_from_args
+from visprior.cli.options import (
+    add_device,
+    add_force_flag,
+    add_output,
+    add_precision,
+    add_seed,
+    add_train_arguments,
+    dispatch,
+    train_config_from_args,
+)
 from visprior.cxr.config import CXRTrainConfig
 from visprior.cxr.ct_settings import MARKERS, RenderSettings
 
@@ -19,7 +27,13 @@ __all__ = ["add_commands", "run"]
 def add_commands(commands: argparse._SubParsersAction) -> None:
     cxr = commands.add_parser("cxr", help="chest X-rays with gaze: GG-CAM and MT-UNet")
     actions = cxr.add_subparsers(dest="cxr_command", required=True)
+    _add_synth(actions)
+    _add_train(actions)
+    _add_evaluate(actions)
+    _add_predict(actions)
 
+
+def _add_synth(actions: argparse._SubParsersAction) -> None:
     synth = actions.add_parser(
         "synth",
         help="write a SYNTHETIC EGD-CXR-layout set (for trying things out only)",
@@ -40,7 +54,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--size", type=int, default=256, help="image side in pixels (default %(default)s)"
     )
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    add_seed(synth, "random seed (default %(default)s)", default=0)
+    _add_render_settings(synth)
+
+
+def _add_render_settings(synth: argparse.ArgumentParser) -> None:
+    """The settings of ``--source ct``'s rendering."""
     ct = RenderSettings()
     synth.add_argument(
         "--difficulty",
@@ -72,6 +91,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="ct: fixation scatter as a share of the image side (default %(default)s)",
     )
 
+
+def _add_train(actions: argparse._SubParsersAction) -> None:
     defaults = CXRTrainConfig()
     train = actions.add_parser(
         "train",
@@ -84,9 +105,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         choices=("egd", "reflacx"),
         help=f"dataset layout (default {defaults.format})",
     )
-    train.add_argument(
-        "--images-root", help="folder of the images, e.g. MIMIC-CXR (default: the dataset folder)"
-    )
+    _add_images_root(train, "folder of the images, e.g. MIMIC-CXR (default: the dataset folder)")
     train.add_argument(
         "--weights",
         help="torchvision ImageNet weights file for the backbone (default: random initialisation)",
@@ -108,6 +127,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="repeat with N seeds (seed, seed+1, ...) in <output>/seed_<n> (default %(default)s)",
     )
 
+
+def _add_evaluate(actions: argparse._SubParsersAction) -> None:
     evaluate = actions.add_parser("evaluate", help="AUC, accuracy, localisation on a split part")
     evaluate.add_argument("run", type=Path, help="run folder, or a folder of seed_<n> runs")
     evaluate.add_argument(
@@ -124,37 +145,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="where the dataset is now, or another set with the same ids, e.g. a shifted test "
         "set (default: the run's)",
     )
-    evaluate.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        help="folder for the scores (default RUN/evaluation/PART; for a folder of seed runs, "
+    add_output(
+        evaluate,
+        "folder for the scores (default RUN/evaluation/PART; for a folder of seed runs, "
         "each run's own, and the summary in RUN)",
     )
-    evaluate.add_argument(
-        "--images-root", help="where the images are now, if they moved (default: the run's)"
-    )
-    evaluate.add_argument(
-        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)"
-    )
+    _add_images_root(evaluate, "where the images are now, if they moved (default: the run's)")
+    add_device(evaluate, "cpu")
     add_force_flag(evaluate, "replace an earlier evaluation of this part")
 
+
+def _add_predict(actions: argparse._SubParsersAction) -> None:
     predict = actions.add_parser("predict", help="classify radiographs, write CSV + CAM PNGs")
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
     predict.add_argument("inputs", nargs="+", type=Path, help="DICOM/PNG/JPEG files or folders")
-    predict.add_argument(
-        "--output", "-o", type=Path, required=True, help="folder for the CSV and overlays"
-    )
+    add_output(predict, "folder for the CSV and overlays", required=True)
     add_force_flag(predict, "replace earlier predictions (an input is never replaced)")
-    predict.add_argument(
-        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)"
-    )
-    predict.add_argument(
-        "--precision",
-        default="32",
-        choices=("32", "bf16", "16-mixed"),
-        help="the network's autocast (default %(default)s)",
-    )
+    add_device(predict, "cpu")
+    add_precision(predict, "the network's autocast (default %(default)s)", default="32")
+
+
+def _add_images_root(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--images-root", help=help)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,7 +227,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from visprior.cxr.evaluate import evaluate_run, evaluate_seeds, format_report
+    from visprior.cxr.evaluate import (
+        evaluate_run,
+        evaluate_seeds,
+        format_report,
+        format_seed_summary,
+    )
 
     options = {
         "overlays": args.overlays,
@@ -226,21 +243,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "out_dir": args.output,
     }
     if not (args.run / "split.json").is_file() and any(args.run.glob("seed_*")):
-        summary = evaluate_seeds(args.run, args.part, **options)
-        for name, auc in summary["auc"].items():
-            print(f"{name}: macro AUC {auc:.4f}")
-        print(
-            f"median over {summary['runs']} runs: AUC {summary['median_auc']:.4f}, accuracy "
-            f"{summary['median_accuracy']:.4f}, hit rate {summary['median_hit_rate']:.4f}, "
-            f"worst-class AUC {summary['median_worst_class_auc']:.4f}"
-        )
-        if "median_finding_iou" in summary:
-            print(
-                f"median on the finding masks: pointing {summary['median_finding_hit_rate']:.4f},"
-                f" IoU {summary['median_finding_iou']:.4f}"
-            )
-        for score, value in summary.get("median_saliency", {}).items():
-            print(f"median {score}: {value:.4f}")
+        print(format_seed_summary(evaluate_seeds(args.run, args.part, **options)))
         return 0
     metrics = evaluate_run(args.run, args.part, **options)
     print(format_report(metrics))
