@@ -112,3 +112,15 @@ def measure_in_subprocess(builder: Callable, *args, repeats: int = 3) -> Measure
     result = queue.get()
     process.join()
     return result
+
+
+def measurement_row(measurement: Measurement) -> dict:
+    """A measurement as a results-file row."""
+    return {
+        "seconds": measurement.seconds,
+        "repeats": measurement.repeats,
+        "peak_mib": measurement.peak_mib,
+        "all_seconds": measurement.all_seconds,
+        "error": measurement.error,
+        "parts": measurement.parts,
+    }

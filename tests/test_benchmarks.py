@@ -11,80 +11,101 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-@pytest.mark.slow
-def test_quick_benchmarks_write_results(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--repeats", "1", "--out", str(tmp_path)],
+def _run_benchmarks(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
         cwd=REPO_ROOT,
         check=True,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
-    report = (tmp_path / "RESULTS.md").read_text()
-    headings = (
-        "## Targets",
-        "## (a)",
-        "## (b)",
-        "## (c)",
-        "## (b2)",
-        "## Crossover",
-        "## (d)",
-        "## (d2)",
-        "## (d3)",
-        "## (e)",
-        "## (f)",
-        "## (e2)",
-        "## (f2)",
-        "## (g)",
-        "## (g2)",
-        "## (h)",
-        "## (i)",
-        "## (j)",
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_write_results(tmp_path):
+    _run_benchmarks("--quick", "--repeats", "1", "--out", str(tmp_path), timeout=900)
+    index = (tmp_path / "RESULTS.md").read_text()
+    studies = sorted(path.parent.name for path in tmp_path.glob("*/results.json"))
+    assert studies == sorted(
+        ("speed", "quality", "mednext_speed", "kernel_scaling", "peers", "ggcam", "mtunet")
+        + ("gaze_ct", "simplify", "simplify_criteria", "large_volume", "planning", "precision")
     )
-    for heading in headings:
+    for study in studies:
+        assert f"[{study}/]({study}/RESULTS.md)" in index
+        content = json.loads((tmp_path / study / "results.json").read_text())
+        for record in content["parts"].values():
+            assert record["machine"]["cpu"] and "amx_bf16" in record["machine"]["cpu_flags"]
+            assert record["date"] and record["command"].startswith("python -m benchmarks")
+    report = "\n".join((tmp_path / s / "RESULTS.md").read_text() for s in studies)
+    headings = ("## Targets", "## (a)", "## (b)", "## (c)", "## (b2)", "## Crossover", "## (d)")
+    headings += ("## (d2)", "## (d3)", "## (e)", "## (f)", "## (e2)", "## (f2)", "## (g)")
+    for heading in (*headings, "## (g2)", "## (h)", "## (i)", "## (j)"):
         assert heading in report
     assert "## Failed cases" not in report
-    assert "Quick mode" in report
-    assert (tmp_path / "results.png").stat().st_size > 10_000
+    assert "Quick mode" in report and "**quick mode**" in index
+    assert (tmp_path / "speed" / "figure.png").stat().st_size > 10_000
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
-    assert "| 3 | BFR | 1 | " in report and "| 3 | 1 | " in report  # (d2) and its difference
+    assert "| 3 | BFR | 1 | " in report and "| k = 3, mean Dice | 0: " in report  # (d2), paired
     assert "| 5 | BFR, UpKern | 1 | " in report  # quick: a k3 warm-up, then k5
-    assert (tmp_path / "kernel_scaling.png").stat().st_size > 10_000
+    assert (tmp_path / "kernel_scaling" / "figure.png").stat().st_size > 10_000
     assert "| MedNeXt-S k5, UpKern from k3 | 0.05 | 1 | " in report  # (d3)
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report
     assert "| MT-UNet (both tasks) | " in report and "| saliency only | " in report
     assert "| GG-CAM, finding mask as gaze | " in report and "rho = 1.0:" in report  # (e2)
+    assert "| GG-CAM, AUC i.i.d. | 0: " in report  # (e2), paired by seed
+    assert (tmp_path / "gaze_ct" / "figure.png").stat().st_size > 10_000
     assert "| 0 | 23,507,910 | " in report  # (g): the full ResNet50 CAM classifier
     assert "| control: round " in report
     for criterion in ("redundancy", "magnitude", "taylor", "uniform", "random"):  # (g2)
         assert f"| 4,000,000 | {criterion} | " in report
-    assert (tmp_path / "simplify_criteria.png").stat().st_size > 10_000
+    assert (tmp_path / "simplify_criteria" / "figure.png").stat().st_size > 10_000
     assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report
     assert "| two-channel MRI (3 x " in report  # (i): a plan per generated dataset
     assert "| training step @ 32^3, batch 1 (s) | " in report  # (j)
+    # finished units leave no work behind, but for the two runs the (e2) figure is drawn from
+    kept = sorted(path.parent.name for path in tmp_path.glob("*/.work/*/run"))
+    assert kept == ["labelCAM_classifier_no_gaze_-rho1.0-train_fraction1.0-seed0"] + [
+        "labelGG-CAM-rho1.0-train_fraction1.0-seed0"
+    ]
+    status = _run_benchmarks(
+        "--quick", "--only", "kernel-scaling", "--status", "--out", str(tmp_path)
+    )
+    assert "kernel-scaling:\n2 of 2 units done" in status.stdout
 
 
-def test_one_part_keeps_the_other(tmp_path):
-    """``--only`` adds its part to an earlier report instead of replacing it."""
-    (tmp_path / "results.json").write_text('{"quick": true, "repeats": 1, "kept": 1}')
+def test_one_part_writes_its_study_and_the_index_keeps_the_others(tmp_path):
     for part in ("mtunet", "ggcam"):
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks", "--quick", "--only", part, "--out", str(tmp_path)],
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["kept"] == 1 and results["mtunet"]["rows"] and results["ggcam"]
-    report = (tmp_path / "RESULTS.md").read_text()
-    assert "## (e)" in report and "## (f)" in report
+        _run_benchmarks("--quick", "--only", part, "--out", str(tmp_path))
+    ggcam = json.loads((tmp_path / "ggcam" / "results.json").read_text())
+    assert ggcam["study"] == "ggcam" and ggcam["quick"] is True
+    assert ggcam["parts"]["ggcam"]["command"].endswith("--only ggcam --out " + str(tmp_path))
+    assert ggcam["data"]["rows"]
+    index = (tmp_path / "RESULTS.md").read_text()
+    assert "## (e) " in index and "## (f) " in index  # the earlier part stays listed
+    assert "## (e) GG-CAM" in (tmp_path / "ggcam" / "RESULTS.md").read_text()
+
+
+def test_a_full_mode_results_file_is_not_mixed_with_quick_rows(tmp_path):
+    folder = tmp_path / "ggcam"
+    folder.mkdir()
+    (folder / "results.json").write_text(
+        '{"study": "ggcam", "quick": false, "parts": {}, "data": 1}'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "ggcam", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert f"{folder / 'results.json'} holds a full-mode run" in done.stderr
 
 
 def test_measurements_in_a_fresh_process_and_in_this_one():
-    from benchmarks import large_kernel, networks, timing
+    from benchmarks import networks, timing
+    from benchmarks.speed import large_kernel
 
     from visprior.layers.conv_algorithm import get_conv_algorithm
 
@@ -106,7 +127,7 @@ def test_measurements_in_a_fresh_process_and_in_this_one():
 
 
 def test_precision_section_sums_up_the_seeds():
-    from benchmarks.precision import precision_section
+    from benchmarks.precision.study import precision_section
 
     def precision(seconds: float, dice: dict[str, float]) -> dict:
         timed = {"seconds": seconds, "peak_mib": 100.0, "error": None}
@@ -136,7 +157,7 @@ def test_precision_section_sums_up_the_seeds():
 
 
 def test_quality_rows_merge_by_network():
-    from benchmarks.brain import merge
+    from benchmarks.quality.study import merge
 
     earlier = {"minutes": 10, "rows": [{"name": "unet", "v": 1}, {"name": "uxnet", "v": 1}]}
     new = {"minutes": 10, "rows": [{"name": "repuxnet", "v": 2}, {"name": "unet", "v": 2}]}
@@ -150,7 +171,7 @@ def test_quality_rows_merge_by_network():
 
 
 def test_criteria_rows_merge_by_seed_and_criterion():
-    from benchmarks.simplify_criteria import merge
+    from benchmarks.simplify_criteria.study import merge
 
     def part(rows, seconds, natural=None, sizes=(500, 200)):
         return {
@@ -185,7 +206,7 @@ def _demo_row(dice: float, accumbens: float, **fields) -> dict:
 
 
 def test_scaling_pairs_bfr_with_plain_by_seed():
-    from benchmarks.kernel_scaling import merge, paired_differences, scaling_section
+    from benchmarks.kernel_scaling.study import merge, paired_differences, scaling_section
 
     settings = {"kernels": [7], "seeds": [0, 1], "iterations": 200, "val_every": 50}
     rows = [
@@ -195,13 +216,15 @@ def test_scaling_pairs_bfr_with_plain_by_seed():
         _demo_row(0.72, 0.34, kind="BFR", k=7, seed=1),
     ]
     scaling = {"settings": settings, "rows": rows}
-    (diff,) = paired_differences(scaling)
-    assert diff["seeds"] == 2
-    assert diff["mean"] == pytest.approx([0.04, 0.02])
-    assert diff["smallest"] == pytest.approx([0.10, -0.06])
+    ((k, mean, smallest),) = paired_differences(scaling)
+    assert k == 7 and mean.seeds == smallest.seeds == (0, 1)
+    assert mean.differences == pytest.approx([0.04, 0.02])
+    assert smallest.differences == pytest.approx([0.10, -0.06])
     text = "\n".join(scaling_section(scaling))
     assert "| 7 | plain | 2 | 4.00M | 1.20 | 0.750 ± 0.071 | 0.450 ± 0.071 |" in text
-    assert "| 7 | 2 | +0.030 ± 0.014 | +0.020 ± 0.113 |" in text  # accumbens: the smallest
+    # mean 0.03, sd 0.01414: half-width 12.706 * 0.01414 / sqrt(2) = 0.127
+    assert "| k = 7, mean Dice | 0: +0.040, 1: +0.020 | +0.030 | [-0.097, +0.157] |" in text
+    assert "| k = 7, accumbens Dice | 0: +0.100, 1: -0.060 | +0.020 | " in text  # the smallest
     # a new seed-1 BFR row replaces the old one; a k=13 row is added
     new_rows = [
         _demo_row(0.9, 0.5, kind="BFR", k=7, seed=1),
@@ -222,7 +245,7 @@ def test_scaling_pairs_bfr_with_plain_by_seed():
 
 
 def test_upkern_rows_pair_with_bfr_of_the_same_seed():
-    from benchmarks.kernel_scaling import UPKERN, merge, scaling_section
+    from benchmarks.kernel_scaling.study import UPKERN, merge, scaling_section
 
     settings = {"kernels": [21], "seeds": [0, 1], "iterations": 200, "val_every": 50}
     bfr = [_demo_row(0.50, 0.0, kind="BFR", k=21, seed=s) for s in (0, 1)]
@@ -240,13 +263,13 @@ def test_upkern_rows_pair_with_bfr_of_the_same_seed():
     text = "\n".join(scaling_section(scaling))
     assert "| 21 | BFR, UpKern | 2 | 4.00M | 1.20 | 0.650 ± 0.071 | 0.100 ± 0.141 |" in text
     assert "Paired by seed, BFR, UpKern minus BFR" in text
-    assert "| 21 | 2 | +0.150 ± 0.071 | +0.100 ± 0.141 |" in text
+    assert "| k = 21, mean Dice | 0: +0.200, 1: +0.100 | +0.150 | " in text
     assert "a BFR run at k = 7 for half of the iterations" in text
     assert "BFR minus plain" not in text  # no plain rows to pair with
 
 
 def test_peer_rows_of_the_same_settings_replace_and_new_settings_append():
-    from benchmarks.peers import merge, peers_table
+    from benchmarks.peers.study import merge, peers_table
 
     def row(name, seed, dice, minutes=5.0, k=None, start=None, label=None, **extra):
         return _demo_row(
@@ -299,7 +322,7 @@ def test_peer_rows_of_the_same_settings_replace_and_new_settings_append():
 
 def test_kernel_profile_on_known_kernels():
     import torch
-    from benchmarks.kernel_scaling import kernel_profile
+    from benchmarks.kernel_scaling.study import kernel_profile
 
     from visprior.layers.frequency_prior import frequency_prior
 

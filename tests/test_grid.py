@@ -1,0 +1,144 @@
+"""The resumable grid runner of the benchmark studies, with stand-in units that train nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from benchmarks.grid import Grid, Unit, grid_status, run_grid
+from benchmarks.record import ResultsFile
+
+
+def merge_rows(earlier, new):
+    rows = {(r["arm"], r["seed"]): r for r in (earlier or {}).get("rows", [])}
+    rows.update({(r["arm"], r["seed"]): r for r in new["rows"]})
+    return {"settings": new["settings"], "rows": list(rows.values())}
+
+
+class Stopped(Exception):
+    """Stands in for a run killed part-way."""
+
+
+def make_grid(calls: list, stop_at: str | None = None, settings=None) -> Grid:
+    def checkpointed(work):
+        return (work / "last.pt").is_file()
+
+    def unit(arm: str, seed: int) -> Unit:
+        def run(work, resume):
+            calls.append((arm, seed, resume))
+            (work / "last.pt").write_text("saved")  # the unit's training checkpoint
+            if f"{arm}{seed}" == stop_at:
+                raise Stopped
+            return {"score": seed + (arm == "b")}
+
+        return Unit({"arm": arm, "seed": seed}, run, checkpointed)
+
+    units = [unit(arm, seed) for seed in (0, 1) for arm in ("a", "b")]
+    return Grid(units, settings or {"iterations": 10}, ("arm", "seed"))
+
+
+def test_a_stopped_grid_keeps_finished_units_and_resumes_the_started_one(tmp_path):
+    store = ResultsFile(tmp_path / "study" / "results.json", "study", quick=True)
+    calls: list = []
+    with pytest.raises(Stopped):
+        run_grid(make_grid(calls, stop_at="a1"), store, "part", merge_rows, print)
+    on_disk = json.loads(store.path.read_text())
+    assert [(r["arm"], r["seed"]) for r in on_disk["data"]["rows"]] == [("a", 0), ("b", 0)]
+    assert on_disk["parts"]["part"]["machine"]["cpu"]
+    assert (tmp_path / "study" / ".work" / "arma-seed1" / "last.pt").is_file()
+    assert not (tmp_path / "study" / ".work" / "arma-seed0").exists()  # done: work removed
+
+    again = ResultsFile(store.path, "study", quick=True)
+    calls.clear()
+    data = run_grid(make_grid(calls), again, "part", merge_rows, print)
+    assert calls == [("a", 1, True), ("b", 1, False)]  # the finished units are skipped
+    assert sorted((r["arm"], r["seed"], r["score"]) for r in data["rows"]) == [
+        ("a", 0, 0),
+        ("a", 1, 1),
+        ("b", 0, 1),
+        ("b", 1, 2),
+    ]
+
+
+def test_a_unit_stopped_before_its_first_checkpoint_starts_again(tmp_path):
+    store = ResultsFile(tmp_path / "results.json", "study", quick=True)
+    leftover = tmp_path / ".work" / "arma-seed0"
+    leftover.mkdir(parents=True)
+    (leftover / "half-written.csv").write_text("x")
+    calls: list = []
+    run_grid(make_grid(calls), store, "part", merge_rows, print)
+    assert calls[0] == ("a", 0, False)
+
+
+def test_status_counts_done_started_and_pending_units(tmp_path):
+    store = ResultsFile(tmp_path / "results.json", "study", quick=True)
+    with pytest.raises(Stopped):
+        run_grid(make_grid([], stop_at="b0"), store, "part", merge_rows, print)
+    lines = grid_status(make_grid([]), store.data, tmp_path / ".work")
+    assert lines == [
+        "1 of 4 units done",
+        "  arma-seed0: done",
+        "  armb-seed0: started (resumes from its checkpoint)",
+        "  arma-seed1: pending",
+        "  armb-seed1: pending",
+    ]
+
+
+def test_a_grid_of_other_settings_is_refused_and_left_as_it_is(tmp_path):
+    store = ResultsFile(tmp_path / "results.json", "study", quick=True)
+    run_grid(make_grid([]), store, "part", merge_rows, print)
+    before = store.path.read_text()
+    with pytest.raises(SystemExit, match="iterations 10 there, 20 asked"):
+        run_grid(make_grid([], settings={"iterations": 20}), store, "part", merge_rows, print)
+    assert store.path.read_text() == before
+
+
+def test_a_broken_results_file_is_named(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("{ not json")
+    with pytest.raises(SystemExit, match=f"{path}: not a readable results file"):
+        ResultsFile(path, "study", quick=True)
+
+
+def test_reports_call_a_partial_grid_partial():
+    from benchmarks.report import grid_progress
+    from benchmarks.studies import PARTS
+
+    study = PARTS["kernel-scaling"]
+    row = {"kind": "BFR", "k": 7, "seed": 0, "mean_foreground_dice": 0.5}
+    content = {"quick": False, "data": {"settings": {}, "rows": [row]}}
+    assert grid_progress(study, content) == [
+        "**Partial grid** (kernel-scaling): 1 of 12 planned units done "
+        "(`python -m benchmarks --only kernel-scaling --status` lists them).",
+        "**Partial grid** (kernel-scaling-upkern): 0 of 2 planned units done "
+        "(`python -m benchmarks --only kernel-scaling-upkern --status` lists them).",
+    ]
+
+
+@pytest.mark.slow
+def test_a_started_kernel_scaling_unit_resumes_from_its_demo_checkpoint(tmp_path):
+    """Quick (d2): a unit whose work folder holds a 1-iteration demo run is continued to the
+    grid's 2 iterations, not started again; the other units start fresh."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    work = tmp_path / "kernel_scaling" / ".work" / "kindplain-k3-seed0"
+    demo = [sys.executable, "-m", "visprior.cli", "demo", "--model", "repuxnet_plain"]
+    demo += ["--output", str(work), "--kernel-size", "3", "--seed", "0", "--val-every", "2"]
+    subprocess.run([*demo, "--iterations", "1"], check=True, capture_output=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "kernel-scaling"]
+        + ["--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert "kernel-scaling: kindplain-k3-seed0 (resumed from its checkpoint)" in done.stdout
+    assert "kernel-scaling: kindBFR-k3-seed0\n" in done.stdout
+    rows = json.loads((tmp_path / "kernel_scaling" / "results.json").read_text())["data"]["rows"]
+    assert {(r["kind"], r["iterations"]) for r in rows} == {("plain", 2), ("BFR", 2)}
+    assert not work.exists()  # a finished unit's work folder goes
