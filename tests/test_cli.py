@@ -32,6 +32,26 @@ def test_demo_rejects_an_unknown_model(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # refused before the dataset is written
 
 
+def test_demo_resume_without_a_run_names_the_folder(tmp_path, capsys):
+    assert main(["demo", "--model", "unet", "--output", str(tmp_path), "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert f"--resume: no unet run with a checkpoint under {tmp_path / 'runs'}" in error
+
+
+@pytest.mark.slow
+def test_demo_resume_continues_the_run_from_its_checkpoint(tmp_path, capsys):
+    from visprior.checkpoint_io import load_checkpoint
+
+    args = ["demo", "--model", "unet", "--output", str(tmp_path), "--val-every", "1000"]
+    assert main([*args, "--iterations", "2"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2
+    assert main([*args, "--iterations", "4", "--resume"]) == 0
+    assert list((tmp_path / "runs").iterdir()) == [run]  # the same run, continued
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 4
+    assert "(resumed from its last checkpoint)" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_runs_every_step_on_the_brain_atlas(tmp_path, capsys):
     args = ["demo", "--output", str(tmp_path), "--minutes", "0.15", "--val-every", "1000"]

@@ -235,3 +235,44 @@ def test_a_resumed_log_replaces_the_steps_after_its_checkpoint_in_tensorboard(tm
     assert shown == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
     with open(tmp_path / "metrics.csv") as handle:
         assert [float(r["train_loss"]) for r in csv.DictReader(handle)] == [1, 2, 30, 40]
+
+
+class SlowValidationTask(RegressionTask):
+    """Each validation takes 0.2 s of wall time; training steps take almost none."""
+
+    def validate(self, model):
+        import time
+
+        time.sleep(0.2)
+        return super().validate(model)
+
+
+def test_a_wall_limit_stops_in_time_for_the_final_validation_and_counts_validations(tmp_path):
+    """A 1.5 s wall budget, validation every 2 steps at 0.2 s each: training time alone would
+    allow thousands of steps, but the wall time (validations included) plus one validation's
+    reserve reaches the limit first; the run then ends within the limit."""
+    import time
+
+    trainer, _ = make_trainer(
+        tmp_path, iterations=100_000, task=SlowValidationTask(), wall_limit_minutes=1.5 / 60
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    took = time.perf_counter() - started
+    assert 4 <= result.iteration < 100_000
+    assert took < 1.5 + 0.3  # the final validation fitted inside the limit (timing slack)
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert saved["wall_seconds"] >= saved["training_seconds"] + 0.2
+    assert saved["validation_seconds"] >= 0.2  # the task's, plus checkpoints and curves
+
+
+def test_a_resumed_run_counts_the_wall_time_of_both_parts(tmp_path):
+    first, _ = make_trainer(tmp_path, iterations=4, task=SlowValidationTask())
+    first.fit()
+    spent = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["wall_seconds"]
+    assert spent >= 0.4  # two validations
+    # a wall limit already used up by the first part: the resumed part makes no step
+    second, _ = make_trainer(
+        tmp_path, iterations=100, task=SlowValidationTask(), wall_limit_minutes=spent / 60
+    )
+    assert second.fit(resume=True).iteration == 4

@@ -4,6 +4,7 @@ sampling for a rare class, and bad inputs reported all at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -202,14 +203,12 @@ def test_seg_train_takes_the_plan_and_says_which_values_came_from_it(tmp_path, c
     args = ["seg", "train", str(folder), "-o", str(run), *TINY_TRAINING]
     assert main([*args, "--set", "batch_size=1"]) == 0
     out = capsys.readouterr().out
-    assert "from the plan" in out and "post-processing chosen on 2 validation case(s)" in out
-    # fold -1 validates on the training cases: both predicted, and the decision saved
-    assert sorted(p.name for p in (run / "validation").iterdir()) == [
-        "case0.nii.gz",
-        "case1.nii.gz",
-    ]
+    assert "from the plan" in out and "post-processing: none chosen: no held-out case" in out
+    # fold -1 validates on the training cases: no held-out case, so nothing is predicted for
+    # the choice and nothing chosen
+    assert not (run / "validation").exists()
     decision = json.loads((run / "postprocessing.json").read_text())
-    assert decision["cases"] == 2 and set(decision["dice_before"]) == {"1"}
+    assert decision["held_out"] is False and decision["largest_component"] == []
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["roi_size"] == plan["roi_size"]
     assert config["preprocessing"]["intensity"] == "planned"
@@ -263,3 +262,60 @@ def test_a_plan_file_that_is_not_one_is_named(tmp_path, capsys):
     assert main([*args, *TINY_TRAINING]) == 2
     assert f"{bogus}: not a plan written by `visprior seg plan`" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_training_a_3d_lowres_the_plan_did_not_make_is_refused_naming_the_plan(tmp_path, capsys):
+    folder = write_dataset(tmp_path, [(1.0, 1.0, 1.0)])
+    assert main(["seg", "plan", str(folder), "--model", "unet", "--gpu-memory-gb", "8"]) == 0
+    args = ["seg", "train", str(folder), "-o", str(tmp_path / "run"), *TINY_TRAINING]
+    assert main([*args, "--configuration", "3d_lowres"]) == 2
+    error = capsys.readouterr().err
+    assert f"{folder / 'visprior_plans.json'}: the plan has no 3d_lowres configuration" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_lowres_spacing_follows_nnunets_steps_on_a_known_case():
+    """A patch capped at 64^3 voxels in a 200^3 median image covers 3.3%: the isotropic
+    spacing grows by 1.03x a step until the image holds at most 4 patches, 200 / 1.03^n <=
+    101.6, first at n = 23; the image is then 8x smaller, so the configuration is kept."""
+    from visprior.seg.plan import lowres_spacings
+
+    def capped(_spacing, shape):
+        return min(64**3, int(np.prod(shape)))
+
+    low = lowres_spacings((1.0, 1.0, 1.0), (200, 200, 200), capped)
+    assert low == pytest.approx((1.03**23,) * 3, rel=1e-9)
+    # only the axes finer than half the coarsest grow first: the 3 mm axis stays, and the image
+    # is under 2x smaller when the patch reaches a quarter of it (1.03^10 squared = 1.81): dropped
+    assert lowres_spacings((1.0, 1.0, 3.0), (300, 300, 20), capped) is None
+    # a patch that covers a quarter of the image already: no 3d_lowres
+    assert lowres_spacings((1.0, 1.0, 1.0), (100, 100, 100), capped) is None
+
+
+def test_a_patch_far_below_the_image_gets_a_3d_lowres_configuration(tmp_path):
+    folder = write_dataset(tmp_path, [(1.0, 1.0, 1.0)], shape=(140, 140, 120))
+    dataset = load_dataset(folder)
+    fingerprint = extract_fingerprint(dataset)
+    small = make_plan(fingerprint, dataset, "unet", SMALL_UNET, memory_gb=0.05)
+    low = small.lowres
+    assert low is not None and "3d_lowres at" in " ".join(small.notes)
+    assert all(s > 1.0 for s in low["spacing"]) and len(set(low["spacing"])) == 1
+    assert np.prod(low["median_shape"]) * 2 <= np.prod(small.median_shape)
+    assert np.prod(low["roi_size"]) >= 0.25 * np.prod(low["median_shape"])
+    assert all(p % 16 == 0 for p in low["roi_size"])
+
+    from visprior.seg.plan import plan_values
+
+    plan = json.loads(json.dumps(dataclasses.asdict(small)))
+    values, _ = plan_values(plan, "unet", "3d_lowres")
+    assert values["preprocessing"]["spacing"] == low["spacing"]
+    assert values["roi_size"] == low["roi_size"] and values["batch_size"] == low["batch_size"]
+    full, _ = plan_values(plan, "unet")
+    assert full["preprocessing"]["spacing"] == list(small.spacing)
+
+    large = make_plan(fingerprint, dataset, "unet", SMALL_UNET, memory_gb=64)
+    assert large.lowres is None  # its patch holds over a quarter of the image
+    with pytest.raises(ValueError, match="the plan has no 3d_lowres configuration"):
+        plan_values(json.loads(json.dumps(dataclasses.asdict(large))), "unet", "3d_lowres")
+    with pytest.raises(ValueError, match="configuration '2d': choose one of auto, 3d_fullres, "):
+        plan_values(plan, "unet", "2d")

@@ -99,3 +99,58 @@ def test_a_bilateral_label_on_disk_keeps_both_sides(tmp_path):
             found.append(path)
     decision = decide_from_files(predictions, labels, [1, 2], _keep)
     assert decision["largest_component"] == [1] and decision["cases"] == 3
+
+
+def test_a_class_with_a_large_second_part_in_a_training_mask_is_named_with_its_case():
+    """Class 2's second cube holds half its voxels: several real parts. Class 1's stray voxel
+    holds 1 of 217, under the 10% rule; class 3 has exactly one component."""
+    from visprior.seg.postprocess import multi_component_classes
+
+    _, truth = _case()
+    truth[19, 19, 19] = 1  # a one-voxel island of class 1
+    one_part = np.zeros(SHAPE, np.uint8)
+    one_part[5:9, 5:9, 5:9] = 3
+    found = multi_component_classes([("first", one_part), ("second", truth)], [1, 2, 3])
+    assert found == {2: "case second: its second-largest component holds 50% of its voxels"}
+
+
+def test_a_second_part_just_under_a_tenth_is_no_second_part():
+    from visprior.seg.postprocess import multi_component_classes
+
+    label = np.zeros((30, 30, 30), np.uint8)
+    label[0:10, 0:10, 0:10] = 1  # 1000 voxels
+    label[20:22, 20:22, 20:22] = 1  # 8 voxels
+    label[20:30, 0:10, 0:10] = 2  # 1000 voxels
+    label[0:4, 20:30, 20:30] = 2  # 400 voxels: 400 / 1400 = 29%
+    label[25:28, 25:30, 25:27] = 2  # 30 voxels
+    assert multi_component_classes([("c", label)], [1, 2]) == {
+        2: "case c: its second-largest component holds 28% of its voxels"
+    }
+    # touching diagonally is one component (26-connectivity, as the step itself)
+    diagonal = np.zeros((4, 4, 4), np.uint8)
+    diagonal[0, 0, 0] = diagonal[1, 1, 1] = 1
+    assert multi_component_classes([("d", diagonal)], [1]) == {}
+
+
+def test_a_class_not_tried_keeps_its_voxels_even_where_the_step_would_help():
+    pairs = [_case(), _case()]
+    decision = choose_largest_component(pairs, [1, 2], _keep, not_tried={1: "several parts"})
+    assert decision["largest_component"] == []
+    assert decision["dice_after"]["1"] == decision["dice_before"]["1"]
+    assert decision["not_tried"] == {"1": "several parts"} and decision["held_out"] is True
+
+
+def test_a_run_without_a_held_out_case_chooses_nothing_and_predicts_nothing(tmp_path):
+    """Validation cases the run trained on are no held-out cases: no network is even loaded
+    (the run folder here has none), and the decision file says why."""
+    from visprior.seg.postprocess import decide_for_run, describe_decision
+
+    run = tmp_path / "run"
+    run.mkdir()
+    decision = decide_for_run(run, dataset=None, case_names=["a", "b"], training_names=["b", "a"])
+    assert decision["largest_component"] == [] and decision["held_out"] is False
+    assert load_decision(run) == []
+    saved = json.loads((run / "postprocessing.json").read_text())
+    assert saved["note"].startswith("no held-out case: the run validates on the cases it")
+    assert not (run / "validation").exists()
+    assert describe_decision(saved, "p.json").startswith("post-processing: none chosen: no held")

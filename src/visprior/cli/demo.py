@@ -60,6 +60,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help=f"validate every this many iterations (default {defaults.val_every})",
     )
     add_seed(parser, f"random seed (default {defaults.seed})")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest run of --model in --output from its last checkpoint",
+    )
     add_precision(
         parser,
         "training precision; auto: bf16 on CUDA, float32 on the CPU, as `seg train` chooses "

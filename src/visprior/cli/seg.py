@@ -53,7 +53,16 @@ def _add_plan(actions: argparse._SubParsersAction) -> None:
     plan.add_argument(
         "--gpu-memory-gb",
         type=float,
-        help="memory budget in GB (default: the GPU's free memory, else 8 on the CPU)",
+        help="memory budget in GB (default: the GPU's free memory, else 8 on the CPU); "
+        "given alone, plans for a GPU of that memory without timing anything",
+    )
+    plan.add_argument(
+        "--budget",
+        type=float,
+        metavar="MIN",
+        help="also plan for MIN minutes of planning, training, validation and prediction on "
+        "this machine, timing candidate steps here (default on a machine without a GPU: "
+        "60, unless --gpu-memory-gb is given)",
     )
     add_force_flag(plan, "replace an earlier plan file")
 
@@ -101,6 +110,23 @@ def _add_training_options(parser: argparse.ArgumentParser, defaults: SegTrainCon
         action="store_true",
         help="ignore the dataset's plan file (default: use it when it exists)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        dest="budget_minutes",
+        metavar="MIN",
+        help="a budget in wall time for the whole run: the plan's timing (`seg plan --budget "
+        "MIN` first), training, validation and the held-out prediction; training stops in "
+        "time for the rest (--time-limit counts training alone) (default: none)",
+    )
+    parser.add_argument(
+        "--configuration",
+        choices=("auto", "3d_fullres", "3d_lowres", "budget"),
+        help="which of the plan's configurations to train: 3d_lowres is nnU-Net's coarser "
+        "spacing, where the plan made one, trained on its own; budget is `seg plan --budget`'s "
+        "plan timed on this machine; auto: budget where the plan has one, else 3d_fullres "
+        f"(default {defaults.configuration})",
+    )
     add_init(
         parser,
         "fine-tune from this visprior or authors' checkpoint file; weights that do not fit "
@@ -138,7 +164,7 @@ def _add_predict(actions: argparse._SubParsersAction) -> None:
         "--postprocess",
         choices=("auto", "none", "largest"),
         default="auto",
-        help="auto: the run's post-processing chosen on validation (postprocessing.json), "
+        help="auto: the run's post-processing chosen on held-out cases (postprocessing.json), "
         "none without one; largest: each class's largest connected component; none "
         "(default %(default)s)",
     )
@@ -253,15 +279,32 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
     from visprior.data import load_dataset
     from visprior.fileio import check_outputs
+    from visprior.seg.budget import DEFAULT_CPU_BUDGET_MINUTES
     from visprior.seg.plan import PLAN_FILE, extract_fingerprint, format_plan, make_plan, save_plan
 
+    started = time.perf_counter()
     output = args.output or args.dataset / PLAN_FILE
     check_outputs([output], overwrite=args.overwrite)
+    budget = args.budget
+    if budget is None and args.gpu_memory_gb is None and not torch.cuda.is_available():
+        budget = DEFAULT_CPU_BUDGET_MINUTES
+        print(f"no GPU: planning for {budget:g} minutes on this machine (--budget MIN to change)")
     dataset = load_dataset(args.dataset)
     fingerprint = extract_fingerprint(dataset)
-    plan = make_plan(fingerprint, dataset, args.model, memory_gb=args.gpu_memory_gb)
+    plan = make_plan(
+        fingerprint,
+        dataset,
+        args.model,
+        memory_gb=args.gpu_memory_gb,
+        budget_minutes=budget,
+        started=started,
+    )
     save_plan(output, fingerprint, plan)
     print(format_plan(plan))
     print(f"wrote {output}")
@@ -279,16 +322,38 @@ def _training_config(args: argparse.Namespace) -> SegTrainConfig:
     default = Path(config.dataset) / PLAN_FILE
     plan_file = args.plan or (default if default.is_file() else None)
     if plan_file is None:
+        if config.budget_minutes is not None:
+            raise ValueError(
+                f"--budget {config.budget_minutes:g}: no plan for it; run `visprior seg plan "
+                f"{config.dataset} --budget {config.budget_minutes:g}` first"
+            )
         return config
     # the plan sits between the defaults and everything given
-    values, notes = plan_values(load_plan(plan_file), config.model)
+    try:
+        values, notes = plan_values(load_plan(plan_file), config.model, config.configuration)
+    except ValueError as error:
+        raise ValueError(f"{plan_file}: {error}") from None
     planned = train_config_from_args(SegTrainConfig, args, base=values)
+    _check_budget_plan(planned, load_plan(plan_file), plan_file)
     keys = planned_keys(config, planned)
     if is_main_process():
         print(f"from the plan {plan_file}: {', '.join(keys) or 'nothing (all given)'}")
         for note in notes:
             print(f"  note: {note}")
     return dataclasses.replace(planned, plan_file=str(plan_file), from_plan=keys)
+
+
+def _check_budget_plan(config: SegTrainConfig, plan: dict, plan_file: Path) -> None:
+    """``--budget MIN`` trains the plan timed for those minutes, on this kind of machine."""
+    if config.budget_minutes is None:
+        return
+    timed = plan.get("budget") or {}
+    if timed.get("minutes") != config.budget_minutes:
+        made = f"for {timed['minutes']:g} minutes" if timed else "without --budget"
+        raise ValueError(
+            f"--budget {config.budget_minutes:g}: the plan {plan_file} was made {made}; run "
+            f"`visprior seg plan {config.dataset} --budget {config.budget_minutes:g} --force`"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:

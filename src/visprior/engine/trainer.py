@@ -83,6 +83,12 @@ class TrainerSettings:
     metric: the validation metric that picks the best checkpoint; ``mode`` says which way.
     time_limit_minutes: stop after this much training time (validation not counted),
         summed over resumed sessions: equal budgets compare networks fairly.
+    wall_limit_minutes: stop once the run's wall time (training and validation, summed over
+        resumed sessions), plus ``reserve_validations`` times the last validation's wall
+        time, reaches this: a budget in wall time that leaves room for the final
+        validation and what follows it.
+    reserve_validations: validations' worth of wall time kept for after the loop (the final
+        validation, and a prediction of the held-out cases that takes as long).
     amp: for ``precision="auto"``: bfloat16 autocast where the device is CUDA.
     precision: ``"32"``, ``"bf16"``, ``"16-mixed"`` (float16 autocast and a gradient scaler)
         or ``"auto"`` (see ``amp``); see :mod:`visprior.engine.precision`.
@@ -106,6 +112,8 @@ class TrainerSettings:
     metric: str
     mode: str = "max"
     time_limit_minutes: float = math.inf
+    wall_limit_minutes: float = math.inf
+    reserve_validations: float = 1.0
     amp: bool = True
     precision: str = "auto"
     log_every: int = 10
@@ -201,6 +209,8 @@ class Trainer:
         self.epoch_batches = 0  # batches drawn so far in this epoch
         self.resume_position = 0  # batches of the first epoch to pass over after a resume
         self.training_seconds = 0.0
+        self.wall_seconds = 0.0  # training and validation, summed over resumed sessions
+        self.validation_seconds = 0.0  # the last validation's wall time
         self.best_metric = -math.inf if settings.mode == "max" else math.inf
         self.best_iteration = 0
         # "plateau" state: the learning-rate multiplier, and validations since the last gain
@@ -244,6 +254,7 @@ class Trainer:
         batches = self._endless_batches()
         progress = self._progress_bar()
         window: list[float] = []
+        self._session = (time.perf_counter(), self.wall_seconds)
         with progress:
             while (
                 self.iteration < s.iterations and not self._time_is_up() and not self.stopped_early
@@ -263,9 +274,13 @@ class Trainer:
                 if log is not None and self.iteration % s.log_every == 0:
                     log.log(self.iteration, train_loss=sum(window) / len(window), lr=self._lr())
                     window.clear()
+                self._tick()
                 last = self.iteration >= s.iterations or self._time_is_up()
                 if self.iteration % s.val_every == 0 or last:
+                    validation_started = time.perf_counter()
                     self._validate_and_save(log, progress)
+                    self.validation_seconds = time.perf_counter() - validation_started
+                    self._tick()
 
     def _step(self, batch: Any) -> float:
         self._set_lr()
@@ -371,6 +386,8 @@ class Trainer:
             "epoch": self.epoch,
             "epoch_batches": self.epoch_batches,
             "training_seconds": self.training_seconds,
+            "wall_seconds": self.wall_seconds,
+            "validation_seconds": self.validation_seconds,
             "best_metric": self.best_metric,
             "best_iteration": self.best_iteration,
             "metric": self.settings.metric,
@@ -400,6 +417,8 @@ class Trainer:
         else:  # an older checkpoint without the position: a fresh pass
             self.epoch = int(state.get("epoch", 0)) + 1
         self.training_seconds = float(state.get("training_seconds", 0.0))
+        self.wall_seconds = float(state.get("wall_seconds", 0.0))
+        self.validation_seconds = float(state.get("validation_seconds", 0.0))
         self.best_metric = float(state["best_metric"])
         self.best_iteration = int(state["best_iteration"])
         self.plateau_scale = float(state.get("plateau_scale", 1.0))
@@ -441,6 +460,9 @@ class Trainer:
         progress = self.iteration / s.iterations
         if self._timed():
             progress = max(progress, self.training_seconds / (s.time_limit_minutes * 60))
+        if self._wall_timed():
+            usable = s.wall_limit_minutes * 60 - self._reserve()
+            progress = max(progress, self.wall_seconds / usable if usable > 0 else 1.0)
         if s.lr_schedule == "plateau":
             factor = self.plateau_scale
         else:
@@ -467,7 +489,28 @@ class Trainer:
         return tqdm(total=self.settings.iterations, initial=self.iteration, unit="it", **common)
 
     def _time_is_up(self) -> bool:
-        return self.training_seconds >= self.settings.time_limit_minutes * 60
+        if self.training_seconds >= self.settings.time_limit_minutes * 60:
+            return True
+        if not self._wall_timed():
+            return False
+        return self.wall_seconds + self._reserve() >= self.settings.wall_limit_minutes * 60
+
+    def _wall_timed(self) -> bool:
+        return math.isfinite(self.settings.wall_limit_minutes)
+
+    def _reserve(self) -> float:
+        return self.settings.reserve_validations * self.validation_seconds
+
+    def _tick(self) -> None:
+        """Bring the wall time up to now; every process takes the mean, so that all agree on
+        when the time is up."""
+        started, before = self._session
+        wall = before + time.perf_counter() - started
+        if self._wall_timed():
+            values = torch.tensor([wall, self.validation_seconds], dtype=torch.float64,
+                                  device=self.device)  # fmt: skip
+            wall, self.validation_seconds = (float(v) for v in all_reduce_mean(values))
+        self.wall_seconds = wall
 
     def _is_better(self, value: float) -> bool:
         if math.isnan(value):

@@ -69,6 +69,13 @@ class SegTrainConfig(RunConfig):
     upkern: bool = False
     # ``seg plan``'s file these options came from, and which of them it set (dotted keys)
     plan_file: str = ""
+    # which of the plan's configurations: "3d_fullres"; "3d_lowres" (nnU-Net's coarser
+    # spacing, trained on its own: no cascade); "budget" (``seg plan --budget``'s timed plan);
+    # "auto": the budget plan where the plan has one, else 3d_fullres
+    configuration: Literal["auto", "3d_fullres", "3d_lowres", "budget"] = "auto"
+    # a budget in wall time (minutes) for the whole run: the plan's timing, the training with
+    # its validations, and the held-out prediction after it (``seg train --budget``)
+    budget_minutes: float | None = None
     from_plan: tuple[str, ...] = ()
     # Training
     iterations: int = 40000

@@ -32,7 +32,7 @@ from visprior.seg.predict import load_predictor, predict_files
 from visprior.seg.train import train_segmentation
 from visprior.viz.overlay import save_overlay_png
 
-__all__ = ["DEMO_MODEL_SIZES", "DemoConfig", "demo_train_config", "run_demo"]
+__all__ = ["DEMO_MODEL_SIZES", "DemoConfig", "demo_train_config", "run_demo", "run_to_resume"]
 
 # Widths that train in minutes on 2 CPU cores; the rest of each network is its default.
 DEMO_MODEL_SIZES: dict[str, dict] = {
@@ -65,6 +65,7 @@ class DemoConfig:
     val_every: int = 250
     seed: int = 0
     precision: str = "auto"  # "32", "bf16", "16-mixed"; auto: float32 on the CPU
+    resume: bool = False  # continue the latest run of this model in output from its checkpoint
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -78,22 +79,26 @@ def run_demo(config: DemoConfig) -> dict:
     if problems:
         raise ValueError(f"the demo dataset has problems:\n{format_problems(problems)}")
 
-    run_dir = output / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if config.resume:
+        run_dir = run_to_resume(output, config.model)
+    else:
+        run_dir = output / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     train_config = demo_train_config(config, dataset, run_dir)
     _print_plan_beside(dataset, train_config)
     budget = f"{config.iterations} iterations" if config.iterations else f"{config.minutes:g} min"
-    print(f"[2/5] training for {budget} -> {run_dir}")
-    result = train_segmentation(train_config)
+    resumed = " (resumed from its last checkpoint)" if config.resume else ""
+    print(f"[2/5] training for {budget} -> {run_dir}{resumed}")
+    result = train_segmentation(train_config, resume=config.resume)
     print(f"      {result.iteration} iterations, {result.training_seconds / 60:.1f} min")
 
     print(
-        "[3/5] predicting the held-out right hemisphere with the fused network "
-        "(and the post-processing chosen on validation)"
+        "[3/5] predicting the held-out right hemisphere with the fused network (no "
+        "post-processing: the one training volume leaves no held-out case to choose it on)"
     )
-    predictions = _predict(run_dir, dataset)
+    predictions = _predict(run_dir, dataset, config.resume)
 
     print("[4/5] evaluating against the atlas labels")
-    evaluation = _evaluate(predictions, dataset, run_dir / "evaluation")
+    evaluation = _evaluate(predictions, dataset, run_dir / "evaluation", config.resume)
 
     overlay = run_dir / "overlay.png"
     _overlay(dataset, predictions[0], overlay)
@@ -106,6 +111,18 @@ def run_demo(config: DemoConfig) -> dict:
         "overlay": overlay,
         "iterations": result.iteration,
     }
+
+
+def run_to_resume(output: Path, model: str) -> Path:
+    """The latest run of ``model`` under ``output/runs`` that saved a checkpoint."""
+    runs = sorted(
+        run
+        for run in (output / "runs").glob(f"{model}-*")
+        if (run / "checkpoints" / "last.pt").is_file()
+    )
+    if not runs:
+        raise ValueError(f"--resume: no {model} run with a checkpoint under {output / 'runs'}")
+    return runs[-1]
 
 
 def demo_train_config(config: DemoConfig, dataset: Path, run_dir: Path) -> SegTrainConfig:
@@ -184,19 +201,29 @@ def _crop_for(model: str, roi: int, kwargs: dict) -> int:
     return fitted
 
 
-def _predict(run_dir: Path, dataset: Path) -> list[Path]:
-
+def _predict(run_dir: Path, dataset: Path, resumed: bool) -> list[Path]:
+    """The held-out hemisphere; a resumed run replaces what its earlier part predicted."""
     predictor = load_predictor(run_dir)
     largest = load_decision(run_dir) or False
     output = run_dir / "predictions"
-    return predict_files(predictor, [dataset / "imagesTs"], output, largest_component=largest)
+    return predict_files(
+        predictor,
+        [dataset / "imagesTs"],
+        output,
+        largest_component=largest,
+        overwrite=resumed,
+    )
 
 
-def _evaluate(predictions: list[Path], dataset: Path, out_dir: Path):
-
+def _evaluate(predictions: list[Path], dataset: Path, out_dir: Path, resumed: bool):
+    """Scores against the atlas; a resumed run replaces its earlier part's scores."""
     classes = {n: v for n, v in load_dataset(dataset).labels.items() if v}
     evaluation = evaluate_folder(
-        predictions[0].parent, dataset / "labelsTs", classes=classes, out_dir=out_dir
+        predictions[0].parent,
+        dataset / "labelsTs",
+        classes=classes,
+        out_dir=out_dir,
+        overwrite=resumed,
     )
     print(format_table(evaluation))
     return evaluation

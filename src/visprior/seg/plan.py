@@ -23,7 +23,14 @@ Methods 2021, as its ``default_experiment_planner.py`` states them):
 * batch size: as many patches as the budget holds, at least 2 where it allows, at most 5% of
   the dataset's voxels;
 * crop sampling: class-balanced (``"classes"``) when the rarest foreground class holds under 1%
-  of the foreground voxels, foreground / background otherwise.
+  of the foreground voxels, foreground / background otherwise;
+* a **3d_lowres** configuration when the full-resolution patch holds under 25% of the median
+  image's voxels: the spacing grows by 1.03x a step (only the axes finer than half the
+  coarsest one while there are such axes, then all of them), the patch is planned again at
+  each spacing, until the patch holds 25% of the median image; the configuration is dropped
+  unless its median image has at least 2x fewer voxels than at full resolution. The patch is
+  visprior's own network's. ``seg train --configuration 3d_lowres`` trains it on its own (no
+  cascade).
 
 The memory estimate runs the chosen network once on a small input and counts the elements of
 every layer's output (what backpropagation keeps), scaled to the patch; the budget is
@@ -60,6 +67,7 @@ from visprior.fileio import write_json
 from visprior.nets.registry import canonical_name, get_model
 
 __all__ = [
+    "CONFIGURATIONS",
     "CPU_BUDGET_GB",
     "CaseFingerprint",
     "ChannelFingerprint",
@@ -67,6 +75,7 @@ __all__ = [
     "Plan",
     "extract_fingerprint",
     "load_plan",
+    "lowres_spacings",
     "make_plan",
     "plan_values",
     "planned_keys",
@@ -79,6 +88,11 @@ SAMPLES_PER_CASE = 10_000  # foreground intensities kept per case, as nnU-Net do
 ANISOTROPY = 3.0  # an axis this many times coarser than the others is planned apart
 COARSE_AXIS_PERCENTILE = 10
 PATCH_START_VOXELS = 256**3
+LOWRES_PATCH_SHARE = 0.25  # a smaller full-resolution patch share calls for a 3d_lowres plan
+LOWRES_SPACING_STEP = 1.03
+LOWRES_MIN_REDUCTION = 2.0  # the lowres median image must be this many times smaller
+# "auto": the budget plan where the plan file has one, else 3d_fullres
+CONFIGURATIONS = ("auto", "3d_fullres", "3d_lowres", "budget")
 RARE_CLASS_SHARE = 0.01  # rarer foreground classes get class-balanced crops
 MAX_BATCH_SHARE = 0.05  # a batch covers at most this share of the dataset's voxels
 CPU_BUDGET_GB = 8.0
@@ -144,6 +158,11 @@ class Plan:
     median_shape: tuple[int, int, int]  # after resampling to ``spacing``
     stride: int
     notes: list[str] = field(default_factory=list)
+    # nnU-Net's 3d_lowres configuration, where one is made: spacing, roi_size, batch_size,
+    # estimated_memory_gb and median_shape at the coarser spacing
+    lowres: dict[str, Any] | None = None
+    # ``--budget``: the plan timed on this machine for a budget in minutes (seg/budget.py)
+    budget: dict[str, Any] | None = None
 
 
 def extract_fingerprint(dataset: SegmentationDataset, seed: int = 0) -> DatasetFingerprint:
@@ -323,11 +342,15 @@ def make_plan(
     model: str = "repuxnet",
     model_kwargs: dict[str, Any] | None = None,
     memory_gb: float | None = None,
+    budget_minutes: float | None = None,
+    started: float | None = None,
 ) -> Plan:
     """The plan for training ``model`` on ``dataset`` (see the module's docstring).
 
     ``memory_gb``: the budget; ``None`` takes the free memory of the GPU, else
-    :data:`CPU_BUDGET_GB`.
+    :data:`CPU_BUDGET_GB`. ``budget_minutes``: add a plan timed on this machine for that many
+    minutes of planning, training, validation and prediction (:mod:`visprior.seg.budget`);
+    ``started``: ``time.perf_counter()`` when planning began, so the fingerprint counts.
     """
     notes = []
     spacing, note = target_spacing(fingerprint)
@@ -348,33 +371,166 @@ def make_plan(
         activations = batch * math.prod(patch) * per_voxel * _FLOAT_BYTES * _TRAINING_OVERHEAD
         return (activations + 4 * parameters * _FLOAT_BYTES) / 2**30  # weights, grads, Adam
 
-    median = fingerprint.median_shape_at(spacing)
-    inverse = 1 / np.array(spacing)
-    start = inverse * (PATCH_START_VOXELS / math.prod(inverse)) ** (1 / 3)
-    patch = [_stride_multiple(min(s, m), stride) for s, m in zip(start, median, strict=True)]
-    while memory(patch, 2) > budget and any(p > stride for p in patch):
-        ratios = [p / max(m, 1) if p > stride else -1 for p, m in zip(patch, median, strict=True)]
-        patch[int(np.argmax(ratios))] -= stride
-    per_sample = memory(patch, 1) - memory(patch, 0)
-    fits = max(1, int((budget - memory(patch, 0)) // per_sample)) if per_sample > 0 else 1
     dataset_voxels = sum(math.prod(c.cropped_shape) for c in fingerprint.cases)
-    cap = max(1, int(MAX_BATCH_SHARE * dataset_voxels // math.prod(patch)))
-    batch = max(min(fits, cap), min(2, fits))
+
+    def patch_and_batch(at: Sequence[float], median: Sequence[int], voxels: float):
+        """nnU-Net's patch at spacing ``at`` shrunk to the budget, and the batch it leaves."""
+        inverse = 1 / np.array(at)
+        start = inverse * (PATCH_START_VOXELS / math.prod(inverse)) ** (1 / 3)
+        patch = [_stride_multiple(min(s, m), stride) for s, m in zip(start, median, strict=True)]
+        while memory(patch, 2) > budget and any(p > stride for p in patch):
+            ratios = [
+                p / max(m, 1) if p > stride else -1 for p, m in zip(patch, median, strict=True)
+            ]
+            patch[int(np.argmax(ratios))] -= stride
+        per_sample = memory(patch, 1) - memory(patch, 0)
+        fits = max(1, int((budget - memory(patch, 0)) // per_sample)) if per_sample > 0 else 1
+        cap = max(1, int(MAX_BATCH_SHARE * voxels // math.prod(patch)))
+        return patch, max(min(fits, cap), min(2, fits))
+
+    median = fingerprint.median_shape_at(spacing)
+    patch, batch = patch_and_batch(spacing, median, dataset_voxels)
     if memory(patch, batch) > budget:
         notes.append(f"the smallest patch, {patch}, does not fit the budget")
+    lowres = _lowres_plan(spacing, median, patch, dataset_voxels, patch_and_batch, memory)
+    if lowres:
+        notes.append(
+            "3d_lowres at " + " x ".join(f"{s:.3g}" for s in lowres["spacing"]) + " mm "
+            "(`seg train --configuration 3d_lowres`)"
+        )
+    timed = None
+    crop_sampling = _crop_sampling(fingerprint)
+    schemes = normalization(fingerprint, dataset.channel_names)
+    if budget_minutes is not None:
+        from visprior.seg.budget import plan_budget
+
+        def elements_per_voxel(widths: dict[str, Any]) -> float:
+            return activation_elements_per_voxel(
+                get_model(model, **{**kwargs, **widths}), dataset.num_channels, stride
+            )
+
+        def data_seconds(at: Sequence[float], roi: Sequence[int]) -> float:
+            return time_data_step(dataset, at, roi, crop_sampling, schemes)
+
+        timed = plan_budget(
+            budget_minutes,
+            model,
+            dataset.num_channels,
+            dataset.num_classes,
+            spacing,
+            fingerprint.median_shape_at,
+            elements_per_voxel,
+            stride,
+            started=started,
+            data_timer=data_seconds,
+        )
     return Plan(
+        budget=timed,
         model=model,
         spacing=spacing,
-        normalization=normalization(fingerprint, dataset.channel_names),
+        normalization=schemes,
         roi_size=tuple(int(p) for p in patch),
         batch_size=int(batch),
-        crop_sampling=_crop_sampling(fingerprint),
+        crop_sampling=crop_sampling,
         memory_budget_gb=float(budget),
         estimated_memory_gb=round(memory(patch, batch), 3),
         median_shape=median,
         stride=stride,
         notes=notes,
+        lowres=lowres,
     )
+
+
+def lowres_spacings(
+    spacing: Sequence[float], median: Sequence[int], patch_voxels_at: Any
+) -> tuple[float, float, float] | None:
+    """nnU-Net's 3d_lowres spacing (see the module's docstring), or ``None`` when none is made.
+
+    ``patch_voxels_at(spacing, median_shape)``: the voxels of the patch planned there.
+    """
+    full = np.array(spacing, dtype=np.float64)
+    full_voxels = math.prod(median)
+    if patch_voxels_at(tuple(full), tuple(median)) / full_voxels >= LOWRES_PATCH_SHARE:
+        return None
+    low = full.copy()
+    median_voxels, patch_voxels = float(full_voxels), 0.0
+    while patch_voxels / median_voxels < LOWRES_PATCH_SHARE:
+        fine = low.max() / low > 2
+        if fine.any():
+            low[fine] *= LOWRES_SPACING_STEP
+        else:
+            low *= LOWRES_SPACING_STEP
+        shape = full / low * np.array(median)
+        median_voxels = float(np.prod(shape))
+        patch_voxels = patch_voxels_at(tuple(low), tuple(int(round(s)) for s in shape))
+    if full_voxels / median_voxels < LOWRES_MIN_REDUCTION:
+        return None
+    return tuple(float(s) for s in low)
+
+
+def _lowres_plan(spacing, median, patch, dataset_voxels, patch_and_batch, memory):
+    def patch_voxels_at(at, shape):
+        reduction = math.prod(shape) / math.prod(median)
+        return math.prod(patch_and_batch(at, shape, dataset_voxels * reduction)[0])
+
+    low = lowres_spacings(spacing, median, patch_voxels_at)
+    if low is None:
+        return None
+    shape = tuple(int(round(s)) for s in np.array(spacing) / np.array(low) * np.array(median))
+    reduction = math.prod(shape) / math.prod(median)
+    low_patch, low_batch = patch_and_batch(low, shape, dataset_voxels * reduction)
+    return {
+        "spacing": list(low),
+        "roi_size": [int(p) for p in low_patch],
+        "batch_size": int(low_batch),
+        "estimated_memory_gb": round(memory(low_patch, low_batch), 3),
+        "median_shape": list(shape),
+    }
+
+
+def time_data_step(
+    dataset: SegmentationDataset,
+    spacing: Sequence[float],
+    roi_size: Sequence[int],
+    crop_sampling: str,
+    schemes: list[dict[str, Any]],
+    draws: int = 3,
+) -> float:
+    """The median seconds of one training step's crops and augmentation, drawn from the first
+    training case preprocessed at ``spacing`` (the preprocessing is cached, as in training)."""
+    import statistics
+    import time
+
+    from monai.data import CacheDataset
+
+    from visprior.seg.budget import FLIP_AXES
+    from visprior.seg.config import Preprocessing, SegTrainConfig
+    from visprior.seg.transforms import train_transforms
+
+    config = SegTrainConfig(
+        dataset=str(dataset.root),
+        preprocessing=Preprocessing(
+            intensity="planned",
+            channel_normalization=tuple(schemes),
+            spacing=tuple(float(s) for s in spacing),
+        ),
+        roi_size=tuple(int(s) for s in roi_size),
+        crop_sampling=crop_sampling,
+        flip_axes=FLIP_AXES,
+    )
+    data = CacheDataset(
+        dataset.data_dicts(dataset.training[:1]),
+        train_transforms(config, dataset.num_classes),
+        num_workers=0,
+        progress=False,
+    )
+    data[0]  # warm-up
+    times = []
+    for _ in range(draws):
+        start = time.perf_counter()
+        data[0]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _stride_multiple(size: float, stride: int) -> int:
@@ -429,6 +585,31 @@ def format_plan(plan: Plan) -> str:
         ("normalisation", schemes),
         ("memory", f"{plan.estimated_memory_gb:.2f} of {plan.memory_budget_gb:g} GB"),
     ]
+    if plan.budget:
+        b = plan.budget
+        widths = ", ".join(f"{k} {v}" for k, v in b["model_kwargs"].items()) or "default"
+        rows += [
+            (f"budget {b['minutes']:g} min", f"timed here in {b['planning_seconds']:g} s"),
+            ("  widths", widths),
+            ("  spacing (mm)", " x ".join(f"{s:.3g}" for s in b["spacing"])),
+            ("  patch, batch", " x ".join(map(str, b["roi_size"])) + f", {b['batch_size']}"),
+            ("  precision", b["precision"]),
+            ("  step", f"{b['expected_step_seconds']:.2f} s"
+             + ("" if b["step_time_measured"] else " (predicted)")),
+            ("  iterations", f"about {b['iterations']} in {b['training_minutes']:.1f} min"),
+            ("  validation", f"every {b['val_every']} iterations"),
+        ]  # fmt: skip
+    if plan.lowres:
+        low = plan.lowres
+        rows.append(
+            (
+                "3d_lowres",
+                " x ".join(f"{s:.3g}" for s in low["spacing"])
+                + " mm, patch "
+                + " x ".join(map(str, low["roi_size"]))
+                + f", batch {low['batch_size']}",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines + [f"note: {note}" for note in plan.notes])
@@ -457,20 +638,35 @@ def load_plan(path: str | os.PathLike) -> dict[str, Any]:
     return plan
 
 
-def plan_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
-    """The config values a plan sets for training ``model``, and notes on what it left out.
+def plan_values(
+    plan: dict[str, Any], model: str, configuration: str = "auto"
+) -> tuple[dict[str, Any], list[str]]:
+    """The config values a plan sets for training ``model`` in ``configuration``, and notes on
+    what it left out.
 
     Spacing, normalisation and crop sampling hold for any network; the patch and batch size
     only for the network the plan was made for (another one has another stride and memory).
+
+    Raises:
+        ValueError: an unknown configuration, or 3d_lowres where the plan made none.
     """
-    values: dict[str, Any] = {
-        "preprocessing": {
-            "spacing": list(plan["spacing"]),
-            "intensity": "planned",
-            "channel_normalization": list(plan["normalization"]),
-        },
-        "crop_sampling": plan["crop_sampling"],
-    }
+    if configuration not in CONFIGURATIONS:
+        raise ValueError(
+            f"configuration {configuration!r}: choose one of {', '.join(CONFIGURATIONS)}"
+        )
+    if configuration == "auto":
+        configuration = "budget" if plan.get("budget") else "3d_fullres"
+    if configuration == "budget":
+        return _budget_values(plan, model)
+    if configuration == "3d_lowres":
+        if not plan.get("lowres"):
+            raise ValueError(
+                "the plan has no 3d_lowres configuration: its full-resolution patch already "
+                f"covers {LOWRES_PATCH_SHARE:.0%} of the median image, or a coarser spacing "
+                f"would not make the image {LOWRES_MIN_REDUCTION:g}x smaller"
+            )
+        plan = {**plan, **plan["lowres"]}
+    values = _data_values(plan, plan["spacing"])
     notes = []
     if canonical_name(plan["model"]) == canonical_name(model):
         values.update(roi_size=list(plan["roi_size"]), batch_size=plan["batch_size"])
@@ -480,6 +676,49 @@ def plan_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], list[
             f"(run `visprior seg plan --model {model}`)"
         )
     return values, notes
+
+
+def _data_values(plan: dict[str, Any], spacing: Sequence[float]) -> dict[str, Any]:
+    """What any network takes from a plan: the spacing, normalisation and crop sampling."""
+    return {
+        "preprocessing": {
+            "spacing": list(spacing),
+            "intensity": "planned",
+            "channel_normalization": list(plan["normalization"]),
+        },
+        "crop_sampling": plan["crop_sampling"],
+    }
+
+
+def _budget_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
+    """The config values of a ``--budget`` plan: its widths, spacing, patch, precision and a
+    schedule that ends with the budget's training share."""
+    budget = plan.get("budget")
+    if not budget:
+        raise ValueError("the plan has no budget configuration: run `seg plan --budget MIN`")
+    if canonical_name(plan["model"]) != canonical_name(model):
+        raise ValueError(
+            f"the budget plan is timed for {plan['model']}, not {model}: run "
+            f"`visprior seg plan --budget {budget['minutes']:g} --model {model}`"
+        )
+    values = _data_values(plan, budget["spacing"])
+    values |= {
+        "model_kwargs": dict(budget["model_kwargs"]),
+        "roi_size": list(budget["roi_size"]),
+        "batch_size": budget["batch_size"],
+        "crops_per_volume": budget["crops_per_volume"],
+        "precision": budget["precision"],
+        # the poly schedule runs over the time limit; the iterations only cap it
+        "time_limit_minutes": budget["training_minutes"],
+        "iterations": 2 * budget["iterations"],
+        "lr_schedule": budget["lr_schedule"],
+        "lr": budget["lr"],
+        "val_every": budget["val_every"],
+        "flip_axes": list(budget["flip_axes"]),
+        # validation fits the budget: the fewest sliding windows (no overlap)
+        "val_overlap": 0.0,
+    }
+    return values, []
 
 
 def planned_keys(before: Any, after: Any) -> tuple[str, ...]:

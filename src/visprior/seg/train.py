@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from visprior.nets.official import (
 from visprior.nets.registry import get_model
 from visprior.nets.upkern import is_depthwise_kernel_pair, upkern_state_dict
 from visprior.seg.config import SegTrainConfig
-from visprior.seg.postprocess import decide_for_run
+from visprior.seg.plan import load_plan
+from visprior.seg.postprocess import DECISION_FILE, decide_for_run, describe_decision
 from visprior.seg.transforms import resolve_intensity, train_transforms, validation_transforms
 
 __all__ = ["Initialization", "SegmentationTask", "initialize_from", "train_segmentation"]
@@ -113,6 +115,7 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     network's predictions of the validation cases (``validation/``) and the post-processing
     chosen on them (``postprocessing.json``, see :mod:`visprior.seg.postprocess`).
     """
+    started = time.perf_counter()
     run_dir = Path(config.output)
     _check_init(config)
     device = start_run(run_dir, resume, config.seed, config.deterministic, config.device)
@@ -178,6 +181,9 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
         val_every=config.val_every,
         metric=METRIC,
         time_limit_minutes=config.time_limit_minutes,
+        wall_limit_minutes=_wall_limit_minutes(config, time.perf_counter() - started),
+        # the final validation, and the held-out prediction for post-processing after it
+        reserve_validations=2.0 if config.postprocess_on_validation and config.fold != -1 else 1.0,
         amp=config.amp,
         precision=config.precision,
         sync_batchnorm=config.sync_batchnorm,
@@ -187,11 +193,21 @@ def train_segmentation(config: SegTrainConfig, resume: bool = False) -> Training
     trainer = Trainer(model, optimizer, task, loader, run_dir, settings, device)
     result = trainer.fit(resume=resume)
     if is_main_process() and config.postprocess_on_validation:
-        decision = decide_for_run(run_dir, dataset, val_cases)
-        kept = ", ".join(map(str, decision["largest_component"])) or "no class"
-        print(f"post-processing chosen on {decision['cases']} validation case(s): largest "
-              f"component for {kept} ({run_dir / 'postprocessing.json'})")  # fmt: skip
+        decision = decide_for_run(run_dir, dataset, val_cases, train_cases)
+        print(describe_decision(decision, run_dir / DECISION_FILE))
     return result
+
+
+def _wall_limit_minutes(config: SegTrainConfig, setup_seconds: float) -> float:
+    """What ``budget_minutes`` leaves the training loop: less the plan's timing and the run's
+    setup (reading and caching the data)."""
+    if config.budget_minutes is None:
+        return math.inf
+    planning = 0.0
+    if config.plan_file and config.configuration in ("auto", "budget"):
+        timed = load_plan(config.plan_file).get("budget") or {}
+        planning = float(timed.get("planning_seconds", 0.0))
+    return config.budget_minutes - (planning + setup_seconds) / 60
 
 
 @dataclasses.dataclass
