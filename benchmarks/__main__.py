@@ -60,6 +60,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--models", nargs="+", metavar="NAME", help="(d), (d3): these networks")
     parser.add_argument(
+        "--tasks", nargs="+", choices=("brain", "chest"), help="(k): these tasks (default both)"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(__file__).parent,

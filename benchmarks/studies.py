@@ -114,6 +114,10 @@ def _precision(part: str, context: RunContext):
     return _module("precision").run(args.quick, args.repeats, minutes, context.workdir, context.log)
 
 
+def _budget_plan(part: str, context: RunContext):
+    return _module("budget_plan").run(part, context)
+
+
 def _lazy(name: str, function: str) -> Callable:
     """``benchmarks.<name>.study.<function>``, imported when first called."""
 
@@ -246,6 +250,16 @@ STUDIES: tuple[Study, ...] = (
         _lazy("precision", "precision_section"),
         records_repeats=True,
         options=("minutes",),
+    ),
+    Study(
+        "budget_plan",
+        "(k)",
+        "`seg plan --budget` against hand-tuned settings at the same wall time",
+        ("budget-plan",),
+        _budget_plan,
+        _lazy("budget_plan", "section"),
+        grids=_lazy("budget_plan", "grids"),
+        options=("tasks",),
     ),
 )
 

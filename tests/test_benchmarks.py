@@ -40,7 +40,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     report = "\n".join((tmp_path / s / "RESULTS.md").read_text() for s in studies)
     headings = ("## Targets", "## (a)", "## (b)", "## (c)", "## (b2)", "## Crossover", "## (d)")
     headings += ("## (d2)", "## (d3)", "## (e)", "## (f)", "## (e2)", "## (f2)", "## (g)")
-    for heading in (*headings, "## (g2)", "## (h)", "## (i)", "## (j)"):
+    for heading in (*headings, "## (g2)", "## (h)", "## (i)", "## (j)", "## (k)"):
         assert heading in report
     assert "## Failed cases" not in report
     assert "Quick mode" in report and "**quick mode**" in index
@@ -63,6 +63,9 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| visprior `seg plan` (fingerprint only, 1 process) |" in report
     assert "| two-channel MRI (3 x " in report  # (i): a plan per generated dataset
     assert "| training step @ 32^3, batch 1 (s) | " in report  # (j)
+    for arm in ("planned", "hand-tuned"):  # (k): both arms of seed 0, and their pair
+        assert f"| brain | 0.5 min | {arm} | 0 | " in report
+    assert "| brain: planned - hand-tuned | 0: " in report
     # finished units leave no work behind, but for the two runs the (e2) figure is drawn from
     kept = sorted(path.parent.name for path in tmp_path.glob("*/.work/*/run"))
     assert kept == ["labelCAM_classifier_no_gaze_-rho1.0-train_fraction1.0-seed0"] + [

@@ -66,6 +66,9 @@ def test_a_short_budget_takes_the_most_steps_and_says_it_falls_short():
     no_context = _candidate(0.1, 10, width_rank=-1)
     enough = _candidate(0.5, 100)
     assert choose_candidate([no_context, enough], STEPS_TARGET * 1.0)[0] is enough
+    # short, with equal steps: the coarser spacing, whose patch covers more of the image
+    fine, coarse = _candidate(5.0, 100, spacing_rank=0), _candidate(5.0, 100, spacing_rank=2)
+    assert choose_candidate([fine, coarse], training_seconds=60.0) == (coarse, False)
 
 
 def test_coarser_spacings_follow_the_lowres_steps():
@@ -99,10 +102,14 @@ def test_timing_discards_the_warm_up_and_gives_up_on_a_slow_first_step():
     assert time_training_step(slow, repeats=5, give_up_seconds=0.01) >= 0.05
 
 
-def _fake_plan(bf16_factor, minutes=10.0, per_element=1e-9):
+def _fake_plan(bf16_factor, minutes=10.0, per_element=1e-9, data_per_voxel=None):
     """plan_budget on made-up costs: a step takes per_element s per kept layer output, bf16
-    bf16_factor of that; every timing is recorded."""
+    bf16_factor of that, and its data data_per_voxel s per patch voxel; every timing is
+    recorded."""
     timings = []
+
+    def data_timer(spacing, roi):
+        return data_per_voxel * math.prod(roi)
 
     def elements_per_voxel(widths):
         return 100.0 * widths.get("feature_size", 16)
@@ -122,6 +129,7 @@ def _fake_plan(bf16_factor, minutes=10.0, per_element=1e-9):
         elements_per_voxel,
         16,
         timer=timer,
+        data_timer=None if data_per_voxel is None else data_timer,
     )
     return budget, timings
 
@@ -137,8 +145,21 @@ def test_a_plan_on_known_costs_uses_bf16_where_faster_and_fills_the_steps():
     )
     assert budget["step_time_measured"]  # the chosen candidate was timed itself
     assert budget["val_every"] == budget["iterations"] // 4
-    assert budget["lr_schedule"] == "poly" and budget["flip_axes"] == [0, 1, 2]
-    assert budget["training_minutes"] <= 0.8 * 10
+    assert budget["lr_schedule"] == "poly" and budget["flip_axes"] == [0]  # left-right only
+    assert budget["training_minutes"] <= 0.85 * 10
+
+
+def test_an_untimed_candidate_is_predicted_with_its_data_as_well():
+    """Costs linear in the kept layer outputs and in the patch's voxels: the prediction of the
+    chosen candidate, made before it was timed, is its timed step, data included."""
+    budget, timings = _fake_plan(bf16_factor=0.5, data_per_voxel=2e-7)
+    assert len(budget["timed"]) >= 2  # the reference, then the chosen one
+    chosen = budget["timed"][-1]
+    data = 2e-7 * math.prod(chosen["roi_size"])
+    assert chosen["measured_step_seconds"] > data
+    assert chosen["predicted_step_seconds"] == pytest.approx(
+        chosen["measured_step_seconds"], rel=1e-3
+    )
 
 
 def test_a_plan_keeps_float32_where_bf16_is_not_faster_enough():
@@ -181,17 +202,21 @@ def test_seg_plan_budget_times_this_machine_and_seg_train_takes_the_timed_plan(t
     assert config["iterations"] == 2 and "iterations" not in config["from_plan"]
 
 
-def test_a_budget_configuration_needs_a_budget_plan_for_the_same_network():
-    from visprior.seg.plan import plan_values
-
-    plan = {
+def _full_resolution_plan(crop_sampling: str) -> dict:
+    return {
         "model": "repuxnet",
         "spacing": [1.0, 1.0, 1.0],
         "normalization": [{"channel": "T1", "scheme": "zscore"}],
         "roi_size": [96, 96, 96],
         "batch_size": 2,
-        "crop_sampling": "classes",
+        "crop_sampling": crop_sampling,
     }
+
+
+def test_a_budget_configuration_needs_a_budget_plan_for_the_same_network():
+    from visprior.seg.plan import plan_values
+
+    plan = _full_resolution_plan("classes")
     with pytest.raises(ValueError, match="the plan has no budget configuration: run `seg plan"):
         plan_values(plan, "repuxnet", "budget")
     assert plan_values(plan, "repuxnet")[0]["roi_size"] == [96, 96, 96]  # auto: 3d_fullres
@@ -245,3 +270,27 @@ def test_the_wall_limit_leaves_out_the_plans_timing_and_the_setup(tmp_path):
         budget_minutes=10.0, plan_file=str(plan_file), configuration="3d_fullres"
     )
     assert _wall_limit_minutes(fullres, setup_seconds=0.0) == pytest.approx(10.0)
+
+
+def test_a_budget_run_balances_its_crops_by_class_and_trains_a_lone_case_without_a_fold():
+    from visprior.seg.plan import budget_crop_sampling, plan_values
+
+    assert budget_crop_sampling(num_classes=3, planned="pos_neg") == "classes"
+    assert budget_crop_sampling(num_classes=2, planned="pos_neg") == "pos_neg"  # one foreground
+    budget, _ = _fake_plan(bf16_factor=0.5)
+    plan = {**_full_resolution_plan("pos_neg"), "budget": {**budget, "crop_sampling": "classes"}}
+    values, _ = plan_values(plan, "repuxnet")
+    assert values["crop_sampling"] == "classes" and "fold" not in values
+    plan["budget"]["fold"] = -1
+    assert plan_values(plan, "repuxnet")[0]["fold"] == -1
+
+
+def test_a_lone_training_case_cannot_train_a_fold(tmp_path, capsys):
+    folder = write_dataset(tmp_path, [(1.0, 1.0, 1.0)])
+    run = tmp_path / "run"
+    args = ["seg", "train", str(folder), "-o", str(run), "--no-plan", *TINY_TRAINING]
+    assert main([*args, "--fold", "0"]) == 2
+    assert (
+        f"{folder}: one training case leaves none to validate fold 0 on; train on it with "
+        "--fold -1" in capsys.readouterr().err
+    )

@@ -65,6 +65,9 @@ from visprior.data.volumes import read_volume
 from visprior.engine.config import config_to_dict
 from visprior.fileio import write_json
 from visprior.nets.registry import canonical_name, get_model
+from visprior.seg.budget import FLIP_AXES, LOWRES_SPACING_STEP, plan_budget
+from visprior.seg.config import Preprocessing, SegTrainConfig
+from visprior.seg.transforms import train_transforms
 
 __all__ = [
     "CONFIGURATIONS",
@@ -89,7 +92,6 @@ ANISOTROPY = 3.0  # an axis this many times coarser than the others is planned a
 COARSE_AXIS_PERCENTILE = 10
 PATCH_START_VOXELS = 256**3
 LOWRES_PATCH_SHARE = 0.25  # a smaller full-resolution patch share calls for a 3d_lowres plan
-LOWRES_SPACING_STEP = 1.03
 LOWRES_MIN_REDUCTION = 2.0  # the lowres median image must be this many times smaller
 # "auto": the budget plan where the plan file has one, else 3d_fullres
 CONFIGURATIONS = ("auto", "3d_fullres", "3d_lowres", "budget")
@@ -402,15 +404,16 @@ def make_plan(
     crop_sampling = _crop_sampling(fingerprint)
     schemes = normalization(fingerprint, dataset.channel_names)
     if budget_minutes is not None:
-        from visprior.seg.budget import plan_budget
 
         def elements_per_voxel(widths: dict[str, Any]) -> float:
             return activation_elements_per_voxel(
                 get_model(model, **{**kwargs, **widths}), dataset.num_channels, stride
             )
 
+        budget_crops = budget_crop_sampling(dataset.num_classes, crop_sampling)
+
         def data_seconds(at: Sequence[float], roi: Sequence[int]) -> float:
-            return time_data_step(dataset, at, roi, crop_sampling, schemes)
+            return time_data_step(dataset, at, roi, budget_crops, schemes)
 
         timed = plan_budget(
             budget_minutes,
@@ -424,6 +427,11 @@ def make_plan(
             started=started,
             data_timer=data_seconds,
         )
+        timed["crop_sampling"] = budget_crops
+        if len(fingerprint.cases) < 2:
+            # no case to hold out: train on the one there is (its validation is no test)
+            timed["fold"] = -1
+            timed["notes"].append("one training case: trained on it with no held-out fold")
     return Plan(
         budget=timed,
         model=model,
@@ -503,10 +511,6 @@ def time_data_step(
 
     from monai.data import CacheDataset
 
-    from visprior.seg.budget import FLIP_AXES
-    from visprior.seg.config import Preprocessing, SegTrainConfig
-    from visprior.seg.transforms import train_transforms
-
     config = SegTrainConfig(
         dataset=str(dataset.root),
         preprocessing=Preprocessing(
@@ -547,6 +551,13 @@ def _memory_budget(memory_gb: float | None) -> tuple[float, str]:
         free, _ = torch.cuda.mem_get_info()
         return round(free / 2**30, 1), "free memory of the GPU"
     return CPU_BUDGET_GB, "no GPU: the CPU default"
+
+
+def budget_crop_sampling(num_classes: int, planned: str) -> str:
+    """A budget run's crops: class-balanced wherever there are two or more foreground classes
+    (background counted in ``num_classes``), so that a run of a thousand steps sees each class
+    early, whatever its share of the voxels."""
+    return "classes" if num_classes >= 3 else planned
 
 
 def _crop_sampling(fingerprint: DatasetFingerprint) -> str:
@@ -598,6 +609,8 @@ def format_plan(plan: Plan) -> str:
              + ("" if b["step_time_measured"] else " (predicted)")),
             ("  iterations", f"about {b['iterations']} in {b['training_minutes']:.1f} min"),
             ("  validation", f"every {b['val_every']} iterations"),
+            ("  flips", "axes " + ", ".join(map(str, b["flip_axes"]))),
+            ("  crop sampling", b.get("crop_sampling", plan.crop_sampling)),
         ]  # fmt: skip
     if plan.lowres:
         low = plan.lowres
@@ -612,7 +625,8 @@ def format_plan(plan: Plan) -> str:
         )
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
-    return "\n".join(lines + [f"note: {note}" for note in plan.notes])
+    notes = plan.notes + ([f"budget: {n}" for n in plan.budget["notes"]] if plan.budget else [])
+    return "\n".join(lines + [f"note: {note}" for note in notes])
 
 
 def load_plan(path: str | os.PathLike) -> dict[str, Any]:
@@ -703,6 +717,7 @@ def _budget_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], li
         )
     values = _data_values(plan, budget["spacing"])
     values |= {
+        "crop_sampling": budget.get("crop_sampling", plan["crop_sampling"]),
         "model_kwargs": dict(budget["model_kwargs"]),
         "roi_size": list(budget["roi_size"]),
         "batch_size": budget["batch_size"],
@@ -718,6 +733,8 @@ def _budget_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], li
         # validation fits the budget: the fewest sliding windows (no overlap)
         "val_overlap": 0.0,
     }
+    if budget.get("fold") is not None:
+        values["fold"] = budget["fold"]
     return values, []
 
 

@@ -309,6 +309,11 @@ def _fold_cases(config: SegTrainConfig, dataset: SegmentationDataset, run_dir: P
     names = [case.name for case in dataset.training]
     if config.fold == -1:  # train on every case; validate on them too (no held-out set)
         return names, names
+    if len(names) < 2:
+        raise ValueError(
+            f"{dataset.root}: one training case leaves none to validate fold {config.fold} on; "
+            "train on it with --fold -1 (post-processing is then not chosen)"
+        )
     split_path = run_dir / "splits.json"
     if split_path.is_file():
         splits = load_split(split_path)

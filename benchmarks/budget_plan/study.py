@@ -1,0 +1,267 @@
+"""(k) A plan timed for the budget against hand-tuned settings, at the same wall time.
+
+Two tasks with one training case and a held-out part: the demo's brain (Harvard-Oxford
+subcortical structures, left hemisphere to train on, right held out) and a chest CT cut at
+the midline (``visprior.seg.chest_halves``: nine paired structures, left half to train on,
+right half held out). Each unit runs, in fresh processes, what a user would:
+
+- **planned**: ``seg plan DATA --budget MIN``, then ``seg train DATA --budget MIN`` with no
+  other option;
+- **hand-tuned**: the demo's settings (widths 16/128, 1.5 mm, 48^3 crops, class-balanced crops,
+  left-right flips, AdamW 1e-3 with the poly schedule) in bf16, the precision the plan takes
+  on a machine that runs it faster, through ``seg train DATA --no-plan --config FILE --budget
+  MIN``; on the CT with a chest window of -1000..1000 HU;
+
+then ``seg predict`` and ``seg evaluate`` on the held-out part. ``--budget`` is wall time for
+plan, training and validation together, so both arms get the same minutes. Pairs share a seed
+(the crops' order and the network's start). The difference is planned minus hand-tuned mean
+Dice, with its paired interval.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.grid import Grid, Unit, completeness, run_grid
+from benchmarks.paired import difference_table, paired_difference
+
+ARMS = ("planned", "hand-tuned")
+TASKS = {"brain": 10.0, "chest": 30.0}  # task -> budget minutes
+SEEDS = (0, 1, 2)
+KEY = ("task", "arm", "seed")
+CHEST_WINDOW = (-1000.0, 1000.0)
+
+
+def _visprior(*args: str, log_to: Path) -> None:
+    """One ``visprior`` command in a fresh process; its output goes to ``log_to``."""
+    with open(log_to, "a") as log:
+        log.write(f"$ visprior {' '.join(args)}\n")
+        log.flush()
+        done = subprocess.run(
+            [sys.executable, "-m", "visprior.cli", *args], stdout=log, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"visprior {args[0]} {args[1]} failed: see {log_to}")
+
+
+def write_task(task: str, root: Path) -> Path:
+    if task == "brain":
+        from visprior.data.brain_atlas import write_hemisphere_dataset
+
+        return write_hemisphere_dataset(root)
+    from visprior.seg.chest_halves import write_chest_halves_dataset
+
+    return write_chest_halves_dataset(root)
+
+
+def hand_tuned_config(task: str, dataset: Path, run: Path, seed: int) -> dict:
+    """The demo's ``seg train`` config for ``task``, as a YAML mapping."""
+    import dataclasses
+
+    from visprior.engine.config import config_to_dict
+    from visprior.seg.demo import DemoConfig, demo_train_config
+
+    config = demo_train_config(DemoConfig(seed=seed, precision="bf16"), dataset, run)
+    config = dataclasses.replace(config, time_limit_minutes=float("inf"))
+    values = config_to_dict(config)
+    if task == "chest":
+        values["preprocessing"] |= {"intensity": "ct", "ct_window": list(CHEST_WINDOW)}
+    values["time_limit_minutes"] = None  # YAML has no inf: the budget decides
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _unit(task: str, arm: str, seed: int, minutes: float):
+    def run(work: Path, resume: bool) -> dict:
+        try:
+            return attempt(work, resume)
+        except RuntimeError as error:  # the row records it; the grid runs it again next time
+            return {"error": f"{error}\n{(work / 'commands.log').read_text()[-1500:]}"}
+
+    def attempt(work: Path, resume: bool) -> dict:
+        log = work / "commands.log"
+        dataset = write_task(task, work / "data")
+        run_dir = work / "run"
+        started = time.perf_counter()
+        if resume:
+            _visprior("seg", "train", "--resume", str(run_dir), log_to=log)
+        elif arm == "planned":
+            _visprior("seg", "plan", str(dataset), "--budget", f"{minutes:g}", log_to=log)
+            _visprior(
+                "seg", "train", str(dataset), "--budget", f"{minutes:g}",
+                "--output", str(run_dir), "--set", f"seed={seed}", log_to=log,
+            )  # fmt: skip
+        else:
+            import yaml
+
+            config_file = work / "hand_tuned.yaml"
+            config_file.write_text(yaml.safe_dump(hand_tuned_config(task, dataset, run_dir, seed)))
+            _visprior(
+                "seg", "train", str(dataset), "--no-plan", "--config", str(config_file),
+                "--budget", f"{minutes:g}", "--output", str(run_dir), log_to=log,
+            )  # fmt: skip
+        wall = time.perf_counter() - started
+        predictions = work / "predictions"
+        _visprior(
+            "seg", "predict", str(run_dir), str(dataset / "imagesTs"), "--output",
+            str(predictions), "--force", log_to=log,
+        )  # fmt: skip
+        _visprior(
+            "seg", "evaluate", str(predictions), str(dataset / "labelsTs"), "--dataset",
+            str(dataset), "--output", str(work / "evaluation"), "--force", log_to=log,
+        )  # fmt: skip
+        return {**_figures(work, dataset, run_dir), "wall_minutes": wall / 60}
+
+    return run
+
+
+def _figures(work: Path, dataset: Path, run_dir: Path) -> dict:
+    from visprior.checkpoint_io import load_checkpoint
+
+    summary = json.loads((work / "evaluation" / "summary.json").read_text())
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    config = yaml_config(run_dir / "config.yaml")
+    plan = {}
+    plan_file = dataset / "visprior_plans.json"
+    if config.get("plan_file") and plan_file.is_file():
+        budget = json.loads(plan_file.read_text())["plan"]["budget"]
+        plan = {
+            key: budget[key]
+            for key in (
+                "expected_step_seconds", "step_time_measured", "iterations", "planning_seconds",
+                "bf16_speedup", "reaches_steps_target",
+            )
+        }  # fmt: skip
+    iterations = int(state["iteration"])
+    return {
+        "mean_dice": summary["mean_foreground_dice"],
+        "dice": {c: v["dice"]["mean"] for c, v in summary["classes"].items()},
+        "iterations": iterations,
+        "training_minutes": state["training_seconds"] / 60,
+        "step_seconds": state["training_seconds"] / max(iterations, 1),
+        "settings": {
+            "model_kwargs": config["model_kwargs"],
+            "spacing": config["preprocessing"]["spacing"],
+            "roi_size": config["roi_size"],
+            "precision": config["precision"],
+            "crop_sampling": config["crop_sampling"],
+            "flip_axes": config["flip_axes"],
+        },
+        "plan": plan,
+    }
+
+
+def yaml_config(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _started(work: Path) -> bool:
+    return (work / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def budget_grid(tasks: dict[str, float], seeds=SEEDS) -> Grid:
+    """Pairs first: both arms of a seed before the next seed, the brain before the chest."""
+    units = [
+        Unit({"task": task, "arm": arm, "seed": seed}, _unit(task, arm, seed, minutes), _started)
+        for task, minutes in tasks.items()
+        for seed in seeds
+        for arm in ARMS
+    ]
+    return Grid(units, {"budgets": dict(tasks)}, KEY)
+
+
+def _tasks(args) -> dict[str, float]:
+    if getattr(args, "quick", False):
+        return {"brain": 0.5}
+    chosen = getattr(args, "tasks", None) or list(TASKS)
+    return {task: TASKS[task] for task in chosen}
+
+
+def _seeds(args) -> tuple[int, ...]:
+    return (0,) if getattr(args, "quick", False) else SEEDS
+
+
+def grids(args) -> list:
+    return [("budget-plan", None, budget_grid(_tasks(args), _seeds(args)))]
+
+
+def run(part: str, context) -> dict:
+    seeds = _seeds(context.args)
+
+    def merge_rows(earlier: dict | None, new: dict) -> dict:
+        return merge(earlier, new, seeds)
+
+    grid = budget_grid(_tasks(context.args), seeds)
+    return run_grid(grid, context.store, part, merge_rows, context.log)
+
+
+def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
+    """``new``'s rows replace earlier rows of the same task, arm and seed; ``seeds``: the
+    grid's, for the report's count of what is left."""
+    rows = {tuple(r[k] for k in KEY): r for r in (earlier or {}).get("rows", [])}
+    rows.update({tuple(r[k] for k in KEY): r for r in new["rows"]})
+    order = {task: i for i, task in enumerate(TASKS)}
+    ordered = sorted(
+        rows.values(), key=lambda r: (order[r["task"]], r["seed"], ARMS.index(r["arm"]))
+    )
+    return {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
+
+
+def _shown(settings: dict) -> str:
+    widths = "/".join(str(v) for v in settings["model_kwargs"].values()) or "default"
+    spacing = " x ".join(f"{s:.3g}" for s in settings["spacing"])
+    roi = " x ".join(str(s) for s in settings["roi_size"])
+    flips = ",".join(str(a) for a in settings["flip_axes"])
+    return (
+        f"{widths}, {spacing} mm, {roi}, {settings['precision']}, "
+        f"{settings['crop_sampling']}, flips {flips}"
+    )
+
+
+def section(data: dict) -> list[str]:
+    budgets = data["settings"]["budgets"]
+    lines = [
+        "## (k) A plan timed for the budget against hand-tuned settings",
+        "",
+        "Each arm's whole run (plan, training, validation) gets the same wall-time budget "
+        "(`--budget`); held-out mean Dice over the structures. Planned: `seg plan --budget` then "
+        "`seg train --budget` with no other option. Hand-tuned: the demo's settings in bf16.",
+        "",
+        "| task | budget | arm | seed | settings (widths, spacing, patch, precision, crops, "
+        "flips) | steps | s/step (planned s/step) | train min | wall min | mean Dice |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [r for r in data["rows"] if not r.get("error")]
+    for r in rows:
+        expected = r["plan"].get("expected_step_seconds")
+        step = f"{r['step_seconds']:.2f}" + (f" ({expected:.2f})" if expected else "")
+        lines.append(
+            f"| {r['task']} | {budgets[r['task']]:g} min | {r['arm']} | {r['seed']} | "
+            f"{_shown(r['settings'])} | {r['iterations']} | {step} | "
+            f"{r['training_minutes']:.1f} | {r['wall_minutes']:.1f} | {r['mean_dice']:.3f} |"
+        )
+    differences = {}
+    for task in budgets:
+        arms = {
+            arm: {r["seed"]: r["mean_dice"] for r in rows if r["task"] == task and r["arm"] == arm}
+            for arm in ARMS
+        }
+        if set(arms["planned"]) & set(arms["hand-tuned"]):
+            differences[f"{task}: planned - hand-tuned"] = paired_difference(
+                arms["planned"], arms["hand-tuned"]
+            )
+    if differences:
+        lines += ["", *difference_table(differences, "mean Dice")]
+    grid = budget_grid(budgets, data.get("seeds", SEEDS))
+    done, planned = completeness([tuple(u.fields[k] for k in KEY) for u in grid.units], data, KEY)
+    if done < planned:
+        lines += ["", f"Partial: {done} of {planned} units done; the grid resumes."]
+    failed = [r for r in data["rows"] if r.get("error")]
+    for r in failed:
+        lines.append(f"- failed: {r['task']} {r['arm']} seed {r['seed']}: {r['error'][-300:]}")
+    return lines
