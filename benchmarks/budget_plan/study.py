@@ -209,7 +209,10 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     ordered = sorted(
         rows.values(), key=lambda r: (order[r["task"]], r["seed"], ARMS.index(r["arm"]))
     )
-    return {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
+    merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
+    if (earlier or {}).get("superseded"):  # rows of an earlier rule, kept as evidence
+        merged["superseded"] = earlier["superseded"]
+    return merged
 
 
 def _shown(settings: dict) -> str:

@@ -266,6 +266,24 @@ def test_a_wall_limit_stops_in_time_for_the_final_validation_and_counts_validati
     assert saved["validation_seconds"] >= 0.2  # the task's, plus checkpoints and curves
 
 
+def test_the_progress_bar_counts_what_ends_the_run(tmp_path):
+    """Iterations by default, training seconds under a time limit, wall seconds under a wall
+    limit alone: a bar that reaches its end when the run does."""
+    counted, _ = make_trainer(tmp_path / "a", iterations=7)
+    assert (counted._progress_bar().total, counted._progress_bar().unit) == (7, "it")
+    timed, _ = make_trainer(tmp_path / "b", iterations=7, time_limit_minutes=2.0)
+    assert (timed._progress_bar().total, timed._progress_bar().unit) == (120.0, "s")
+    walled, _ = make_trainer(tmp_path / "c", iterations=7, wall_limit_minutes=3.0)
+    walled.wall_seconds = 200.0  # resumed
+    bar = walled._progress_bar()
+    assert (bar.total, bar.n, bar.unit) == (180.0, 180.0, "s")  # never past its end
+    fresh, _ = make_trainer(tmp_path / "d", iterations=7, wall_limit_minutes=3.0)
+    bar = fresh._progress_bar()
+    fresh.wall_seconds = 42.0  # a step and a validation later
+    fresh._advance(bar, step_seconds=5.0)
+    assert bar.n == 42.0
+
+
 def test_a_resumed_run_counts_the_wall_time_of_both_parts(tmp_path):
     first, _ = make_trainer(tmp_path, iterations=4, task=SlowValidationTask())
     first.fit()

@@ -196,9 +196,9 @@ def test_seg_plan_budget_times_this_machine_and_seg_train_takes_the_timed_plan(t
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["precision"] == budget["precision"]
     assert config["roi_size"] == budget["roi_size"]
-    assert config["time_limit_minutes"] == budget["training_minutes"]
+    assert config["budget_minutes"] == budget["minutes"]
     assert config["preprocessing"]["spacing"] == budget["spacing"]
-    assert {"precision", "roi_size", "time_limit_minutes", "flip_axes"} <= set(config["from_plan"])
+    assert {"precision", "roi_size", "budget_minutes", "flip_axes"} <= set(config["from_plan"])
     assert config["iterations"] == 2 and "iterations" not in config["from_plan"]
 
 
@@ -225,7 +225,7 @@ def test_a_budget_configuration_needs_a_budget_plan_for_the_same_network():
     values, _ = plan_values(plan, "repuxnet")  # auto: the budget plan
     assert values["roi_size"] == budget["roi_size"] and values["precision"] == "bf16"
     assert values["model_kwargs"] == budget["model_kwargs"]
-    assert values["time_limit_minutes"] == budget["training_minutes"]
+    assert values["budget_minutes"] == budget["minutes"]
     with pytest.raises(ValueError, match="the budget plan is timed for repuxnet, not unet: run"):
         plan_values(plan, "unet")
 

@@ -268,13 +268,12 @@ class Trainer:
                 self.training_seconds += elapsed
                 self.iteration += 1
                 window.append(loss)
-                step = time.perf_counter() - started if self._timed() else 1
-                progress.update(min(step, progress.total - progress.n))
+                self._tick()
+                self._advance(progress, time.perf_counter() - started)
                 progress.set_postfix(it=self.iteration, loss=f"{loss:.4f}", refresh=False)
                 if log is not None and self.iteration % s.log_every == 0:
                     log.log(self.iteration, train_loss=sum(window) / len(window), lr=self._lr())
                     window.clear()
-                self._tick()
                 last = self.iteration >= s.iterations or self._time_is_up()
                 if self.iteration % s.val_every == 0 or last:
                     validation_started = time.perf_counter()
@@ -476,17 +475,28 @@ class Trainer:
         return math.isfinite(self.settings.time_limit_minutes)
 
     def _progress_bar(self) -> tqdm:
-        """Counts iterations, or training seconds when a time limit decides the end."""
+        """Counts iterations; training seconds when a time limit decides the end; wall seconds
+        when only a wall limit does."""
         common = {"desc": "train", "disable": not is_main_process(), "dynamic_ncols": True}
+        seconds = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
         if self._timed():
-            return tqdm(
-                total=self.settings.time_limit_minutes * 60,
-                initial=self.training_seconds,
-                unit="s",
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
-                **common,
-            )
-        return tqdm(total=self.settings.iterations, initial=self.iteration, unit="it", **common)
+            total, initial = self.settings.time_limit_minutes * 60, self.training_seconds
+        elif self._wall_timed():
+            total, initial = self.settings.wall_limit_minutes * 60, self.wall_seconds
+        else:
+            return tqdm(total=self.settings.iterations, initial=self.iteration, unit="it", **common)
+        initial = min(initial, total)
+        return tqdm(total=total, initial=initial, unit="s", bar_format=seconds, **common)
+
+    def _advance(self, progress: tqdm, step_seconds: float) -> None:
+        """Move the bar by what it counts (see :meth:`_progress_bar`)."""
+        if self._timed():
+            done = step_seconds
+        elif self._wall_timed():
+            done = self.wall_seconds - progress.n
+        else:
+            done = 1
+        progress.update(max(0.0, min(done, progress.total - progress.n)))
 
     def _time_is_up(self) -> bool:
         if self.training_seconds >= self.settings.time_limit_minutes * 60:

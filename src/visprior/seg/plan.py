@@ -723,8 +723,9 @@ def _budget_values(plan: dict[str, Any], model: str) -> tuple[dict[str, Any], li
         "batch_size": budget["batch_size"],
         "crops_per_volume": budget["crops_per_volume"],
         "precision": budget["precision"],
-        # the poly schedule runs over the time limit; the iterations only cap it
-        "time_limit_minutes": budget["training_minutes"],
+        # the wall budget ends training, in time for the last validation; the poly schedule
+        # runs over it, and the iterations only cap it
+        "budget_minutes": budget["minutes"],
         "iterations": 2 * budget["iterations"],
         "lr_schedule": budget["lr_schedule"],
         "lr": budget["lr"],
