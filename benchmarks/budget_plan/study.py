@@ -34,6 +34,11 @@ TASKS = {"brain": 10.0, "chest": 30.0}  # task -> budget minutes
 SEEDS = (0, 1, 2)
 KEY = ("task", "arm", "seed")
 CHEST_WINDOW = (-1000.0, 1000.0)
+TABLE_HEAD = (
+    "| task | budget | arm | seed | settings (widths, spacing, patch, precision, crops, flips) "
+    "| steps | s/step (planned s/step) | train min | wall min | mean Dice |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+)
 
 
 def _visprior(*args: str, log_to: Path) -> None:
@@ -235,19 +240,10 @@ def section(data: dict) -> list[str]:
         "(`--budget`); held-out mean Dice over the structures. Planned: `seg plan --budget` then "
         "`seg train --budget` with no other option. Hand-tuned: the demo's settings in bf16.",
         "",
-        "| task | budget | arm | seed | settings (widths, spacing, patch, precision, crops, "
-        "flips) | steps | s/step (planned s/step) | train min | wall min | mean Dice |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
     rows = [r for r in data["rows"] if not r.get("error")]
-    for r in rows:
-        expected = r["plan"].get("expected_step_seconds")
-        step = f"{r['step_seconds']:.2f}" + (f" ({expected:.2f})" if expected else "")
-        lines.append(
-            f"| {r['task']} | {budgets[r['task']]:g} min | {r['arm']} | {r['seed']} | "
-            f"{_shown(r['settings'])} | {r['iterations']} | {step} | "
-            f"{r['training_minutes']:.1f} | {r['wall_minutes']:.1f} | {r['mean_dice']:.3f} |"
-        )
+    lines += [_row(r, budgets) for r in rows]
     differences = {}
     for task in budgets:
         arms = {
@@ -267,4 +263,24 @@ def section(data: dict) -> list[str]:
     failed = [r for r in data["rows"] if r.get("error")]
     for r in failed:
         lines.append(f"- failed: {r['task']} {r['arm']} seed {r['seed']}: {r['error'][-300:]}")
+    if data.get("superseded"):
+        lines += [
+            "",
+            "Rows of earlier rules, kept as the evidence for the change (not paired above):",
+            "",
+            *TABLE_HEAD,
+            *[_row(r, budgets) for r in data["superseded"]],
+            "",
+            *[f"- {r['arm']} seed {r['seed']}: {r['rule']}" for r in data["superseded"]],
+        ]
     return lines
+
+
+def _row(r: dict, budgets: dict) -> str:
+    expected = r["plan"].get("expected_step_seconds")
+    step = f"{r['step_seconds']:.2f}" + (f" ({expected:.2f})" if expected else "")
+    return (
+        f"| {r['task']} | {budgets[r['task']]:g} min | {r['arm']} | {r['seed']} | "
+        f"{_shown(r['settings'])} | {r['iterations']} | {step} | "
+        f"{r['training_minutes']:.1f} | {r['wall_minutes']:.1f} | {r['mean_dice']:.3f} |"
+    )

@@ -56,9 +56,13 @@ def test_equal_work_goes_to_the_finer_spacing_then_the_wider_network():
 
 
 def test_a_short_budget_takes_the_most_steps_and_says_it_falls_short():
-    slow, slower = _candidate(5.0, 100), _candidate(9.0, 50)
+    slow, slower = _candidate(5.0, 50), _candidate(9.0, 100)
     chosen, reaches = choose_candidate([slower, slow], training_seconds=60.0)
     assert chosen is slow and not reaches
+    # ranked by work, not by timing: equal work measured faster by noise does not win
+    noisy = _candidate(5.0, 50, spacing_rank=0, measured=4.0)
+    steady = _candidate(5.0, 50, spacing_rank=1)
+    assert choose_candidate([noisy, steady], training_seconds=60.0)[0] is steady
     # short of the target, a patch with context still wins over one without
     tiny = _candidate(0.01, 1, width_rank=-1)
     assert choose_candidate([tiny, slow], training_seconds=60.0)[0] is slow

@@ -32,9 +32,11 @@ time where it was timed), and its patch must give the kernels context (:data:`MI
 voxels a side, or the whole median image). Among those the plan takes the one whose step does
 the most work (layer outputs kept: more context, width or resolution per step), paid for with
 steps beyond the target that would not be needed. Ties go to the finer spacing, then the wider
-network. Where no candidate reaches the target, the plan takes the one with the most steps
-(ties: the coarser spacing, whose patch covers more of the image) and says that the budget is
-short. Benchmark (k) compares this rule against the demo's hand-tuned settings.
+network. Where no candidate reaches the target, the plan takes the one with the most steps,
+that is the least work a step (ties: the coarser spacing, whose patch covers more of the
+image), and says that the budget is short (on the demo's brain at 10 minutes, timing noise
+had chosen between 1.0 and 1.27 mm when the measured seconds ranked them). Benchmark (k)
+compares this rule against the demo's hand-tuned settings.
 
 **What else a short run needs.** Flips along the left-right axis alone (:data:`FLIP_AXES`;
 volumes are reoriented to RAS, so axis 0): the body mirrors itself there, and a run of a
@@ -238,8 +240,11 @@ def choose_candidate(
     with_context = [c for c in candidates if c.width_rank >= 0]
     feasible = [c for c in with_context if steps(c) >= STEPS_TARGET]
     if not feasible:
-        # equal steps: the coarser spacing, whose patch covers more of the image
-        return max(with_context or candidates, key=lambda c: (steps(c), c.spacing_rank)), False
+        # the most steps: the least work a step, as with the ranking below, since equal work
+        # differs in timing by noise alone; then the coarser spacing, whose patch covers more
+        # of the image, then the narrower network
+        pool = with_context or candidates
+        return min(pool, key=lambda c: (c.elements, -c.spacing_rank, c.width_rank)), False
     # ranked by the work a step does (its kept layer outputs), not by its timing: two
     # candidates of equal work differ in measured time by noise alone
     best = max(feasible, key=lambda c: (c.elements, -c.spacing_rank, c.width_rank))
