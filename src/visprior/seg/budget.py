@@ -5,8 +5,9 @@ a step, and nothing converges in an hour. A budget plan instead times training s
 machine and picks what trains best within the minutes given.
 
 **Candidates** vary the network's widths (:data:`WIDTH_LADDERS`: the registered network's
-feature sizes scaled down, never below the widths that train the demo in minutes: half of
-them made 901 steps in 10 minutes and 0.10 held-out Dice),
+feature sizes scaled down, never below the widths that train the demo in minutes: a pilot
+with half of them, flips on every axis and positive/negative crops made 901 steps in 10
+minutes and 0.10 held-out Dice; the three were changed together),
 the spacing (the full-resolution target, then coarser ones by nnU-Net's 3d_lowres rule: 1.03x
 steps, the finer axes first, at 2x, 4x and 8x fewer image voxels), the patch (cube-equivalent
 edges of :data:`PATCH_EDGES` voxels in the spacing's aspect, clipped to the median image, in
