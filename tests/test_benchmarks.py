@@ -30,6 +30,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert studies == sorted(
         ("speed", "quality", "mednext_speed", "kernel_scaling", "peers", "ggcam", "mtunet")
         + ("gaze_ct", "simplify", "simplify_criteria", "large_volume", "planning", "precision")
+        + ("budget_plan",)
     )
     for study in studies:
         assert f"[{study}/]({study}/RESULTS.md)" in index
