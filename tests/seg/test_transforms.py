@@ -14,6 +14,7 @@ from monai.transforms import RandomizableTrait
 
 from visprior.seg.config import Preprocessing, SegTrainConfig
 from visprior.seg.transforms import (
+    ClassLocationsd,
     PosNegCropd,
     inference_transforms,
     preprocessing_transforms,
@@ -222,3 +223,33 @@ def test_class_balanced_crops_reach_a_small_class_as_often_as_a_large_one(tmp_pa
 def test_class_balanced_crops_need_the_class_count():
     with pytest.raises(ValueError, match="num_classes=None"):
         train_transforms(_cfg(_pre(), crop_sampling="classes"))
+
+
+def test_class_locations_are_a_fixed_sample_of_each_class_and_do_not_go_on_with_the_crops(
+    tmp_path,
+):
+    """nnU-Net's way: a sample of each class's voxels, kept with the cached preprocessing, so
+    that a class-balanced crop costs no pass over the volume."""
+    from monai.data import list_data_collate
+
+    shape = (40, 40, 40)
+    label = np.zeros(shape, np.uint8)
+    label[:20] = 1  # 32,000 voxels
+    label[35, 35, 30:35] = 2  # 5 voxels
+    locate = ClassLocationsd("label", num_classes=3, per_class=1000)
+    assert not isinstance(locate, RandomizableTrait)  # CacheDataset caches it
+    data = {"label": torch.as_tensor(label[None])}
+    pools = locate(data)["_class_indices"]
+    again = locate(data)["_class_indices"]
+    assert [len(p) for p in pools] == [1000, 1000, 5]
+    assert all(np.array_equal(a, b) for a, b in zip(pools, again, strict=True))
+    flat = label.reshape(-1)
+    assert all((flat[pool] == value).all() for value, pool in enumerate(pools))
+    assert np.array_equal(pools[2], np.flatnonzero(flat == 2))
+    cfg = _cfg(_pre(), crop_sampling="classes", crops_per_volume=30, affine_prob=0.0)
+    transforms = train_transforms(cfg, num_classes=3)
+    transforms.set_random_state(seed=0)
+    crops = transforms(_train_case(tmp_path, label, shape))
+    assert all("_class_indices" not in crop for crop in crops)
+    assert list_data_collate([crops])["image"].shape[0] == 30
+    assert _crops_holding(crops, 2) >= 4  # binomial(30, 1/3): at least 4 with p > 0.99
