@@ -24,8 +24,10 @@ def run_network(
     (or the error), with the validation curve and the run folder. ``resume`` continues the
     run there from its last checkpoint."""
     output = workdir / (tag or name)
+    # the settings these studies were measured with, whatever the demo's default
     command = [sys.executable, "-m", "visprior.cli", "demo", "--model", name]
-    command += ["--minutes", str(minutes), "--output", str(output), *options]
+    command += ["--settings", "hand-tuned", "--minutes", str(minutes), "--output", str(output)]
+    command += options
     started = time.perf_counter()
     done = subprocess.run(
         [*command, *(["--resume"] if resume else [])], capture_output=True, text=True

@@ -118,6 +118,10 @@ def _budget_plan(part: str, context: RunContext):
     return _module("budget_plan").run(part, context)
 
 
+def _demo_holds(part: str, context: RunContext):
+    return _module("demo_holds").run(part, context)
+
+
 def _lazy(name: str, function: str) -> Callable:
     """``benchmarks.<name>.study.<function>``, imported when first called."""
 
@@ -260,6 +264,15 @@ STUDIES: tuple[Study, ...] = (
         _lazy("budget_plan", "section"),
         grids=_lazy("budget_plan", "grids"),
         options=("tasks",),
+    ),
+    Study(
+        "demo_holds",
+        "(l)",
+        "`make demo` as it ships, 3 seeds: whether it holds on this machine",
+        ("demo-holds",),
+        _demo_holds,
+        _lazy("demo_holds", "section"),
+        grids=_lazy("demo_holds", "grids"),
     ),
 )
 

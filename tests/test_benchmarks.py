@@ -30,7 +30,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert studies == sorted(
         ("speed", "quality", "mednext_speed", "kernel_scaling", "peers", "ggcam", "mtunet")
         + ("gaze_ct", "simplify", "simplify_criteria", "large_volume", "planning", "precision")
-        + ("budget_plan",)
+        + ("budget_plan", "demo_holds")
     )
     for study in studies:
         assert f"[{study}/]({study}/RESULTS.md)" in index
@@ -41,7 +41,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     report = "\n".join((tmp_path / s / "RESULTS.md").read_text() for s in studies)
     headings = ("## Targets", "## (a)", "## (b)", "## (c)", "## (b2)", "## Crossover", "## (d)")
     headings += ("## (d2)", "## (d3)", "## (e)", "## (f)", "## (e2)", "## (f2)", "## (g)")
-    for heading in (*headings, "## (g2)", "## (h)", "## (i)", "## (j)", "## (k)"):
+    for heading in (*headings, "## (g2)", "## (h)", "## (i)", "## (j)", "## (k)", "## (l)"):
         assert heading in report
     assert "## Failed cases" not in report
     assert "Quick mode" in report and "**quick mode**" in index
@@ -67,6 +67,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     for arm in ("planned", "hand-tuned"):  # (k): both arms of seed 0, and their pair
         assert f"| brain | 0.5 min | {arm} | 0 | " in report
     assert "| brain: planned - hand-tuned | 0: " in report
+    assert "| 0 | 16/128, " in report and "Target met on " in report  # (l): the demo as shipped
     # finished units leave no work behind, but for the two runs the (e2) figure is drawn from
     kept = sorted(path.parent.name for path in tmp_path.glob("*/.work/*/run"))
     assert kept == ["labelCAM_classifier_no_gaze_-rho1.0-train_fraction1.0-seed0"] + [

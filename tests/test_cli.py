@@ -69,6 +69,9 @@ def test_demo_runs_every_step_on_the_brain_atlas(tmp_path, capsys):
     assert (run / "overlay.png").stat().st_size > 10_000
     assert (run / "evaluation" / "per_case.csv").is_file()
     assert "lateral_ventricle" in out and "brain_stem" in out
+    assert "the plan expected" in out  # the default settings are planned for the minutes
+    (plan,) = (tmp_path / "plans").iterdir()
+    assert plan.name == f"{run.name}.json"
 
 
 def _options(parser, path=("visprior",)):
@@ -158,3 +161,40 @@ def test_demo_iterations_kernel_size_and_upkern_reach_the_training_config(tmp_pa
     budget = demo_train_config(DemoConfig(minutes=3.0), tmp_path / "data", tmp_path / "run")
     assert budget.time_limit_minutes == 3.0 and budget.iterations == 100_000
     assert budget.init_checkpoint is None and not budget.upkern
+
+
+def test_demo_settings_default_to_the_plan_and_a_fixed_count_to_the_hand_tuned_ones():
+    from visprior.seg.demo import DemoConfig
+
+    assert DemoConfig().resolved_settings() == "planned"
+    assert DemoConfig(iterations=5).resolved_settings() == "hand-tuned"
+    assert DemoConfig(settings="hand-tuned").resolved_settings() == "hand-tuned"
+    with pytest.raises(ValueError, match="a fixed --iterations goes with --settings hand-tuned"):
+        DemoConfig(settings="planned", iterations=5).resolved_settings()
+    with pytest.raises(ValueError, match="settings 'tuned': choose one of planned, hand-tuned"):
+        DemoConfig(settings="tuned").resolved_settings()
+
+
+@pytest.mark.slow
+def test_the_planned_demo_trains_what_the_budget_plan_says_unless_told_otherwise(tmp_path):
+    """The values `seg train --budget` would take from `seg plan --budget`, on the demo's
+    dataset; a given spacing or precision wins over the plan's."""
+    from visprior.data.brain_atlas import write_hemisphere_dataset
+    from visprior.seg.demo import DemoConfig, planned_train_config
+    from visprior.seg.plan import load_plan
+
+    dataset = write_hemisphere_dataset(tmp_path / "data")
+    config = DemoConfig(minutes=0.2, output=str(tmp_path), seed=3)
+    train, budget = planned_train_config(config, dataset, tmp_path / "runs" / "a")
+    plan_file = tmp_path / "plans" / "a.json"
+    assert train.plan_file == str(plan_file)
+    assert load_plan(plan_file)["budget"] == budget
+    assert train.model_kwargs == budget["model_kwargs"]
+    assert list(train.preprocessing.spacing) == budget["spacing"]
+    assert list(train.roi_size) == budget["roi_size"] and train.precision == budget["precision"]
+    assert (train.budget_minutes, train.fold, train.seed) == (0.2, -1, 3)
+    assert train.val_every == budget["val_every"] and train.crop_sampling == "classes"
+
+    given = DemoConfig(minutes=0.2, output=str(tmp_path), spacing_mm=2.0, precision="32")
+    told, _ = planned_train_config(given, dataset, tmp_path / "runs" / "b")
+    assert told.preprocessing.spacing == (2.0, 2.0, 2.0) and told.precision == "32"

@@ -177,7 +177,16 @@ def budget_grid(tasks: dict[str, float], seeds=SEEDS) -> Grid:
         for seed in seeds
         for arm in ARMS
     ]
-    return Grid(units, {"budgets": dict(tasks)}, KEY)
+    return Grid(units, {_budget_key(task): minutes for task, minutes in tasks.items()}, KEY)
+
+
+def _budget_key(task: str) -> str:
+    """One setting per task, so that a grid run on one task resumes a file holding others."""
+    return f"budget_minutes_{task}"
+
+
+def _budgets(settings: dict) -> dict[str, float]:
+    return {task: settings[_budget_key(task)] for task in TASKS if _budget_key(task) in settings}
 
 
 def _tasks(args) -> dict[str, float]:
@@ -214,7 +223,8 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     ordered = sorted(
         rows.values(), key=lambda r: (order[r["task"]], r["seed"], ARMS.index(r["arm"]))
     )
-    merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
+    settings = (earlier or {}).get("settings", {}) | new["settings"]
+    merged = {"settings": settings, "seeds": list(seeds), "rows": ordered}
     if (earlier or {}).get("superseded"):  # rows of an earlier rule, kept as evidence
         merged["superseded"] = earlier["superseded"]
     return merged
@@ -232,7 +242,7 @@ def _shown(settings: dict) -> str:
 
 
 def section(data: dict) -> list[str]:
-    budgets = data["settings"]["budgets"]
+    budgets = _budgets(data["settings"])
     lines = [
         "## (k) A plan timed for the budget against hand-tuned settings",
         "",

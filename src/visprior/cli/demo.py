@@ -35,11 +35,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--minutes",
         type=float,
-        help=f"training time budget in minutes (default {defaults.minutes:g})",
+        help="time budget in minutes: wall time for planning, training and validation with the "
+        f"planned settings, training time with the hand-tuned ones (default {defaults.minutes:g})",
     )
     add_iterations(
         parser,
-        "train for exactly this many iterations instead of --minutes (default: the time budget)",
+        "train for exactly this many iterations instead of --minutes, with the hand-tuned "
+        "settings (default: the time budget)",
+    )
+    parser.add_argument(
+        "--settings",
+        choices=demo.SETTINGS,
+        help="planned: widths, spacing, patch and precision timed on this machine for --minutes, "
+        "as `seg plan --budget`; hand-tuned: 1.5 mm, 48^3 crops, the demo widths (default: "
+        "planned, hand-tuned with --iterations)",
     )
     parser.add_argument(
         "--kernel-size",
@@ -51,13 +60,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--spacing-mm",
         type=float,
-        help=f"voxel size the volumes are resampled to, in mm (default {defaults.spacing_mm:g})",
+        help="voxel size the volumes are resampled to, in mm (default: the plan's, hand-tuned "
+        f"{demo.HAND_TUNED_SPACING_MM:g})",
     )
-    add_cubic_roi(parser, defaults.roi)
+    add_cubic_roi(parser, f"the plan's, hand-tuned {demo.HAND_TUNED_ROI}")
     parser.add_argument(
         "--val-every",
         type=positive_int,
-        help=f"validate every this many iterations (default {defaults.val_every})",
+        help="validate every this many iterations (default: the plan's, hand-tuned "
+        f"{demo.HAND_TUNED_VAL_EVERY})",
     )
     add_seed(parser, f"random seed (default {defaults.seed})")
     parser.add_argument(
@@ -67,8 +78,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     add_precision(
         parser,
-        "training precision; auto: bf16 on CUDA, float32 on the CPU, as `seg train` chooses "
-        f"when given no --precision (default {defaults.precision})",
+        "training precision; auto: the plan's (bf16 where this machine runs it faster); "
+        "hand-tuned: bf16 on CUDA, float32 on the CPU, as `seg train` chooses when given no "
+        f"--precision (default {defaults.precision})",
         auto=True,
     )
 

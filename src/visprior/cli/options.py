@@ -111,7 +111,7 @@ def add_roi(parser: Parser, shown_default: tuple[int, ...]) -> None:
     )
 
 
-def add_cubic_roi(parser: Parser, shown_default: int) -> None:
+def add_cubic_roi(parser: Parser, shown_default: int | str) -> None:
     """``--roi N``: the edge of a cubic crop."""
     parser.add_argument(
         "--roi",

@@ -2,9 +2,14 @@
 
 Writes the FSL MNI152 template with its Harvard-Oxford subcortical structures as an nnU-Net
 dataset (``data/brain_atlas.py``: left hemisphere to train on, right hemisphere held out),
-checks it, trains a network for a fixed time, predicts the right hemisphere in its original
-1 mm geometry with the fused network, evaluates Dice / HD95 / surface Dice per structure and
-draws an overlay. Every step is the ``visprior seg`` command a user would run.
+checks it, plans for the time given on this machine (``seg plan --budget``: widths, spacing,
+patch and precision timed here), trains, predicts the right hemisphere in its original 1 mm
+geometry with the fused network, evaluates Dice / HD95 / surface Dice per structure and draws
+an overlay. Every step is the ``visprior seg`` command a user would run.
+
+Study (k) (``benchmarks/budget_plan``) found the timed plan as good as the hand-tuned settings
+on this task, so the plan is the default; ``settings="hand-tuned"`` (and any fixed
+``iterations``) keeps the fixed settings of :func:`demo_train_config`.
 
 The command ``visprior demo`` (``visprior/cli/demo.py``) fills a :class:`DemoConfig` and calls
 :func:`run_demo`.
@@ -23,16 +28,31 @@ import numpy as np
 
 from visprior.data import check_dataset, format_problems, load_dataset
 from visprior.data.brain_atlas import write_hemisphere_dataset
+from visprior.engine.config import load_config
 from visprior.nets.registry import get_model, list_models
 from visprior.seg.config import Preprocessing, SegTrainConfig
 from visprior.seg.evaluate import evaluate_folder, format_table
-from visprior.seg.plan import extract_fingerprint, make_plan
+from visprior.seg.plan import extract_fingerprint, load_plan, make_plan, plan_values, save_plan
 from visprior.seg.postprocess import load_decision
 from visprior.seg.predict import load_predictor, predict_files
 from visprior.seg.train import train_segmentation
 from visprior.viz.overlay import save_overlay_png
 
-__all__ = ["DEMO_MODEL_SIZES", "DemoConfig", "demo_train_config", "run_demo", "run_to_resume"]
+__all__ = [
+    "DEMO_MODEL_SIZES",
+    "SETTINGS",
+    "DemoConfig",
+    "demo_train_config",
+    "planned_train_config",
+    "run_demo",
+    "run_to_resume",
+]
+
+# "planned": `seg plan --budget MINUTES` on this machine; "hand-tuned": the fixed settings below
+SETTINGS = ("planned", "hand-tuned")
+HAND_TUNED_SPACING_MM = 1.5
+HAND_TUNED_ROI = 48
+HAND_TUNED_VAL_EVERY = 250
 
 # Widths that train in minutes on 2 CPU cores; the rest of each network is its default.
 DEMO_MODEL_SIZES: dict[str, dict] = {
@@ -55,22 +75,39 @@ DEMO_MODEL_SIZES: dict[str, dict] = {
 class DemoConfig:
     model: str = "repuxnet"
     output: str = "demo-output"
-    minutes: float = 10.0
-    iterations: int | None = None  # a fixed count instead of the time budget
+    minutes: float = 10.0  # planned: wall time for plan, training and validation
+    iterations: int | None = None  # a fixed count instead of the time budget (hand-tuned)
+    settings: str | None = None  # one of SETTINGS; None: planned, hand-tuned with iterations
     kernel_size: int | None = None  # None: the network's own
     init_checkpoint: str | None = None  # checkpoint file to start from
     upkern: bool = False
-    spacing_mm: float = 1.5
-    roi: int = 48
-    val_every: int = 250
+    # None: the plan's, else the hand-tuned values above; given, they win over the plan
+    spacing_mm: float | None = None
+    roi: int | None = None
+    val_every: int | None = None
     seed: int = 0
-    precision: str = "auto"  # "32", "bf16", "16-mixed"; auto: float32 on the CPU
+    # "32", "bf16", "16-mixed"; auto: the plan's, else (hand-tuned) float32 on the CPU
+    precision: str = "auto"
     resume: bool = False  # continue the latest run of this model in output from its checkpoint
+
+    def resolved_settings(self) -> str:
+        if self.settings is None:
+            return "hand-tuned" if self.iterations else "planned"
+        if self.settings not in SETTINGS:
+            raise ValueError(f"settings {self.settings!r}: choose one of {', '.join(SETTINGS)}")
+        if self.settings == "planned" and self.iterations:
+            raise ValueError(
+                "--settings planned plans for --minutes of wall time; a fixed --iterations "
+                "goes with --settings hand-tuned"
+            )
+        return self.settings
 
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every step; return the run folder, the evaluation and the files written."""
+    started = time.perf_counter()  # a planned run's budget counts from here
     _check_model(config.model)  # before any file is written
+    settings = config.resolved_settings()
     output = Path(config.output)
     print(f"visprior demo: {config.model} on Harvard-Oxford subcortical structures (MNI152)")
     dataset = write_hemisphere_dataset(output / "data")
@@ -83,13 +120,19 @@ def run_demo(config: DemoConfig) -> dict:
         run_dir = run_to_resume(output, config.model)
     else:
         run_dir = output / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train_config = demo_train_config(config, dataset, run_dir)
-    _print_plan_beside(dataset, train_config)
-    budget = f"{config.iterations} iterations" if config.iterations else f"{config.minutes:g} min"
     resumed = " (resumed from its last checkpoint)" if config.resume else ""
-    print(f"[2/5] training for {budget} -> {run_dir}{resumed}")
+    expected = None
+    if settings == "planned":
+        print(f"[2/5] planning for {config.minutes:g} min of wall time on this machine")
+        train_config, expected = planned_train_config(config, dataset, run_dir, started)
+        print(f"      training -> {run_dir}{resumed}")
+    else:
+        train_config = demo_train_config(config, dataset, run_dir)
+        _print_plan_beside(dataset, train_config)
+        fixed = f"{config.iterations} iterations" if config.iterations else None
+        print(f"[2/5] training for {fixed or f'{config.minutes:g} min'} -> {run_dir}{resumed}")
     result = train_segmentation(train_config, resume=config.resume)
-    print(f"      {result.iteration} iterations, {result.training_seconds / 60:.1f} min")
+    print(f"      {_steps_made(result.iteration, result.training_seconds, expected)}")
 
     print(
         "[3/5] predicting the held-out right hemisphere with the fused network (no "
@@ -131,7 +174,7 @@ def demo_train_config(config: DemoConfig, dataset: Path, run_dir: Path) -> SegTr
     kwargs = dict(DEMO_MODEL_SIZES.get(config.model, {}))
     if config.kernel_size is not None:
         kwargs["kernel_size"] = config.kernel_size
-    roi = _crop_for(config.model, config.roi, kwargs)
+    roi = _crop_for(config.model, config.roi or HAND_TUNED_ROI, kwargs)
     if config.model == "unetr":
         kwargs["img_size"] = roi
     train_config = SegTrainConfig(
@@ -139,7 +182,9 @@ def demo_train_config(config: DemoConfig, dataset: Path, run_dir: Path) -> SegTr
         output=str(run_dir),
         model=config.model,
         model_kwargs=kwargs,
-        preprocessing=Preprocessing(intensity="mri", spacing=(config.spacing_mm,) * 3),
+        preprocessing=Preprocessing(
+            intensity="mri", spacing=(config.spacing_mm or HAND_TUNED_SPACING_MM,) * 3
+        ),
         fold=-1,  # one training volume: the held-out hemisphere is the test set
         # the poly schedule runs over the iterations, or over the time budget
         iterations=config.iterations or 100_000,
@@ -149,7 +194,7 @@ def demo_train_config(config: DemoConfig, dataset: Path, run_dir: Path) -> SegTr
         roi_size=(roi,) * 3,
         flip_axes=(0,),  # left-right flips: the right hemisphere mirrors the left
         crop_sampling="classes",  # the accumbens is 1/60 of the labelled voxels
-        val_every=config.val_every,
+        val_every=config.val_every or HAND_TUNED_VAL_EVERY,
         lr=1e-3,
         lr_schedule="poly",
         seed=config.seed,
@@ -157,6 +202,75 @@ def demo_train_config(config: DemoConfig, dataset: Path, run_dir: Path) -> SegTr
         num_workers=0,
     )
     return train_config
+
+
+def planned_train_config(
+    config: DemoConfig, dataset: Path, run_dir: Path, started: float | None = None
+) -> tuple[SegTrainConfig, dict]:
+    """What ``seg plan --budget MINUTES`` then ``seg train --budget MINUTES`` would train, and
+    the plan's timing (``budget``). The plan goes to ``output/plans/<run>.json``; the options
+    the user gave win over it. A resumed run keeps the config and plan it started with.
+
+    ``started``: when the run began (``time.perf_counter()``); the budget counts from there.
+    """
+    saved = run_dir / "config.yaml"
+    if config.resume and saved.is_file():
+        train = load_config(SegTrainConfig, saved)
+        if train.plan_file is None:
+            raise ValueError(f"--resume: {run_dir} was trained with the hand-tuned settings")
+        return train, load_plan(train.plan_file)["budget"]
+    data = load_dataset(dataset)
+    fingerprint = extract_fingerprint(data)
+    plan = make_plan(
+        fingerprint, data, config.model, budget_minutes=config.minutes, started=started
+    )
+    plan_file = save_plan(Path(config.output) / "plans" / f"{run_dir.name}.json", fingerprint, plan)
+    values, _ = plan_values(load_plan(plan_file), config.model, "budget")
+    if config.kernel_size is not None:
+        values["model_kwargs"]["kernel_size"] = config.kernel_size
+    if config.spacing_mm is not None:
+        values["preprocessing"]["spacing"] = [config.spacing_mm] * 3
+    if config.roi is not None:
+        roi = _crop_for(config.model, config.roi, values["model_kwargs"])
+        values["roi_size"] = [roi] * 3
+    if config.precision != "auto":
+        values["precision"] = config.precision
+    if config.val_every is not None:
+        values["val_every"] = config.val_every
+    train = load_config(
+        SegTrainConfig,
+        base=values,
+        dataset=str(dataset),
+        output=str(run_dir),
+        model=config.model,
+        fold=-1,  # one training volume: the held-out hemisphere is the test set
+        seed=config.seed,
+        init_checkpoint=config.init_checkpoint,
+        upkern=config.upkern,
+        num_workers=0,
+        plan_file=str(plan_file),
+    )
+    budget = plan.budget
+    widths = "/".join(str(v) for v in train.model_kwargs.values())
+    print(
+        f"      plan {plan_file}: widths {widths}, "
+        f"spacing {' x '.join(f'{v:.3g}' for v in train.preprocessing.spacing)} mm, "
+        f"patch {' x '.join(str(v) for v in train.roi_size)}, {train.precision}, "
+        f"{train.crop_sampling} crops; expected {budget['iterations']} steps of "
+        f"{budget['expected_step_seconds']:.2f} s (planned in {budget['planning_seconds']:.0f} s)"
+    )
+    return train, budget
+
+
+def _steps_made(steps: int, seconds: float, expected: dict | None) -> str:
+    """The steps made, beside what the plan expected."""
+    made = f"{steps} steps in {seconds / 60:.1f} min of training"
+    if not steps or expected is None:
+        return made
+    return (
+        f"{made}, {seconds / steps:.2f} s a step; the plan expected {expected['iterations']} "
+        f"steps of {expected['expected_step_seconds']:.2f} s"
+    )
 
 
 def _check_model(name: str) -> None:
