@@ -198,3 +198,16 @@ def test_the_planned_demo_trains_what_the_budget_plan_says_unless_told_otherwise
     given = DemoConfig(minutes=0.2, output=str(tmp_path), spacing_mm=2.0, precision="32")
     told, _ = planned_train_config(given, dataset, tmp_path / "runs" / "b")
     assert told.preprocessing.spacing == (2.0, 2.0, 2.0) and told.precision == "32"
+
+
+def test_a_planned_demo_refuses_to_resume_a_hand_tuned_run(tmp_path):
+    from visprior.engine.config import save_config
+    from visprior.seg.demo import DemoConfig, demo_train_config, planned_train_config
+
+    run_dir = tmp_path / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    hand_tuned = demo_train_config(DemoConfig(), tmp_path / "data", run_dir)
+    save_config(hand_tuned, run_dir / "config.yaml")
+    resumed = DemoConfig(output=str(tmp_path), resume=True)
+    with pytest.raises(ValueError, match=f"--resume: {run_dir} was trained with the hand-tuned"):
+        planned_train_config(resumed, tmp_path / "data", run_dir)

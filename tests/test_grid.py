@@ -142,3 +142,37 @@ def test_a_started_kernel_scaling_unit_resumes_from_its_demo_checkpoint(tmp_path
     rows = json.loads((tmp_path / "kernel_scaling" / "results.json").read_text())["data"]["rows"]
     assert {(r["kind"], r["iterations"]) for r in rows} == {("plain", 2), ("BFR", 2)}
     assert not work.exists()  # a finished unit's work folder goes
+
+
+def _dice_row(**fields) -> dict:
+    dice = {"lung": 0.5, "accumbens": 0.25}
+    return {**fields, "mean_dice": 0.375, "dice": dice, "iterations": 7, "step_seconds": 1.5}
+
+
+def test_a_pilot_grid_and_the_main_grid_keep_each_other_s_rows():
+    """(k) and (l) hold pilot grids beside their main grid: a row of one never drops the other."""
+    from benchmarks.budget_plan import study as budget_plan
+    from benchmarks.demo_holds import study as demo_holds
+
+    pilot = {
+        "settings": {"minutes": 10.0, "precision": "32"},
+        "rows": [_dice_row(spacing_mm=2.5, seed=0)],
+    }
+    earlier = {"settings": {"budget_minutes_brain": 10.0}, "rows": [], "spacing_pilot": pilot}
+    merged = budget_plan.merge(earlier, {"settings": {"budget_minutes_chest": 30.0}, "rows": []})
+    assert merged["spacing_pilot"] == pilot
+    assert merged["settings"] == {"budget_minutes_brain": 10.0, "budget_minutes_chest": 30.0}
+    again = budget_plan.merge_pilot(
+        pilot, {"settings": pilot["settings"], "rows": [_dice_row(spacing_mm=3.5, seed=0)]}
+    )
+    assert [r["spacing_mm"] for r in again["rows"]] == [2.5, 3.5]
+    lines = budget_plan.section({**merged, "spacing_pilot": again})
+    assert "| 3.5 mm | 7 | 1.50 | 0.375 | 0.500 | 0.250 |" in lines
+
+    patch = {"settings": {"minutes": 10.0, "spacing_mm": 1.27}, "rows": [_dice_row(roi=32, seed=0)]}
+    earlier = {"settings": {"minutes": 10.0}, "seeds": [0, 1, 2], "rows": [], "patch_pilot": patch}
+    merged = demo_holds.merge(earlier, {"settings": {"minutes": 10.0}, "rows": []})
+    assert merged["patch_pilot"] == patch
+    lines = demo_holds.section(merged)
+    assert "| 32^3 | 7 | 1.50 | 0.375 | 0.250 |" in lines
+    assert "Partial: 0 of 3 units done; the grid resumes." in lines

@@ -34,6 +34,24 @@ TASKS = {"brain": 10.0, "chest": 30.0}  # task -> budget minutes
 SEEDS = (0, 1, 2)
 KEY = ("task", "arm", "seed")
 CHEST_WINDOW = (-1000.0, 1000.0)
+# The spacing pilot (``--only budget-plan-chest-spacing``): the hand-tuned chest settings at
+# coarser spacings, one seed, a shorter budget; what a patch of 48^3 covers is what changes.
+# float32: it ran on a machine where bf16 is slower (no AMX).
+PILOT = "spacing_pilot"
+PILOT_PRECISION = "32"
+PILOT_SPACINGS_MM = (1.5, 2.5, 3.5)
+PILOT_MINUTES = 10.0
+PILOT_KEY = ("spacing_mm", "seed")
+# The width pilot (``--only budget-plan-brain-widths``): the brain at the spacing and precision
+# the plan takes on a machine without fast bf16, the demo's widths against a first stage (the
+# full-resolution decoder's width, where most of a step's convolution work is) halved.
+WIDTH_PILOT = "width_pilot"
+WIDTH_PILOT_WIDTHS = (
+    {"feature_size": 16, "hidden_size": 128},
+    {"feature_size": [8, 32, 64, 128], "hidden_size": 128},
+)
+WIDTH_PILOT_SPACING_MM = 1.27
+WIDTH_PILOT_KEY = ("widths", "seed")
 TABLE_HEAD = (
     "| task | budget | arm | seed | settings (widths, spacing, patch, precision, crops, flips) "
     "| steps | s/step (planned s/step) | train min | wall min | mean Dice |",
@@ -63,23 +81,44 @@ def write_task(task: str, root: Path) -> Path:
     return write_chest_halves_dataset(root)
 
 
-def hand_tuned_config(task: str, dataset: Path, run: Path, seed: int) -> dict:
-    """The demo's ``seg train`` config for ``task``, as a YAML mapping."""
+def hand_tuned_config(
+    task: str,
+    dataset: Path,
+    run: Path,
+    seed: int,
+    spacing_mm: float | None = None,
+    precision: str = "bf16",
+    model_kwargs: dict | None = None,
+) -> dict:
+    """The demo's ``seg train`` config for ``task``, as a YAML mapping; ``spacing_mm``,
+    ``precision`` and ``model_kwargs`` replace its own (the pilots)."""
     import dataclasses
 
     from visprior.engine.config import config_to_dict
     from visprior.seg.demo import DemoConfig, demo_train_config
 
-    config = demo_train_config(DemoConfig(seed=seed, precision="bf16"), dataset, run)
+    config = demo_train_config(DemoConfig(seed=seed, precision=precision), dataset, run)
     config = dataclasses.replace(config, time_limit_minutes=float("inf"))
     values = config_to_dict(config)
     if task == "chest":
         values["preprocessing"] |= {"intensity": "ct", "ct_window": list(CHEST_WINDOW)}
+    if spacing_mm is not None:
+        values["preprocessing"]["spacing"] = [spacing_mm] * 3
+    if model_kwargs is not None:
+        values["model_kwargs"] = dict(model_kwargs)
     values["time_limit_minutes"] = None  # YAML has no inf: the budget decides
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _unit(task: str, arm: str, seed: int, minutes: float):
+def _unit(
+    task: str,
+    arm: str,
+    seed: int,
+    minutes: float,
+    spacing_mm: float | None = None,
+    precision: str = "bf16",
+    model_kwargs: dict | None = None,
+):
     def run(work: Path, resume: bool) -> dict:
         try:
             return attempt(work, resume)
@@ -103,7 +142,10 @@ def _unit(task: str, arm: str, seed: int, minutes: float):
             import yaml
 
             config_file = work / "hand_tuned.yaml"
-            config_file.write_text(yaml.safe_dump(hand_tuned_config(task, dataset, run_dir, seed)))
+            config = hand_tuned_config(
+                task, dataset, run_dir, seed, spacing_mm, precision, model_kwargs
+            )
+            config_file.write_text(yaml.safe_dump(config))
             _visprior(
                 "seg", "train", str(dataset), "--no-plan", "--config", str(config_file),
                 "--budget", f"{minutes:g}", "--output", str(run_dir), log_to=log,
@@ -200,11 +242,57 @@ def _seeds(args) -> tuple[int, ...]:
     return (0,) if getattr(args, "quick", False) else SEEDS
 
 
+def pilot_grid(minutes: float = PILOT_MINUTES, spacings=PILOT_SPACINGS_MM) -> Grid:
+    units = [
+        Unit(
+            {"spacing_mm": s, "seed": 0},
+            _unit("chest", "hand-tuned", 0, minutes, s, PILOT_PRECISION),
+            _started,
+        )
+        for s in spacings
+    ]
+    return Grid(units, {"minutes": minutes, "precision": PILOT_PRECISION}, PILOT_KEY)
+
+
+def _widths_name(model_kwargs: dict) -> str:
+    feature = model_kwargs["feature_size"]
+    feature = "-".join(map(str, feature)) if isinstance(feature, list) else str(feature)
+    return f"{feature}/{model_kwargs['hidden_size']}"
+
+
+def width_pilot_grid(minutes: float = PILOT_MINUTES) -> Grid:
+    units = [
+        Unit(
+            {"widths": _widths_name(kwargs), "seed": 0},
+            _unit("brain", "hand-tuned", 0, minutes, WIDTH_PILOT_SPACING_MM, "32", kwargs),
+            _started,
+        )
+        for kwargs in WIDTH_PILOT_WIDTHS
+    ]
+    settings = {"minutes": minutes, "precision": "32", "spacing_mm": WIDTH_PILOT_SPACING_MM}
+    return Grid(units, settings, WIDTH_PILOT_KEY)
+
+
+PILOTS = {  # part -> (where in the data, its grid, its key)
+    "budget-plan-chest-spacing": (PILOT, pilot_grid, PILOT_KEY),
+    "budget-plan-brain-widths": (WIDTH_PILOT, width_pilot_grid, WIDTH_PILOT_KEY),
+}
+
+
 def grids(args) -> list:
-    return [("budget-plan", None, budget_grid(_tasks(args), _seeds(args)))]
+    pilots = [(part, within, build()) for part, (within, build, _) in PILOTS.items()]
+    return [("budget-plan", None, budget_grid(_tasks(args), _seeds(args))), *pilots]
 
 
 def run(part: str, context) -> dict:
+    if part in PILOTS:
+        within, build, key = PILOTS[part]
+
+        def merge_rows(earlier: dict | None, new: dict) -> dict:
+            return merge_pilot(earlier, new, key)
+
+        run_grid(build(), context.store, part, merge_rows, context.log, within=within)
+        return dict(context.store.data)
     seeds = _seeds(context.args)
 
     def merge_rows(earlier: dict | None, new: dict) -> dict:
@@ -225,9 +313,16 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     )
     settings = (earlier or {}).get("settings", {}) | new["settings"]
     merged = {"settings": settings, "seeds": list(seeds), "rows": ordered}
-    if (earlier or {}).get("superseded"):  # rows of an earlier rule, kept as evidence
-        merged["superseded"] = earlier["superseded"]
+    for kept in ("superseded", PILOT, WIDTH_PILOT):  # an earlier rule's rows; the pilots
+        if (earlier or {}).get(kept):
+            merged[kept] = earlier[kept]
     return merged
+
+
+def merge_pilot(earlier: dict | None, new: dict, key=PILOT_KEY) -> dict:
+    rows = {tuple(r[k] for k in key): r for r in (earlier or {}).get("rows", [])}
+    rows.update({tuple(r[k] for k in key): r for r in new["rows"]})
+    return {"settings": new["settings"], "rows": list(rows.values())}
 
 
 def _shown(settings: dict) -> str:
@@ -273,6 +368,10 @@ def section(data: dict) -> list[str]:
     failed = [r for r in data["rows"] if r.get("error")]
     for r in failed:
         lines.append(f"- failed: {r['task']} {r['arm']} seed {r['seed']}: {r['error'][-300:]}")
+    if data.get(PILOT):
+        lines += ["", *pilot_section(data[PILOT])]
+    if data.get(WIDTH_PILOT):
+        lines += ["", *width_pilot_section(data[WIDTH_PILOT])]
     if data.get("superseded"):
         lines += [
             "",
@@ -294,3 +393,46 @@ def _row(r: dict, budgets: dict) -> str:
         f"{_shown(r['settings'])} | {r['iterations']} | {step} | "
         f"{r['training_minutes']:.1f} | {r['wall_minutes']:.1f} | {r['mean_dice']:.3f} |"
     )
+
+
+def pilot_section(pilot: dict) -> list[str]:
+    classes = list(next(r["dice"] for r in pilot["rows"] if not r.get("error")))
+    lines = [
+        f"Spacing pilot on the chest: the hand-tuned settings (48^3 crops) in "
+        f"{'float32' if pilot['settings']['precision'] == '32' else 'bf16'} at "
+        f"{pilot['settings']['minutes']:g} minutes, seed 0, at other spacings; held-out Dice "
+        "per structure.",
+        "",
+        "| spacing | steps | s/step | mean Dice | " + " | ".join(classes) + " |",
+        "|---" * (4 + len(classes)) + "|",
+    ]
+    for r in pilot["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['spacing_mm']:g} mm | failed: {r['error'][-200:]} |")
+            continue
+        lines.append(
+            f"| {r['spacing_mm']:g} mm | {r['iterations']} | {r['step_seconds']:.2f} | "
+            f"{r['mean_dice']:.3f} | " + " | ".join(f"{r['dice'][c]:.3f}" for c in classes) + " |"
+        )
+    return lines
+
+
+def width_pilot_section(pilot: dict) -> list[str]:
+    settings = pilot["settings"]
+    lines = [
+        f"Width pilot on the brain: the hand-tuned settings (48^3 crops) in float32 at "
+        f"{settings['spacing_mm']:g} mm and {settings['minutes']:g} minutes, seed 0; widths "
+        "as feature size (or the four stage widths) / hidden size.",
+        "",
+        "| widths | steps | s/step | mean Dice | accumbens |",
+        "|---|---|---|---|---|",
+    ]
+    for r in pilot["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['widths']} | failed: {r['error'][-200:]} | | | |")
+            continue
+        lines.append(
+            f"| {r['widths']} | {r['iterations']} | {r['step_seconds']:.2f} | "
+            f"{r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
+        )
+    return lines

@@ -20,6 +20,13 @@ SEEDS = (0, 1, 2)
 MINUTES = 10.0
 KEY = ("seed",)
 TARGET_MEAN, TARGET_ACCUMBENS = 0.90, 0.8
+# The patch pilot (``--only demo-holds-patch``): the demo with fixed settings (float32, the
+# spacing the plan takes on a machine without fast bf16) at two patch edges, seed 0, to see
+# whether a smaller patch's extra steps pay for its lost context where a step is slow.
+PILOT = "patch_pilot"
+PILOT_ROIS = (32, 48)
+PILOT_SPACING_MM = 1.27
+PILOT_KEY = ("roi", "seed")
 
 
 def _minutes(args) -> float:
@@ -30,10 +37,10 @@ def _seeds(args) -> tuple[int, ...]:
     return (0,) if getattr(args, "quick", False) else SEEDS
 
 
-def _unit(seed: int, minutes: float) -> Unit:
+def _unit(seed: int, minutes: float, options: tuple[str, ...] = (), fields=None) -> Unit:
     def run(work: Path, resume: bool) -> dict:
         command = [sys.executable, "-m", "visprior.cli", "demo", "--seed", str(seed)]
-        command += ["--minutes", f"{minutes:g}", "--output", str(work)]
+        command += ["--minutes", f"{minutes:g}", "--output", str(work), *options]
         command += ["--resume"] if resume else []
         started = time.perf_counter()
         with open(work / "demo.log", "a") as log:
@@ -45,7 +52,7 @@ def _unit(seed: int, minutes: float) -> Unit:
     def started(work: Path) -> bool:
         return any(work.glob("runs/*/checkpoints/last.pt"))
 
-    return Unit({"seed": seed}, run, started)
+    return Unit(fields or {"seed": seed}, run, started)
 
 
 def _figures(work: Path) -> dict:
@@ -57,16 +64,17 @@ def _figures(work: Path) -> dict:
     summary = json.loads((run_dir / "evaluation" / "summary.json").read_text())
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    budget = json.loads(Path(config["plan_file"]).read_text())["plan"]["budget"]
+    planned = bool(config.get("plan_file"))
+    budget = json.loads(Path(config["plan_file"]).read_text())["plan"]["budget"] if planned else {}
     iterations = int(state["iteration"])
     return {
         "mean_dice": summary["mean_foreground_dice"],
         "dice": {c: v["dice"]["mean"] for c, v in summary["classes"].items()},
         "iterations": iterations,
-        "expected_iterations": budget["iterations"],
-        "expected_step_seconds": budget["expected_step_seconds"],
+        "expected_iterations": budget.get("iterations"),
+        "expected_step_seconds": budget.get("expected_step_seconds"),
         "step_seconds": state["training_seconds"] / max(iterations, 1),
-        "planning_seconds": budget["planning_seconds"],
+        "planning_seconds": budget.get("planning_seconds"),
         "settings": {
             "model_kwargs": config["model_kwargs"],
             "spacing": config["preprocessing"]["spacing"],
@@ -81,21 +89,43 @@ def demo_grid(minutes: float, seeds=SEEDS) -> Grid:
     return Grid(units, {"minutes": minutes}, KEY)
 
 
+def pilot_grid(minutes: float = MINUTES, rois=PILOT_ROIS) -> Grid:
+    fixed = ("--settings", "hand-tuned", "--precision", "32", "--spacing-mm", f"{PILOT_SPACING_MM}")
+    units = [
+        _unit(0, minutes, (*fixed, "--roi", str(roi)), {"roi": roi, "seed": 0}) for roi in rois
+    ]
+    return Grid(units, {"minutes": minutes, "spacing_mm": PILOT_SPACING_MM}, PILOT_KEY)
+
+
 def grids(args) -> list:
-    return [("demo-holds", None, demo_grid(_minutes(args), _seeds(args)))]
+    return [
+        ("demo-holds", None, demo_grid(_minutes(args), _seeds(args))),
+        ("demo-holds-patch", PILOT, pilot_grid()),
+    ]
 
 
 def run(part: str, context) -> dict:
+    if part == "demo-holds-patch":
+        run_grid(pilot_grid(), context.store, part, merge_pilot, context.log, within=PILOT)
+        return dict(context.store.data)
     seeds = _seeds(context.args)
 
-    def merge(earlier: dict | None, new: dict) -> dict:
-        rows = {r["seed"]: r for r in (earlier or {}).get("rows", [])}
-        rows.update({r["seed"]: r for r in new["rows"]})
-        ordered = [rows[s] for s in sorted(rows)]
-        return {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
+    def merge_rows(earlier: dict | None, new: dict) -> dict:
+        return merge(earlier, new, seeds)
 
     grid = demo_grid(_minutes(context.args), seeds)
-    return run_grid(grid, context.store, part, merge, context.log)
+    return run_grid(grid, context.store, part, merge_rows, context.log)
+
+
+def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
+    """``new``'s rows replace earlier rows of the same seed; the pilot's rows stay."""
+    rows = {r["seed"]: r for r in (earlier or {}).get("rows", [])}
+    rows.update({r["seed"]: r for r in new["rows"]})
+    ordered = [rows[s] for s in sorted(rows)]
+    merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
+    if (earlier or {}).get(PILOT):
+        merged[PILOT] = earlier[PILOT]
+    return merged
 
 
 def section(data: dict) -> list[str]:
@@ -138,4 +168,33 @@ def section(data: dict) -> list[str]:
     for r in data["rows"]:
         if r.get("error"):
             lines.append(f"- failed: seed {r['seed']}: {r['error'][-300:]}")
+    if data.get(PILOT):
+        lines += ["", *pilot_section(data[PILOT])]
+    return lines
+
+
+def merge_pilot(earlier: dict | None, new: dict) -> dict:
+    rows = {tuple(r[k] for k in PILOT_KEY): r for r in (earlier or {}).get("rows", [])}
+    rows.update({tuple(r[k] for k in PILOT_KEY): r for r in new["rows"]})
+    return {"settings": new["settings"], "rows": sorted(rows.values(), key=lambda r: -r["roi"])}
+
+
+def pilot_section(pilot: dict) -> list[str]:
+    settings = pilot["settings"]
+    lines = [
+        f"Patch pilot: `visprior demo --settings hand-tuned --precision 32 --spacing-mm "
+        f"{settings['spacing_mm']:g} --roi R --minutes {settings['minutes']:g}`, seed 0 "
+        "(training time, not wall time, is the budget here).",
+        "",
+        "| patch | steps | s/step | mean Dice | accumbens |",
+        "|---|---|---|---|---|",
+    ]
+    for r in pilot["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['roi']}^3 | failed: {r['error'][-200:]} | | | |")
+            continue
+        lines.append(
+            f"| {r['roi']}^3 | {r['iterations']} | {r['step_seconds']:.2f} | "
+            f"{r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
+        )
     return lines

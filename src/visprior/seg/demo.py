@@ -216,7 +216,7 @@ def planned_train_config(
     saved = run_dir / "config.yaml"
     if config.resume and saved.is_file():
         train = load_config(SegTrainConfig, saved)
-        if train.plan_file is None:
+        if not train.plan_file:
             raise ValueError(f"--resume: {run_dir} was trained with the hand-tuned settings")
         return train, load_plan(train.plan_file)["budget"]
     data = load_dataset(dataset)
