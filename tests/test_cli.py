@@ -211,3 +211,15 @@ def test_a_planned_demo_refuses_to_resume_a_hand_tuned_run(tmp_path):
     resumed = DemoConfig(output=str(tmp_path), resume=True)
     with pytest.raises(ValueError, match=f"--resume: {run_dir} was trained with the hand-tuned"):
         planned_train_config(resumed, tmp_path / "data", run_dir)
+
+
+def test_the_demo_says_how_many_minutes_a_slow_machine_needs():
+    from visprior.seg.budget import STEPS_TARGET
+    from visprior.seg.demo import short_budget_advice
+
+    assert short_budget_advice(376, 10.0) == (
+        "this machine is expected to make 376 steps in 10 min; the demo learns every structure "
+        f"(the accumbens last) in about {STEPS_TARGET}: `visprior demo --minutes "
+        f"{-(-10 * STEPS_TARGET // 376)}` gives it those"
+    )
+    assert short_budget_advice(int(0.8 * STEPS_TARGET), 10.0) is None  # nearly there: quiet

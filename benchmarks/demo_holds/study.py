@@ -75,6 +75,7 @@ def _figures(work: Path) -> dict:
         "expected_step_seconds": budget.get("expected_step_seconds"),
         "step_seconds": state["training_seconds"] / max(iterations, 1),
         "planning_seconds": budget.get("planning_seconds"),
+        "bf16_speedup": budget.get("bf16_speedup"),
         "settings": {
             "model_kwargs": config["model_kwargs"],
             "spacing": config["preprocessing"]["spacing"],

@@ -30,6 +30,7 @@ from visprior.data import check_dataset, format_problems, load_dataset
 from visprior.data.brain_atlas import write_hemisphere_dataset
 from visprior.engine.config import load_config
 from visprior.nets.registry import get_model, list_models
+from visprior.seg.budget import STEPS_TARGET
 from visprior.seg.config import Preprocessing, SegTrainConfig
 from visprior.seg.evaluate import evaluate_folder, format_table
 from visprior.seg.plan import extract_fingerprint, load_plan, make_plan, plan_values, save_plan
@@ -259,7 +260,23 @@ def planned_train_config(
         f"{train.crop_sampling} crops; expected {budget['iterations']} steps of "
         f"{budget['expected_step_seconds']:.2f} s (planned in {budget['planning_seconds']:.0f} s)"
     )
+    advice = short_budget_advice(budget["iterations"], config.minutes)
+    if advice:
+        print(f"      {advice}")
     return train, budget
+
+
+def short_budget_advice(expected_steps: int, minutes: float) -> str | None:
+    """What to give a machine that the plan expects to make clearly fewer than the
+    :data:`~visprior.seg.budget.STEPS_TARGET` steps the demo needs; ``None`` otherwise."""
+    if expected_steps >= 0.8 * STEPS_TARGET:
+        return None
+    needed = math.ceil(minutes * STEPS_TARGET / max(expected_steps, 1))
+    return (
+        f"this machine is expected to make {expected_steps} steps in {minutes:g} min; the demo "
+        f"learns every structure (the accumbens last) in about {STEPS_TARGET}: "
+        f"`visprior demo --minutes {needed}` gives it those"
+    )
 
 
 def _steps_made(steps: int, seconds: float, expected: dict | None) -> str:
