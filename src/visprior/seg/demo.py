@@ -134,6 +134,10 @@ def run_demo(config: DemoConfig) -> dict:
         print(f"[2/5] training for {fixed or f'{config.minutes:g} min'} -> {run_dir}{resumed}")
     result = train_segmentation(train_config, resume=config.resume)
     print(f"      {_steps_made(result.iteration, result.training_seconds, expected)}")
+    if result.iteration == 0:
+        raise ValueError(
+            f"--minutes {config.minutes:g} left no time to train after planning: give more"
+        )
 
     print(
         "[3/5] predicting the held-out right hemisphere with the fused network (no "
