@@ -100,6 +100,13 @@ def run_grid(
     return grid_data()
 
 
+def merge_keyed(earlier: dict | None, new: dict, key_fields: Sequence[str]) -> dict:
+    """``new``'s rows replace ``earlier``'s rows of the same key; ``new``'s settings."""
+    rows = {tuple(r[k] for k in key_fields): r for r in (earlier or {}).get("rows", [])}
+    rows.update({tuple(r[k] for k in key_fields): r for r in new["rows"]})
+    return {"settings": new["settings"], "rows": list(rows.values())}
+
+
 def grid_status(grid: Grid, data: dict | None, work_root: Path) -> list[str]:
     """How much of ``grid`` is done: a count, then each unit's state."""
     done = done_keys(grid, data)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.grid import Grid, Unit, completeness, run_grid
+from benchmarks.grid import Grid, Unit, completeness, merge_keyed, run_grid
 from benchmarks.paired import difference_table, paired_difference
 
 ARMS = ("planned", "hand-tuned")
@@ -320,9 +320,7 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
 
 
 def merge_pilot(earlier: dict | None, new: dict, key=PILOT_KEY) -> dict:
-    rows = {tuple(r[k] for k in key): r for r in (earlier or {}).get("rows", [])}
-    rows.update({tuple(r[k] for k in key): r for r in new["rows"]})
-    return {"settings": new["settings"], "rows": list(rows.values())}
+    return merge_keyed(earlier, new, key)
 
 
 def _shown(settings: dict) -> str:
@@ -418,21 +416,14 @@ def pilot_section(pilot: dict) -> list[str]:
 
 
 def width_pilot_section(pilot: dict) -> list[str]:
+    from benchmarks.demo_holds.study import steps_and_dice_table
+
     settings = pilot["settings"]
     lines = [
         f"Width pilot on the brain: the hand-tuned settings (48^3 crops) in float32 at "
         f"{settings['spacing_mm']:g} mm and {settings['minutes']:g} minutes, seed 0; widths "
         "as feature size (or the four stage widths) / hidden size.",
         "",
-        "| widths | steps | s/step | mean Dice | accumbens |",
-        "|---|---|---|---|---|",
+        *steps_and_dice_table(pilot["rows"], "widths", lambda r: r["widths"]),
     ]
-    for r in pilot["rows"]:
-        if r.get("error"):
-            lines.append(f"| {r['widths']} | failed: {r['error'][-200:]} | | | |")
-            continue
-        lines.append(
-            f"| {r['widths']} | {r['iterations']} | {r['step_seconds']:.2f} | "
-            f"{r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
-        )
     return lines

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.grid import Grid, Unit, completeness, run_grid
+from benchmarks.grid import Grid, Unit, completeness, merge_keyed, run_grid
 
 SEEDS = (0, 1, 2)
 MINUTES = 10.0
@@ -175,9 +175,22 @@ def section(data: dict) -> list[str]:
 
 
 def merge_pilot(earlier: dict | None, new: dict) -> dict:
-    rows = {tuple(r[k] for k in PILOT_KEY): r for r in (earlier or {}).get("rows", [])}
-    rows.update({tuple(r[k] for k in PILOT_KEY): r for r in new["rows"]})
-    return {"settings": new["settings"], "rows": sorted(rows.values(), key=lambda r: -r["roi"])}
+    merged = merge_keyed(earlier, new, PILOT_KEY)
+    return {**merged, "rows": sorted(merged["rows"], key=lambda r: -r["roi"])}
+
+
+def steps_and_dice_table(rows: list[dict], heading: str, label) -> list[str]:
+    """A pilot's rows: ``label(row)``, steps, seconds a step, mean and accumbens Dice."""
+    lines = [f"| {heading} | steps | s/step | mean Dice | accumbens |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {label(r)} | failed: {r['error'][-200:]} | | | |")
+            continue
+        lines.append(
+            f"| {label(r)} | {r['iterations']} | {r['step_seconds']:.2f} | "
+            f"{r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
+        )
+    return lines
 
 
 def pilot_section(pilot: dict) -> list[str]:
@@ -187,15 +200,6 @@ def pilot_section(pilot: dict) -> list[str]:
         f"{settings['spacing_mm']:g} --roi R --minutes {settings['minutes']:g}`, seed 0 "
         "(training time, not wall time, is the budget here).",
         "",
-        "| patch | steps | s/step | mean Dice | accumbens |",
-        "|---|---|---|---|---|",
+        *steps_and_dice_table(pilot["rows"], "patch", lambda r: f"{r['roi']}^3"),
     ]
-    for r in pilot["rows"]:
-        if r.get("error"):
-            lines.append(f"| {r['roi']}^3 | failed: {r['error'][-200:]} | | | |")
-            continue
-        lines.append(
-            f"| {r['roi']}^3 | {r['iterations']} | {r['step_seconds']:.2f} | "
-            f"{r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
-        )
     return lines
