@@ -77,6 +77,47 @@ def build_alternating_steps(names: tuple[str, ...], size: int, quick: bool):
     return step, None
 
 
+def build_kernel_cut_steps(size: int, quick: bool):
+    """The demo's training step (RepUX-Net 16/128, two crops of ``size``^3, DiceCE, AdamW,
+    float32) with the depth-wise kernels cut to the taps that reach the input (as visprior
+    runs) and with the full 21^3 kernels everywhere, alternated in one process."""
+    from monai.losses import DiceCELoss
+
+    import visprior.layers.depthwise as depthwise
+
+    torch.manual_seed(0)
+    classes = 10
+    model = visprior.get_model(
+        "repuxnet", in_channels=1, out_channels=classes, feature_size=16, hidden_size=128
+    ).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    image = torch.randn(2, 1, size, size, size)
+    label = torch.randint(0, classes, (2, 1, size, size, size))
+    cut = depthwise._taps_reaching_input
+
+    def full(weight, spatial):
+        return weight, (weight.shape[-1] // 2,) * len(spatial)
+
+    def one():
+        optimizer.zero_grad()
+        loss_fn(model(image), label).backward()
+        optimizer.step()
+
+    def step():
+        for name, taps in (("cut", cut), ("full", full)):
+            depthwise._taps_reaching_input = taps
+            try:
+                start = time.perf_counter()
+                one()
+                step.parts.setdefault(name, []).append(time.perf_counter() - start)
+            finally:
+                depthwise._taps_reaching_input = cut
+
+    step.parts = {}
+    return step, None
+
+
 def build_inference(name: str, volume: int, roi: int, quick: bool, precision: str = "32"):
     """Sliding-window inference (overlap 0.25, gaussian blending) of one volume, the network
     under ``precision``'s autocast."""

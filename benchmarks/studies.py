@@ -136,7 +136,7 @@ STUDIES: tuple[Study, ...] = (
         "speed",
         "(a)-(c)",
         "the 21^3 depth-wise conv, a training step, sliding-window inference",
-        ("speed", "bfr-overhead"),
+        ("speed", "bfr-overhead", "kernel-cut"),
         _speed,
         _lazy("speed", "section"),
         summary=_lazy("speed", "summary"),

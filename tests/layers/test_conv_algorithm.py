@@ -85,3 +85,35 @@ def test_bad_algorithm():
     with pytest.raises(ValueError, match="algorithm must be one of"):
         depthwise_conv(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3), None, algorithm="x")
     assert get_conv_algorithm() == "auto"
+
+
+@pytest.mark.parametrize("spatial", [(3, 3, 3), (2, 5, 11), (4, 30, 1)])
+def test_direct_path_on_volumes_smaller_than_the_kernel_matches_the_full_kernel(spatial):
+    # The direct path cuts a 21-tap kernel to the 2s - 1 taps an s-voxel axis can meet; the
+    # output and both gradients must equal F.conv3d's with the whole kernel.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *spatial, requires_grad=True)
+    weight = torch.randn(3, 1, 21, 21, 21, requires_grad=True)
+    bias = torch.randn(3, requires_grad=True)
+    upstream = torch.randn(2, 3, *spatial)
+    cut = depthwise_conv(x, weight, bias, algorithm="direct")
+    cut_grads = torch.autograd.grad(cut, (x, weight, bias), upstream)
+    full = torch.nn.functional.conv3d(x, weight, bias, padding=10, groups=3)
+    full_grads = torch.autograd.grad(full, (x, weight, bias), upstream)
+    assert cut.shape == x.shape
+    assert_close_to_scale(cut, full)
+    for got, expected in zip(cut_grads, full_grads, strict=True):
+        assert_close_to_scale(got, expected)
+    # the taps that never meet the input get no gradient
+    kept = [slice((21 - k) // 2, (21 + k) // 2) for k in (min(21, 2 * s - 1) for s in spatial)]
+    outside = torch.ones_like(weight, dtype=torch.bool)
+    outside[(slice(None), slice(None), *kept)] = False
+    assert outside.any() and cut_grads[1][outside].abs().max() == 0
+
+
+def test_direct_path_keeps_the_kernel_where_the_volume_is_large_enough():
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 12, 12, 12)
+    weight = torch.randn(2, 1, 7, 7, 7)
+    expected = torch.nn.functional.conv3d(x, weight, None, padding=3, groups=2)
+    assert_close_to_scale(depthwise_conv(x, weight, None, algorithm="direct"), expected)

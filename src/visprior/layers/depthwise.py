@@ -87,8 +87,24 @@ def depthwise_conv(
         return fft_depthwise_conv(x, weight, bias)
     if algorithm != "direct":
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
-    padding = weight.shape[-1] // 2
+    weight, padding = _taps_reaching_input(weight, x.shape[2:])
     return _CONV_FUNCTIONS[spatial_dims](x, weight, bias, padding=padding, groups=weight.shape[0])
+
+
+def _taps_reaching_input(
+    weight: torch.Tensor, spatial: torch.Size
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The kernel cut to the taps that can reach an input voxel, with the padding that keeps
+    the output's size: on an axis of ``s`` voxels only the central ``2s - 1`` taps ever meet
+    the input, the rest multiply padding. The result and every gradient are unchanged (the
+    cut taps' gradient is 0 either way), and a 21^3 kernel on the 3^3 deepest stage of a 48^3
+    crop costs 5^3 taps instead of 21^3 (its direct backward ran 96 ms a call, for nothing)."""
+    kernel_size = weight.shape[-1]
+    kept = [min(kernel_size, 2 * int(s) - 1) for s in spatial]
+    if all(k == kernel_size for k in kept):
+        return weight, (kernel_size // 2,) * len(kept)
+    cut = tuple(slice((kernel_size - k) // 2, (kernel_size + k) // 2) for k in kept)
+    return weight[(slice(None), slice(None), *cut)], tuple(k // 2 for k in kept)
 
 
 class DepthwiseConv(nn.Module):
