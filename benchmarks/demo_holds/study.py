@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.grid import Grid, Unit, completeness, merge_keyed, run_grid
+from benchmarks.record import machine_description
 
 SEEDS = (0, 1, 2)
 MINUTES = 10.0
@@ -47,12 +48,24 @@ def _unit(seed: int, minutes: float, options: tuple[str, ...] = (), fields=None)
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             return {"error": (work / "demo.log").read_text()[-2000:]}
-        return {**_figures(work), "wall_minutes": (time.perf_counter() - started) / 60}
+        # seeds of one grid can run on different machines: each row says which
+        return {
+            **_figures(work),
+            "wall_minutes": (time.perf_counter() - started) / 60,
+            "machine": machine_label(machine_description()),
+        }
 
     def started(work: Path) -> bool:
         return any(work.glob("runs/*/checkpoints/last.pt"))
 
     return Unit(fields or {"seed": seed}, run, started)
+
+
+def machine_label(machine: dict) -> str:
+    """The CPU and whichever of its bf16 units it has, e.g. 'Intel Xeon (AVX512-BF16)'."""
+    flags = machine.get("cpu_flags", {})
+    units = [name.upper() for name in ("amx_bf16", "avx512_bf16") if flags.get(name)]
+    return f"{machine['cpu']} ({', '.join(units) or 'no bf16 unit'})"
 
 
 def _figures(work: Path) -> dict:
@@ -138,9 +151,9 @@ def section(data: dict) -> list[str]:
         "wall time, then trained, predicted and scored on the held-out right hemisphere. Target: "
         f"mean Dice >= {TARGET_MEAN:.2f} and accumbens >= {TARGET_ACCUMBENS:.1f} on every seed.",
         "",
-        "| seed | widths, spacing, patch, precision | steps (plan expected) "
+        "| seed | machine | widths, spacing, patch, precision | steps (plan expected) "
         "| s/step (planned) | demo wall min | mean Dice | accumbens |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = [r for r in data["rows"] if not r.get("error")]
     for r in rows:
@@ -152,7 +165,8 @@ def section(data: dict) -> list[str]:
             f"{'float32' if s['precision'] == '32' else s['precision']}"
         )
         lines.append(
-            f"| {r['seed']} | {shown} | {r['iterations']} ({r['expected_iterations']}) | "
+            f"| {r['seed']} | {r.get('machine', '')} | {shown} | "
+            f"{r['iterations']} ({r['expected_iterations']}) | "
             f"{r['step_seconds']:.2f} ({r['expected_step_seconds']:.2f}) | "
             f"{r['wall_minutes']:.1f} | {r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
         )
