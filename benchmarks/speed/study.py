@@ -109,21 +109,7 @@ def run_kernel_cut(quick: bool, repeats: int) -> list[dict]:
 
 
 def kernel_cut_table(results: dict) -> list[str]:
-    lines = [
-        "| crops | cut step s | full step s | full / cut | all cut s | all full s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in results.get("kernel_cut", []):
-        parts = row.get("parts") or {}
-        if not parts:
-            continue
-        cut, full = parts["cut"], parts["full"]
-        c, f = statistics.median(cut), statistics.median(full)
-        lines.append(
-            f"| 2 x {row['size']}^3 | {_fmt_s(c)} | {_fmt_s(f)} | {f / c:.2f} | "
-            f"{', '.join(f'{t:.2f}' for t in cut)} | {', '.join(f'{t:.2f}' for t in full)} |"
-        )
-    return lines
+    return alternated_table(results.get("kernel_cut", []), ("cut", "full"), "2 x {}^3")
 
 
 def _s(row: dict | None) -> float:
@@ -291,19 +277,26 @@ def _bfr_overheads(results: dict, sizes: list[str]) -> list[tuple[str, float, st
 
 
 def bfr_overhead_table(results: dict) -> list[str]:
+    return alternated_table(results.get("bfr_overhead", []), ("repuxnet", "repuxnet_plain"))
+
+
+def alternated_table(rows: list[dict], names: tuple[str, str], crop: str = "{}^3") -> list[str]:
+    """Two alternated steps per crop size: medians, their ratio, and every timing."""
+    first, second = ("BFR", "plain") if names[0] == "repuxnet" else names
     lines = [
-        "| crop | BFR step s | plain step s | BFR / plain | all BFR s | all plain s |",
+        f"| crop{'s' if crop != '{}^3' else ''} | {first} step s | {second} step s | "
+        f"{first} / {second} | all {first} s | all {second} s |",
         "|---|---|---|---|---|---|",
     ]
-    for row in results.get("bfr_overhead", []):
+    for row in rows:
         parts = row.get("parts") or {}
         if not parts:
             continue
-        bfr, plain = parts["repuxnet"], parts["repuxnet_plain"]
-        b, p = statistics.median(bfr), statistics.median(plain)
+        a, b = parts[names[0]], parts[names[1]]
+        ma, mb = statistics.median(a), statistics.median(b)
         lines.append(
-            f"| {row['size']}^3 | {_fmt_s(b)} | {_fmt_s(p)} | {b / p:.3f} | "
-            f"{', '.join(f'{t:.2f}' for t in bfr)} | {', '.join(f'{t:.2f}' for t in plain)} |"
+            f"| {crop.format(row['size'])} | {_fmt_s(ma)} | {_fmt_s(mb)} | {ma / mb:.3f} | "
+            f"{', '.join(f'{t:.2f}' for t in a)} | {', '.join(f'{t:.2f}' for t in b)} |"
         )
     return lines
 
