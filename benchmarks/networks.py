@@ -77,13 +77,10 @@ def build_alternating_steps(names: tuple[str, ...], size: int, quick: bool):
     return step, None
 
 
-def build_kernel_cut_steps(size: int, quick: bool):
-    """The demo's training step (RepUX-Net 16/128, two crops of ``size``^3, DiceCE, AdamW,
-    float32) with the depth-wise kernels cut to the taps that reach the input (as visprior
-    runs) and with the full 21^3 kernels everywhere, alternated in one process."""
+def _demo_step(size: int):
+    """The demo's training step: RepUX-Net 16/128, two crops of ``size``^3, 10 classes,
+    DiceCE, AdamW, float32."""
     from monai.losses import DiceCELoss
-
-    import visprior.layers.depthwise as depthwise
 
     torch.manual_seed(0)
     classes = 10
@@ -94,15 +91,26 @@ def build_kernel_cut_steps(size: int, quick: bool):
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     image = torch.randn(2, 1, size, size, size)
     label = torch.randint(0, classes, (2, 1, size, size, size))
-    cut = depthwise._taps_reaching_input
-
-    def full(weight, spatial):
-        return weight, (weight.shape[-1] // 2,) * len(spatial)
 
     def one():
         optimizer.zero_grad()
         loss_fn(model(image), label).backward()
         optimizer.step()
+
+    return one
+
+
+def build_kernel_cut_steps(size: int, quick: bool):
+    """The demo's training step with the depth-wise kernels cut to the taps that reach the
+    input (as visprior runs) and with the full 21^3 kernels everywhere, alternated in one
+    process."""
+    import visprior.layers.depthwise as depthwise
+
+    one = _demo_step(size)
+    cut = depthwise._taps_reaching_input
+
+    def full(weight, spatial):
+        return weight, (weight.shape[-1] // 2,) * len(spatial)
 
     def step():
         for name, taps in (("cut", cut), ("full", full)):
@@ -113,6 +121,31 @@ def build_kernel_cut_steps(size: int, quick: bool):
                 step.parts.setdefault(name, []).append(time.perf_counter() - start)
             finally:
                 depthwise._taps_reaching_input = cut
+
+    step.parts = {}
+    return step, None
+
+
+def build_malloc_step(tuned: bool, size: int, quick: bool):
+    """The demo's training step in a process where glibc keeps freed memory
+    (``keep_freed_memory``) or keeps its own thresholds; each step's time and its minor page
+    faults go into ``step.parts``."""
+    import resource
+
+    from visprior.engine.cpu_memory import keep_freed_memory
+
+    if tuned and not keep_freed_memory():
+        raise RuntimeError("glibc's thresholds could not be set on this machine")
+    one = _demo_step(size)
+    arm = "tuned" if tuned else "glibc"
+
+    def step():
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        one()
+        step.parts.setdefault(arm, []).append(time.perf_counter() - start)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        step.parts.setdefault("page_faults", []).append(faults)
 
     step.parts = {}
     return step, None

@@ -105,7 +105,13 @@ def _large_volume(part: str, context: RunContext):
 
 
 def _planning(part: str, context: RunContext):
-    return _module("planning").run(context.args.quick, context.workdir, context.log)
+    study, args = _module("planning"), context.args
+    data = dict(context.store.data or {})  # each part keeps the other's rows
+    if part == "planning-chest":
+        data["chest"] = study.run_chest_plan(args.quick, context.workdir, context.log)
+    else:
+        data.update(study.run(args.quick, context.workdir, context.log))
+    return data
 
 
 def _precision(part: str, context: RunContext):
@@ -136,7 +142,7 @@ STUDIES: tuple[Study, ...] = (
         "speed",
         "(a)-(c)",
         "the 21^3 depth-wise conv, a training step, sliding-window inference",
-        ("speed", "bfr-overhead", "kernel-cut"),
+        ("speed", "bfr-overhead", "kernel-cut", "malloc"),
         _speed,
         _lazy("speed", "section"),
         summary=_lazy("speed", "summary"),
@@ -241,7 +247,7 @@ STUDIES: tuple[Study, ...] = (
         "planning",
         "(i)",
         "fingerprint cost, and plans beside nnU-Net v2's",
-        ("planning",),
+        ("planning", "planning-chest"),
         _planning,
         _lazy("planning", "planning_section"),
     ),

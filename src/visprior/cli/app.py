@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from visprior.cli import cxr, demo, export, seg, simplify
+from visprior.engine.cpu_memory import keep_freed_memory
 from visprior.engine.distributed import exit_distributed
 from visprior.nets.registry import list_models
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # a CPU step re-faults its freed activations otherwise
     code = COMMANDS[args.command][1](args)
     exit_distributed(code)  # under torchrun: leave together, then exit
     return code
