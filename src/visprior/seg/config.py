@@ -87,6 +87,9 @@ class SegTrainConfig(RunConfig):
     crop_sampling: Literal["pos_neg", "classes"] = "pos_neg"
     positive_weight: float = 1.0
     negative_weight: float = 1.0
+    # the Dice term's sums taken over the whole batch (nnU-Net's batch Dice): a class missing
+    # from one crop is scored on the batch, not as a Dice of ~0 in that crop for a stray voxel
+    batch_dice: bool = False
     lr_schedule: Literal["constant", "poly", "cosine"] = "constant"
     warmup_iterations: int = 0
     # Augmentation

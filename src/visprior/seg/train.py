@@ -61,7 +61,7 @@ class SegmentationTask:
     ):
         self.config, self.dataset, self.validation = config, dataset, validation
         self.model_spec, self.device = model_spec, device
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=config.batch_dice)
         names = {v: n for n, v in dataset.labels.items()}
         # compute_dice's columns are the label values 1..C-1, declared or not.
         self.class_names = [names.get(v, f"class_{v}") for v in range(1, dataset.num_classes)]
