@@ -176,3 +176,44 @@ def test_a_pilot_grid_and_the_main_grid_keep_each_other_s_rows():
     lines = demo_holds.section(merged)
     assert "| 32^3 | 7 | 1.50 | 0.375 | 0.250 |" in lines
     assert "Partial: 0 of 3 units done; the grid resumes." in lines
+
+
+def _demo_row(seed: int) -> dict:
+    settings = {
+        "model_kwargs": {"feature_size": 16, "hidden_size": 128},
+        "spacing": [1.27] * 3,
+        "roi_size": [48] * 3,
+        "precision": "32",
+    }
+    return {
+        **_dice_row(seed=seed), "expected_iterations": 9, "expected_step_seconds": 1.25,
+        "wall_minutes": 10.25, "machine": "cpu", "settings": settings,
+    }  # fmt: skip
+
+
+def test_a_demo_that_predicts_otherwise_keeps_the_earlier_rows_apart_and_runs_every_seed():
+    from benchmarks.demo_holds import study as demo_holds
+
+    new_settings = {"minutes": 10.0, "prediction": demo_holds.PREDICTION}
+    recipe = {
+        "settings": {"iterations": 600, "seed": 1, "spacing_mm": 1.27},
+        "rows": [],
+        "command": "python -m benchmarks.demo_holds.recipe_pilot WORK",
+        "date": "2026-12-07",
+    }
+    earlier = {
+        "settings": {"minutes": 10.0},
+        "rows": [_demo_row(0), _demo_row(1)],
+        "recipe_pilot": recipe,
+    }
+    moved = demo_holds.merge(earlier, {"settings": new_settings, "rows": []})
+    assert moved["rows"] == [] and moved["recipe_pilot"] == recipe
+    assert [(r["seed"], r["prediction"]) for r in moved["earlier_rows"]] == [
+        (0, "one pass"),
+        (1, "one pass"),
+    ]
+    again = demo_holds.merge(moved, {"settings": new_settings, "rows": [_demo_row(0)]})
+    assert len(again["earlier_rows"]) == 2 and [r["seed"] for r in again["rows"]] == [0]
+    lines = demo_holds.section(again)
+    table_row = "| 0 | cpu | 16/128, 1.27 x 1.27 x 1.27 mm, 48 x 48 x 48, float32 | 7 (9) |"
+    assert sum(line.startswith(table_row) for line in lines) == 2  # current and earlier

@@ -30,6 +30,7 @@ PILOT = "patch_pilot"
 PILOT_ROIS = (32, 48)
 PILOT_SPACING_MM = 1.27
 PILOT_KEY = ("roi", "seed")
+RECIPE_PILOT = "recipe_pilot"  # benchmarks/demo_holds/recipe_pilot.py writes it
 
 
 def _minutes(args) -> float:
@@ -151,8 +152,9 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
     if kept:
         merged["earlier_rows"] = kept
-    if (earlier or {}).get(PILOT):
-        merged[PILOT] = earlier[PILOT]
+    for pilot in (PILOT, RECIPE_PILOT):
+        if earlier.get(pilot):
+            merged[pilot] = earlier[pilot]
     return merged
 
 
@@ -192,6 +194,10 @@ def section(data: dict) -> list[str]:
         ]
     if data.get(PILOT):
         lines += ["", *pilot_section(data[PILOT])]
+    if data.get(RECIPE_PILOT):
+        from benchmarks.demo_holds import recipe_pilot
+
+        lines += ["", *recipe_pilot.section(data[RECIPE_PILOT])]
     return lines
 
 
