@@ -3,10 +3,12 @@
 glibc serves an allocation above its mmap threshold (128 KiB, rising with use to at most
 32 MiB) with a fresh ``mmap`` and returns it with ``munmap`` when freed. A training step on the
 CPU allocates and frees activations of tens of MiB each time, so every step page-faults them
-all in again: on the demo's step (RepUX-Net 16/128, two 48^3 crops, 2 threads) about 55,000
-page faults a step, a tenth of its time spent in the kernel. Raising the mmap threshold and the
-trim threshold lets the heap reuse those pages; the demo's step then took about 8% less time
-(medians of 8 alternated process pairs) with the same peak memory.
+all in again: on the demo's step (RepUX-Net 16/128, two 48^3 crops, 2 threads) 40,000 to
+70,000 page faults a step, about 8% of its CPU time spent in the kernel. Raising the mmap
+threshold and the trim threshold lets the heap reuse those pages: the faults fell about
+fifty-fold, the peak memory stayed the same, and in a first check of 8 alternated process
+pairs on a noisy shared machine the step's median time fell by about 8%. Study (b)'s part
+``python -m benchmarks --only malloc`` is the measurement to trust.
 
 Allocations above :data:`MMAP_THRESHOLD_BYTES` (a whole volume's prediction) still get their
 own mapping and return to the system when freed. ``VISPRIOR_MALLOC_TUNING=0`` leaves glibc
