@@ -247,14 +247,12 @@ def write_chest_ct(root: Path, part: str) -> Path:
     (folder / "labelsTr").mkdir(exist_ok=True)
     if part == "whole":
         ct_path, mask_path, _ = chest_ct_files()
-    else:
-        halves = write_chest_halves_dataset(root.parent / "halves")
-        ct_path, mask_path = halves / "imagesTr" / "left_0000.nii.gz", None
-    ct = nib.load(ct_path)
-    if mask_path is None:
-        labels = np.asarray(nib.load(halves / "labelsTr" / "left.nii.gz").dataobj)
-    else:
         labels = merged_labels(np.asarray(nib.load(mask_path).dataobj))
+    else:  # the halves' writer has merged the labels already
+        halves = write_chest_halves_dataset(root.parent / "halves")
+        ct_path = halves / "imagesTr" / "left_0000.nii.gz"
+        labels = np.asarray(nib.load(halves / "labelsTr" / "left.nii.gz").dataobj)
+    ct = nib.load(ct_path)
     image = np.asarray(ct.dataobj).astype(np.int16)
     nib.save(nib.Nifti1Image(image, ct.affine), folder / "imagesTr" / "chest_0000.nii.gz")
     nib.save(
