@@ -217,3 +217,52 @@ def test_a_demo_that_predicts_otherwise_keeps_the_earlier_rows_apart_and_runs_ev
     lines = demo_holds.section(again)
     table_row = "| 0 | cpu | 16/128, 1.27 x 1.27 x 1.27 mm, 48 x 48 x 48, float32 | 7 (9) |"
     assert sum(line.startswith(table_row) for line in lines) == 2  # current and earlier
+
+
+def test_the_chest_pilot_folds_beside_k_s_rows_and_shows_the_training_half_where_predicted(
+    tmp_path,
+):
+    from benchmarks.budget_plan import chest_pilot
+    from benchmarks.budget_plan import study as budget_plan
+
+    work = tmp_path / "work"
+    work.mkdir()
+    dice = {"lung": 0.75, "rib": 0.25}
+    base = {
+        "variant": "hand-tuned recipe", "seed": 0, "changes": {}, "iterations": 600,
+        "step_seconds": 0.8, "held-out half": {"mean_dice": 0.5, "dice": dice},
+        "training half": {"mean_dice": 0.625, "dice": {"lung": 1.0, "rib": 0.25}},
+    }  # fmt: skip
+    lr = {**base, "variant": "lr 3e-3", "changes": {"lr": 0.003}}
+    del lr["training half"]
+    (work / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in (base, lr)) + "\n")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"data": {"settings": {}, "rows": []}}))
+    chest_pilot.fold(work, results)
+    pilot = json.loads(results.read_text())["data"]["chest_pilot"]
+    assert [r["variant"] for r in pilot["rows"]] == ["hand-tuned recipe", "lr 3e-3"]
+    earlier = {"settings": {"budget_minutes_brain": 10.0}, "rows": [], "chest_pilot": pilot}
+    merged = budget_plan.merge(earlier, {"settings": {}, "rows": []})
+    assert merged["chest_pilot"] == pilot
+    lines = chest_pilot.section(pilot)
+    assert "| hand-tuned recipe | held-out half | 0.80 | 0.500 | 0.750 | 0.250 |" in lines
+    assert "| hand-tuned recipe | training half | 0.80 | 0.625 | 1.000 | 0.250 |" in lines
+    assert sum(line.startswith("| lr 3e-3 |") for line in lines) == 1
+
+
+def test_a_row_set_aside_is_run_again_and_stays_on_record_with_its_reason():
+    from benchmarks.demo_holds import study as demo_holds
+
+    settings = {"minutes": 10.0, "prediction": demo_holds.PREDICTION}
+    data = {"settings": settings, "seeds": [0, 1], "rows": [_demo_row(0), _demo_row(1)]}
+    aside = demo_holds.set_aside(data, 0, "the machine slowed down")
+    assert [r["seed"] for r in aside["rows"]] == [1]
+    assert aside[demo_holds.SET_ASIDE][0]["reason"] == "the machine slowed down"
+    lines = demo_holds.section(aside)
+    assert "Partial: 1 of 2 units done; the grid resumes." in lines
+    assert "- seed 0: the machine slowed down" in lines
+    again = demo_holds.merge(aside, {"settings": settings, "rows": [_demo_row(0)]})
+    assert [r["seed"] for r in again["rows"]] == [0, 1]
+    assert again[demo_holds.SET_ASIDE] == aside[demo_holds.SET_ASIDE]
+    with pytest.raises(ValueError, match="no row of seed 5 to set aside"):
+        demo_holds.set_aside(data, 5, "-")

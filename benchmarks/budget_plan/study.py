@@ -52,6 +52,7 @@ WIDTH_PILOT_WIDTHS = (
 )
 WIDTH_PILOT_SPACING_MM = 1.27
 WIDTH_PILOT_KEY = ("widths", "seed")
+CHEST_PILOT = "chest_pilot"  # benchmarks/budget_plan/chest_pilot.py writes it
 TABLE_HEAD = (
     "| task | budget | arm | seed | settings (widths, spacing, patch, precision, crops, flips) "
     "| steps | s/step (planned s/step) | train min | wall min | mean Dice |",
@@ -313,7 +314,7 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     )
     settings = (earlier or {}).get("settings", {}) | new["settings"]
     merged = {"settings": settings, "seeds": list(seeds), "rows": ordered}
-    for kept in ("superseded", PILOT, WIDTH_PILOT):  # an earlier rule's rows; the pilots
+    for kept in ("superseded", PILOT, WIDTH_PILOT, CHEST_PILOT):  # earlier rules; the pilots
         if (earlier or {}).get(kept):
             merged[kept] = earlier[kept]
     return merged
@@ -370,6 +371,10 @@ def section(data: dict) -> list[str]:
         lines += ["", *pilot_section(data[PILOT])]
     if data.get(WIDTH_PILOT):
         lines += ["", *width_pilot_section(data[WIDTH_PILOT])]
+    if data.get(CHEST_PILOT):
+        from benchmarks.budget_plan import chest_pilot
+
+        lines += ["", *chest_pilot.section(data[CHEST_PILOT])]
     if data.get("superseded"):
         lines += [
             "",

@@ -31,6 +31,7 @@ PILOT_ROIS = (32, 48)
 PILOT_SPACING_MM = 1.27
 PILOT_KEY = ("roi", "seed")
 RECIPE_PILOT = "recipe_pilot"  # benchmarks/demo_holds/recipe_pilot.py writes it
+SET_ASIDE = "set_aside_rows"  # rows run again, each kept with the reason (``set_aside``)
 
 
 def _minutes(args) -> float:
@@ -152,7 +153,7 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
     if kept:
         merged["earlier_rows"] = kept
-    for pilot in (PILOT, RECIPE_PILOT):
+    for pilot in (PILOT, RECIPE_PILOT, SET_ASIDE):
         if earlier.get(pilot):
             merged[pilot] = earlier[pilot]
     return merged
@@ -192,6 +193,10 @@ def section(data: dict) -> list[str]:
             "",
             *demo_rows_table(data["earlier_rows"]),
         ]
+    if data.get(SET_ASIDE):
+        lines += ["", "Rows run again, kept with the reason:", ""]
+        lines += demo_rows_table(data[SET_ASIDE])
+        lines += [f"- seed {r['seed']}: {r['reason']}" for r in data[SET_ASIDE]]
     if data.get(PILOT):
         lines += ["", *pilot_section(data[PILOT])]
     if data.get(RECIPE_PILOT):
@@ -224,6 +229,17 @@ def demo_rows_table(rows: list[dict]) -> list[str]:
             f"{r['wall_minutes']:.1f} | {r['mean_dice']:.3f} | {r['dice']['accumbens']:.3f} |"
         )
     return lines
+
+
+def set_aside(data: dict, seed: int, reason: str) -> dict:
+    """``data`` with ``seed``'s row moved to :data:`SET_ASIDE` with ``reason``, so that the
+    grid runs that seed again (a row that measured the machine, not the demo) while the row
+    stays on record."""
+    (row,) = [r for r in data["rows"] if r["seed"] == seed] or [None]
+    if row is None:
+        raise ValueError(f"no row of seed {seed} to set aside")
+    rows = [r for r in data["rows"] if r["seed"] != seed]
+    return {**data, "rows": rows, SET_ASIDE: [*data.get(SET_ASIDE, []), {**row, "reason": reason}]}
 
 
 def merge_pilot(earlier: dict | None, new: dict) -> dict:
