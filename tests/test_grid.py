@@ -230,10 +230,11 @@ def test_the_chest_pilot_folds_beside_k_s_rows_and_shows_the_training_half_where
     dice = {"lung": 0.75, "rib": 0.25}
     base = {
         "variant": "hand-tuned recipe", "seed": 0, "changes": {}, "iterations": 600,
+        "machine": "cpu",
         "step_seconds": 0.8, "held-out half": {"mean_dice": 0.5, "dice": dice},
         "training half": {"mean_dice": 0.625, "dice": {"lung": 1.0, "rib": 0.25}},
     }  # fmt: skip
-    lr = {**base, "variant": "lr 3e-3", "changes": {"lr": 0.003}}
+    lr = {**base, "variant": "lr 3e-3", "changes": {"lr": 0.003}, "training_half_validation": 0.7}
     del lr["training half"]
     (work / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in (base, lr)) + "\n")
     results = tmp_path / "results.json"
@@ -245,8 +246,13 @@ def test_the_chest_pilot_folds_beside_k_s_rows_and_shows_the_training_half_where
     merged = budget_plan.merge(earlier, {"settings": {}, "rows": []})
     assert merged["chest_pilot"] == pilot
     lines = chest_pilot.section(pilot)
-    assert "| hand-tuned recipe | held-out half | 0.80 | 0.500 | 0.750 | 0.250 |" in lines
-    assert "| hand-tuned recipe | training half | 0.80 | 0.625 | 1.000 | 0.250 |" in lines
+    assert (
+        "| hand-tuned recipe | held-out half | cpu | 600 | 0.80 | 0.500 | 0.750 | 0.250 |" in lines
+    )
+    assert (
+        "| hand-tuned recipe | training half | cpu | 600 | 0.80 | 0.625 | 1.000 | 0.250 |" in lines
+    )
+    assert lines[-1].endswith("on its training half (one pass, not mirrored): lr 3e-3 0.700.")
     assert sum(line.startswith("| lr 3e-3 |") for line in lines) == 1
 
 
@@ -259,10 +265,67 @@ def test_a_row_set_aside_is_run_again_and_stays_on_record_with_its_reason():
     assert [r["seed"] for r in aside["rows"]] == [1]
     assert aside[demo_holds.SET_ASIDE][0]["reason"] == "the machine slowed down"
     lines = demo_holds.section(aside)
-    assert "Partial: 1 of 2 units done; the grid resumes." in lines
+    assert "cpu: target met on 0 of 1 seeds." in lines
+    assert "Partial: 1 of 2 units done on cpu; the grid resumes." in lines
     assert "- seed 0: the machine slowed down" in lines
     again = demo_holds.merge(aside, {"settings": settings, "rows": [_demo_row(0)]})
     assert [r["seed"] for r in again["rows"]] == [0, 1]
     assert again[demo_holds.SET_ASIDE] == aside[demo_holds.SET_ASIDE]
     with pytest.raises(ValueError, match="no row of seed 5 to set aside"):
         demo_holds.set_aside(data, 5, "-")
+
+
+def test_each_cpu_kind_keeps_its_own_seeds_of_the_demo():
+    from benchmarks.demo_holds import study as demo_holds
+
+    assert demo_holds.cpu_kind("AMD EPYC 7B13") == "AMD"
+    assert demo_holds.cpu_kind("Intel(R) Xeon(R) Processor (AVX512_BF16)") == "Intel"
+    settings = {"minutes": 10.0, "prediction": demo_holds.PREDICTION}
+    intel = {**_demo_row(0), "machine": "Intel(R) Xeon(R) Processor"}  # made before the key
+    amd = {**_demo_row(0), "machine": "AMD EPYC 7B13", "cpu_kind": "AMD", "mean_dice": 0.95}
+    amd["dice"] = {**amd["dice"], "accumbens": 0.85}
+    earlier = {"settings": settings, "seeds": [0], "rows": [intel]}
+    merged = demo_holds.merge(earlier, {"settings": settings, "rows": [amd]})
+    assert [(r["cpu_kind"], r["seed"]) for r in merged["rows"]] == [("AMD", 0), ("Intel", 0)]
+    lines = demo_holds.section(merged)
+    assert "AMD: target met on 1 of 1 seeds." in lines
+    assert "Intel: target met on 0 of 1 seeds." in lines
+    grid = demo_holds.demo_grid(10.0, (0, 1), kind="AMD")
+    assert [u.fields for u in grid.units] == [
+        {"cpu_kind": "AMD", "seed": 0}, {"cpu_kind": "AMD", "seed": 1}
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="seed 0 ran on AMD, Intel: name the CPU kind"):
+        demo_holds.set_aside(merged, 0, "-")
+    aside = demo_holds.set_aside(merged, 0, "slowed", kind="Intel")
+    assert [r["cpu_kind"] for r in aside["rows"]] == ["AMD"]
+
+
+def test_the_cpu_default_network_rows_fold_beside_k_and_name_the_network_the_plan_chose():
+    from benchmarks.budget_plan import study as budget_plan
+
+    settings = {
+        "model": "unet", "model_kwargs": {"feature_size": 16}, "spacing": [1.0, 1.0, 2.5],
+        "roi_size": [128, 128, 48], "precision": "32", "crop_sampling": "classes",
+        "flip_axes": [0],
+    }  # fmt: skip
+    row = {
+        **_dice_row(task="chest", arm=budget_plan.NETWORK_ARM, seed=0), "machine": "AMD EPYC",
+        "settings": settings, "plan": {"expected_step_seconds": 1.27}, "training_minutes": 25.5,
+        "wall_minutes": 31.0,
+    }  # fmt: skip
+    new = budget_plan.merge_pilot(None, {"settings": {"minutes": 30.0}, "rows": [row]}, ("seed",))
+    earlier = {"settings": {"budget_minutes_chest": 30.0}, "rows": []}
+    merged = budget_plan.merge({**earlier, budget_plan.NETWORK_PILOT: new}, {**earlier})
+    assert merged[budget_plan.NETWORK_PILOT] == new
+    lines = budget_plan.network_section(new)
+    assert any(
+        line.startswith(
+            "| chest | 30 min | planned, CPU default network | 0 | unet 16, 1 x 1 x 2.5"
+        )
+        and "| 7 | 1.50 (1.27) | 25.5 | 31.0 | 0.375 |" in line
+        for line in lines
+    )
+    assert "| 0 | AMD EPYC | 0.500 | 0.250 |" in lines
+    assert "Partial: 1 of 3 units done; the grid resumes." in lines
+    grid = budget_plan.network_grid()
+    assert [u.fields["arm"] for u in grid.units] == [budget_plan.NETWORK_ARM] * 3

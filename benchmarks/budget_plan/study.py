@@ -53,6 +53,12 @@ WIDTH_PILOT_WIDTHS = (
 WIDTH_PILOT_SPACING_MM = 1.27
 WIDTH_PILOT_KEY = ("widths", "seed")
 CHEST_PILOT = "chest_pilot"  # benchmarks/budget_plan/chest_pilot.py writes it
+# The CPU default network (``--only budget-plan-chest-network``): the chest as a user without a
+# GPU runs it, ``seg plan --budget 30`` then ``seg train --budget 30`` with no option at all,
+# so that the plan picks the network too (MONAI's UNet on a CPU, ``seg.budget.default_network``).
+NETWORK_PILOT = "default_network"
+NETWORK_ARM = "planned, CPU default network"
+NETWORK_KEY = ("seed",)
 TABLE_HEAD = (
     "| task | budget | arm | seed | settings (widths, spacing, patch, precision, crops, flips) "
     "| steps | s/step (planned s/step) | train min | wall min | mean Dice |",
@@ -133,8 +139,13 @@ def _unit(
         started = time.perf_counter()
         if resume:
             _visprior("seg", "train", "--resume", str(run_dir), log_to=log)
-        elif arm == "planned":
-            _visprior("seg", "plan", str(dataset), "--budget", f"{minutes:g}", log_to=log)
+        elif arm in ("planned", NETWORK_ARM):
+            # "planned": the network of the hand-tuned arm, so that the plan's settings are
+            # compared; the CPU default arm lets the plan choose the network as well
+            network = ("--model", "repuxnet") if arm == "planned" else ()
+            _visprior(
+                "seg", "plan", str(dataset), "--budget", f"{minutes:g}", *network, log_to=log
+            )  # fmt: skip
             _visprior(
                 "seg", "train", str(dataset), "--budget", f"{minutes:g}",
                 "--output", str(run_dir), "--set", f"seed={seed}", log_to=log,
@@ -161,9 +172,30 @@ def _unit(
             "seg", "evaluate", str(predictions), str(dataset / "labelsTs"), "--dataset",
             str(dataset), "--output", str(work / "evaluation"), "--force", log_to=log,
         )  # fmt: skip
-        return {**_figures(work, dataset, run_dir), "wall_minutes": wall / 60}
+        row = {**_figures(work, dataset, run_dir), "wall_minutes": wall / 60, "machine": _machine()}
+        if arm == NETWORK_ARM:  # and what the mirrored prediction (`--tta`) adds
+            mirrored = work / "predictions_mirrored"
+            _visprior(
+                "seg", "predict", str(run_dir), str(dataset / "imagesTs"), "--output",
+                str(mirrored), "--force", "--tta", log_to=log,
+            )  # fmt: skip
+            _visprior(
+                "seg", "evaluate", str(mirrored), str(dataset / "labelsTs"), "--dataset",
+                str(dataset), "--output", str(work / "evaluation_mirrored"), "--force",
+                log_to=log,
+            )  # fmt: skip
+            summary = json.loads((work / "evaluation_mirrored" / "summary.json").read_text())
+            row["mirrored_mean_dice"] = summary["mean_foreground_dice"]
+        return row
 
     return run
+
+
+def _machine() -> str:
+    from benchmarks.demo_holds.study import machine_label
+    from benchmarks.record import machine_description
+
+    return machine_label(machine_description())
 
 
 def _figures(work: Path, dataset: Path, run_dir: Path) -> dict:
@@ -191,6 +223,7 @@ def _figures(work: Path, dataset: Path, run_dir: Path) -> dict:
         "training_minutes": state["training_seconds"] / 60,
         "step_seconds": state["training_seconds"] / max(iterations, 1),
         "settings": {
+            "model": config["model"],
             "model_kwargs": config["model_kwargs"],
             "spacing": config["preprocessing"]["spacing"],
             "roi_size": config["roi_size"],
@@ -274,9 +307,22 @@ def width_pilot_grid(minutes: float = PILOT_MINUTES) -> Grid:
     return Grid(units, settings, WIDTH_PILOT_KEY)
 
 
+def network_grid(minutes: float = TASKS["chest"], seeds=SEEDS) -> Grid:
+    units = [
+        Unit(
+            {"task": "chest", "arm": NETWORK_ARM, "seed": seed},
+            _unit("chest", NETWORK_ARM, seed, minutes),
+            _started,
+        )
+        for seed in seeds
+    ]
+    return Grid(units, {"minutes": minutes}, NETWORK_KEY)
+
+
 PILOTS = {  # part -> (where in the data, its grid, its key)
     "budget-plan-chest-spacing": (PILOT, pilot_grid, PILOT_KEY),
     "budget-plan-brain-widths": (WIDTH_PILOT, width_pilot_grid, WIDTH_PILOT_KEY),
+    "budget-plan-chest-network": (NETWORK_PILOT, network_grid, NETWORK_KEY),
 }
 
 
@@ -314,18 +360,29 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     )
     settings = (earlier or {}).get("settings", {}) | new["settings"]
     merged = {"settings": settings, "seeds": list(seeds), "rows": ordered}
-    for kept in ("superseded", PILOT, WIDTH_PILOT, CHEST_PILOT):  # earlier rules; the pilots
+    for kept in (
+        "superseded",
+        PILOT,
+        WIDTH_PILOT,
+        CHEST_PILOT,
+        NETWORK_PILOT,
+    ):  # earlier rules; the pilots
         if (earlier or {}).get(kept):
             merged[kept] = earlier[kept]
     return merged
 
 
 def merge_pilot(earlier: dict | None, new: dict, key=PILOT_KEY) -> dict:
-    return merge_keyed(earlier, new, key)
+    merged = merge_keyed(earlier, new, key)
+    if (earlier or {}).get("superseded"):  # rows of an earlier rule stay on record
+        merged["superseded"] = earlier["superseded"]
+    return merged
 
 
 def _shown(settings: dict) -> str:
     widths = "/".join(str(v) for v in settings["model_kwargs"].values()) or "default"
+    if settings.get("model", "repuxnet") != "repuxnet":
+        widths = f"{settings['model']} {widths}"
     spacing = " x ".join(f"{s:.3g}" for s in settings["spacing"])
     roi = " x ".join(str(s) for s in settings["roi_size"])
     flips = ",".join(str(a) for a in settings["flip_axes"])
@@ -371,6 +428,8 @@ def section(data: dict) -> list[str]:
         lines += ["", *pilot_section(data[PILOT])]
     if data.get(WIDTH_PILOT):
         lines += ["", *width_pilot_section(data[WIDTH_PILOT])]
+    if data.get(NETWORK_PILOT):
+        lines += ["", *network_section(data[NETWORK_PILOT])]
     if data.get(CHEST_PILOT):
         from benchmarks.budget_plan import chest_pilot
 
@@ -385,6 +444,62 @@ def section(data: dict) -> list[str]:
             "",
             *[f"- {r['arm']} seed {r['seed']}: {r['rule']}" for r in data["superseded"]],
         ]
+    return lines
+
+
+def network_section(pilot: dict) -> list[str]:
+    """The chest as a user without a GPU runs it: the plan chose the network."""
+    minutes = pilot["settings"]["minutes"]
+    rows = [r for r in pilot["rows"] if not r.get("error")]
+    classes = list(rows[0]["dice"]) if rows else []
+    lines = [
+        f"The chest with no option but the budget (`--only budget-plan-chest-network`): `seg plan "
+        f"--budget {minutes:g}`, then `seg train --budget {minutes:g}`; the plan picks the "
+        "network as well (on a machine without a GPU, MONAI's UNet). Predicted in one pass.",
+        "",
+        *TABLE_HEAD,
+        *[_row(r, {"chest": minutes}) for r in rows],
+    ]
+    if rows:
+        lines += [
+            "",
+            "| seed | machine | " + " | ".join(classes) + " |",
+            "|---|---|" + "---|" * len(classes),
+            *[
+                f"| {r['seed']} | {r.get('machine', '')} | "
+                + " | ".join(f"{r['dice'][c]:.3f}" for c in classes)
+                + " |"
+                for r in rows
+            ],
+        ]
+    mirrored = [r for r in rows if "mirrored_mean_dice" in r]
+    if mirrored:
+        lines += [
+            "",
+            "Predicted mirrored left-right (`seg predict --tta`): "
+            + "; ".join(f"seed {r['seed']} {r['mirrored_mean_dice']:.3f}" for r in mirrored)
+            + ".",
+        ]
+    if pilot.get("superseded"):
+        lines += [
+            "",
+            "Rows of an earlier rule, kept as the evidence for the change:",
+            "",
+            *TABLE_HEAD,
+            *[_row(r, {"chest": minutes}) for r in pilot["superseded"]],
+            "",
+            *[
+                f"- seed {r['seed']}: {r['rule']}; mirrored {r['mirrored_mean_dice']:.3f}"
+                for r in pilot["superseded"]
+            ],
+        ]
+    grid = network_grid(minutes, pilot.get("seeds", SEEDS))
+    done, planned = completeness([(u.fields["seed"],) for u in grid.units], pilot, NETWORK_KEY)
+    if done < planned:
+        lines += ["", f"Partial: {done} of {planned} units done; the grid resumes."]
+    for r in pilot["rows"]:
+        if r.get("error"):
+            lines.append(f"- failed: seed {r['seed']}: {r['error'][-300:]}")
     return lines
 
 

@@ -21,7 +21,9 @@ SEEDS = (0, 1, 2)
 MINUTES = 10.0
 # what the demo predicts with; rows of an earlier demo are kept apart (``earlier_rows``)
 PREDICTION = "mirrored left-right"
-KEY = ("seed",)
+# a seed's row per CPU kind: the demo's result hangs on the machine (issue: "on any 2-core
+# machine"), so each kind keeps its own three seeds
+KEY = ("cpu_kind", "seed")
 TARGET_MEAN, TARGET_ACCUMBENS = 0.90, 0.8
 # The patch pilot (``--only demo-holds-patch``): the demo with fixed settings (float32, the
 # spacing the plan takes on a machine without fast bf16) at two patch edges, seed 0, to see
@@ -40,6 +42,21 @@ def _minutes(args) -> float:
 
 def _seeds(args) -> tuple[int, ...]:
     return (0,) if getattr(args, "quick", False) else SEEDS
+
+
+def cpu_kind(cpu: str) -> str:
+    """The maker of a CPU named as ``machine_description()`` names it: ``AMD``, ``Intel``, or
+    the name itself."""
+    return next((maker for maker in ("AMD", "Intel") if maker in cpu), cpu)
+
+
+def this_cpu_kind() -> str:
+    return cpu_kind(machine_description()["cpu"])
+
+
+def _with_kind(row: dict) -> dict:
+    """A row with its ``cpu_kind`` (rows made before the key held it: from their machine)."""
+    return row if "cpu_kind" in row else {**row, "cpu_kind": cpu_kind(row.get("machine", ""))}
 
 
 def _unit(seed: int, minutes: float, options: tuple[str, ...] = (), fields=None) -> Unit:
@@ -102,8 +119,10 @@ def _figures(work: Path) -> dict:
     }
 
 
-def demo_grid(minutes: float, seeds=SEEDS) -> Grid:
-    units = [_unit(seed, minutes) for seed in seeds]
+def demo_grid(minutes: float, seeds=SEEDS, kind: str | None = None) -> Grid:
+    """The seeds on ``kind`` (default: this machine's CPU kind)."""
+    kind = kind or this_cpu_kind()
+    units = [_unit(seed, minutes, fields={"cpu_kind": kind, "seed": seed}) for seed in seeds]
     return Grid(units, {"minutes": minutes, "prediction": PREDICTION}, KEY)
 
 
@@ -147,9 +166,9 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     if earlier.get("settings", {}).get("prediction") != new["settings"].get("prediction"):
         before = earlier.get("settings", {}).get("prediction", "one pass")
         kept += [{**r, "prediction": before} for r in earlier.pop("rows", [])]
-    rows = {r["seed"]: r for r in earlier.get("rows", [])}
-    rows.update({r["seed"]: r for r in new["rows"]})
-    ordered = [rows[s] for s in sorted(rows)]
+    rows = {(r["cpu_kind"], r["seed"]): r for r in map(_with_kind, earlier.get("rows", []))}
+    rows.update({(r["cpu_kind"], r["seed"]): r for r in map(_with_kind, new["rows"])})
+    ordered = [rows[key] for key in sorted(rows)]
     merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
     if kept:
         merged["earlier_rows"] = kept
@@ -171,17 +190,21 @@ def section(data: dict) -> list[str]:
         "",
         *demo_rows_table(data["rows"]),
     ]
-    rows = [r for r in data["rows"] if not r.get("error")]
-    if rows:
+    rows = [_with_kind(r) for r in data["rows"] if not r.get("error")]
+    seeds = data.get("seeds", SEEDS)
+    if not rows:
+        lines += ["", f"Partial: 0 of {len(seeds)} units done; the grid resumes."]
+    for kind in sorted({r["cpu_kind"] for r in rows}):
+        on_kind = [r for r in rows if r["cpu_kind"] == kind]
         held = [
-            r for r in rows
+            r for r in on_kind
             if r["mean_dice"] >= TARGET_MEAN and r["dice"]["accumbens"] >= TARGET_ACCUMBENS
         ]  # fmt: skip
-        lines += ["", f"Target met on {len(held)} of {len(rows)} seeds."]
-    grid = demo_grid(minutes, data.get("seeds", SEEDS))
-    done, planned = completeness([(u.fields["seed"],) for u in grid.units], data, KEY)
-    if done < planned:
-        lines += ["", f"Partial: {done} of {planned} units done; the grid resumes."]
+        lines += ["", f"{kind}: target met on {len(held)} of {len(on_kind)} seeds."]
+        keys = [(kind, seed) for seed in seeds]
+        done, planned = completeness(keys, {"rows": on_kind}, KEY)
+        if done < planned:
+            lines += ["", f"Partial: {done} of {planned} units done on {kind}; the grid resumes."]
     for r in data["rows"]:
         if r.get("error"):
             lines.append(f"- failed: seed {r['seed']}: {r['error'][-300:]}")
@@ -231,14 +254,19 @@ def demo_rows_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def set_aside(data: dict, seed: int, reason: str) -> dict:
-    """``data`` with ``seed``'s row moved to :data:`SET_ASIDE` with ``reason``, so that the
-    grid runs that seed again (a row that measured the machine, not the demo) while the row
-    stays on record."""
-    (row,) = [r for r in data["rows"] if r["seed"] == seed] or [None]
-    if row is None:
+def set_aside(data: dict, seed: int, reason: str, kind: str | None = None) -> dict:
+    """``data`` with the row of ``seed`` (on CPU ``kind``, needed where several kinds ran it)
+    moved to :data:`SET_ASIDE` with ``reason``, so that the grid runs that seed again (a row
+    that measured the machine, not the demo) while the row stays on record."""
+    rows = [_with_kind(r) for r in data["rows"]]
+    matches = [r for r in rows if r["seed"] == seed and kind in (None, r["cpu_kind"])]
+    if not matches:
         raise ValueError(f"no row of seed {seed} to set aside")
-    rows = [r for r in data["rows"] if r["seed"] != seed]
+    if len(matches) > 1:
+        kinds = ", ".join(r["cpu_kind"] for r in matches)
+        raise ValueError(f"seed {seed} ran on {kinds}: name the CPU kind to set aside")
+    (row,) = matches
+    rows = [r for r in rows if r is not row]
     return {**data, "rows": rows, SET_ASIDE: [*data.get(SET_ASIDE, []), {**row, "reason": reason}]}
 
 

@@ -298,3 +298,46 @@ def test_a_lone_training_case_cannot_train_a_fold(tmp_path, capsys):
         f"{folder}: one training case leaves none to validate fold 0 on; train on it with "
         "--fold -1" in capsys.readouterr().err
     )
+
+
+def test_a_cpu_budget_plan_is_for_unet_and_every_other_plan_for_the_method():
+    from visprior.seg.budget import default_network
+
+    assert default_network(budget_minutes=30.0, gpu=False) == "unet"
+    assert default_network(budget_minutes=30.0, gpu=True) == "repuxnet"
+    assert default_network(budget_minutes=None, gpu=False) == "repuxnet"
+    assert default_network(budget_minutes=None, gpu=True) == "repuxnet"
+
+
+def test_seg_train_trains_the_plans_network_unless_told_another(tmp_path, capsys):
+    import yaml
+
+    folder = write_dataset(tmp_path, [(1.0, 1.0, 1.0), (1.0, 1.0, 1.0)])
+    assert main(["seg", "plan", str(folder), "--model", "unet", "--gpu-memory-gb", "8"]) == 0
+    plan_file = folder / "visprior_plans.json"
+    saved = json.loads(plan_file.read_text())
+    budget, _ = _fake_plan(bf16_factor=0.5)
+    saved["plan"]["budget"] = {**budget, "model_kwargs": {"feature_size": 4, "num_res_units": 1}}
+    plan_file.write_text(json.dumps(saved))
+    without_model = [a for a in TINY_TRAINING if a not in ("--model", "unet")]
+    run = tmp_path / "run"
+    small = ["--set", "roi_size=[32, 32, 32]"]
+    assert main(["seg", "train", str(folder), "-o", str(run), *without_model, *small]) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"] == "unet" and "model" in config["from_plan"]
+    other = ["seg", "train", str(folder), "-o", str(tmp_path / "other"), *without_model]
+    assert main([*other, "--model", "repuxnet"]) == 2
+    assert "the budget plan is timed for unet, not repuxnet" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
+def test_unet_must_expect_more_steps_than_the_large_kernel_networks_before_a_larger_step():
+    from visprior.seg.budget import STEPS_TARGETS, steps_target
+
+    assert steps_target("repuxnet") == steps_target("uxnet") == STEPS_TARGET
+    assert steps_target("unet") == STEPS_TARGETS["unet"] > STEPS_TARGET
+    training = 2000.0  # seconds: 2000 steps of 1 s, 5000 of 0.4 s
+    large = _candidate(1.0, 300)
+    small = _candidate(0.4, 100)
+    assert choose_candidate([small, large], training, STEPS_TARGET) == (large, True)
+    assert choose_candidate([small, large], training, steps_target("unet")) == (small, True)

@@ -24,7 +24,7 @@ from visprior.cli.options import (
     dispatch,
     train_config_from_args,
 )
-from visprior.seg.config import SegTrainConfig
+from visprior.seg.config import CPU_BUDGET_NETWORK, METHOD_NETWORK, SegTrainConfig
 
 __all__ = ["add_commands", "run"]
 
@@ -48,8 +48,11 @@ def _add_plan(actions: argparse._SubParsersAction) -> None:
     )
     plan.add_argument("dataset", type=Path, help=DATASET_HELP)
     add_output(plan, "plan file (default DATASET/visprior_plans.json)")
-    model = SegTrainConfig().model
-    add_model(plan, model, "registered network the plan is for", default=model)
+    add_model(
+        plan,
+        f"{METHOD_NETWORK}; {CPU_BUDGET_NETWORK} for a --budget plan on a machine without a GPU",
+        "registered network the plan is for, and `seg train` trains",
+    )
     plan.add_argument(
         "--gpu-memory-gb",
         type=float,
@@ -285,7 +288,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from visprior.data import load_dataset
     from visprior.fileio import check_outputs
-    from visprior.seg.budget import DEFAULT_CPU_BUDGET_MINUTES
+    from visprior.seg.budget import DEFAULT_CPU_BUDGET_MINUTES, default_network
     from visprior.seg.plan import PLAN_FILE, extract_fingerprint, format_plan, make_plan, save_plan
 
     started = time.perf_counter()
@@ -295,12 +298,18 @@ def _plan(args: argparse.Namespace) -> int:
     if budget is None and args.gpu_memory_gb is None and not torch.cuda.is_available():
         budget = DEFAULT_CPU_BUDGET_MINUTES
         print(f"no GPU: planning for {budget:g} minutes on this machine (--budget MIN to change)")
+    model = args.model or default_network(budget, torch.cuda.is_available())
+    if args.model is None and model != METHOD_NETWORK:
+        print(
+            f"no GPU: a budget plan for {model}, which trains further than {METHOD_NETWORK} "
+            f"in CPU minutes (--model {METHOD_NETWORK} to plan the method's network)"
+        )
     dataset = load_dataset(args.dataset)
     fingerprint = extract_fingerprint(dataset)
     plan = make_plan(
         fingerprint,
         dataset,
-        args.model,
+        model,
         memory_gb=args.gpu_memory_gb,
         budget_minutes=budget,
         started=started,
@@ -328,13 +337,15 @@ def _training_config(args: argparse.Namespace) -> SegTrainConfig:
                 f"{config.dataset} --budget {config.budget_minutes:g}` first"
             )
         return config
-    # the plan sits between the defaults and everything given
+    # the plan sits between the defaults and everything given, its network included
     try:
-        values, notes = plan_values(load_plan(plan_file), config.model, config.configuration)
+        plan = load_plan(plan_file)
+        model = train_config_from_args(SegTrainConfig, args, base={"model": plan["model"]}).model
+        values, notes = plan_values(plan, model, config.configuration)
     except ValueError as error:
         raise ValueError(f"{plan_file}: {error}") from None
-    planned = train_config_from_args(SegTrainConfig, args, base=values)
-    _check_budget_plan(planned, load_plan(plan_file), plan_file)
+    planned = train_config_from_args(SegTrainConfig, args, base={"model": model, **values})
+    _check_budget_plan(planned, plan, plan_file)
     keys = planned_keys(config, planned)
     if is_main_process():
         print(f"from the plan {plan_file}: {', '.join(keys) or 'nothing (all given)'}")

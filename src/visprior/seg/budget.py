@@ -28,9 +28,10 @@ and the next one when it misses; planning stops timing once it has spent
 **The rule.** Steps first: at CPU budgets the number of steps decides (benchmarks (d) and (d3):
 at 5 and 10 CPU minutes the network that makes the most steps wins, and the hand-tuned demo
 reached 0.90 held-out Dice in 957 steps but 0.83 in 619). So a candidate must be expected to
-make :data:`STEPS_TARGET` steps in the training share of the budget (by its measured step
-time where it was timed), and its patch must give the kernels context (:data:`MIN_CONTEXT`
-voxels a side, or the whole median image). Among those the plan takes the one whose step does
+make its network's target of steps (:func:`steps_target`: :data:`STEPS_TARGET` for RepUX-Net)
+in the training share of the budget (by its measured step time where it was timed), and its
+patch must give the kernels context (:data:`MIN_CONTEXT` voxels a side, or the whole median
+image). Among those the plan takes the one whose step does
 the most work (layer outputs kept: more context, width or resolution per step), paid for with
 steps beyond the target that would not be needed. Ties go to the finer spacing, then the wider
 network. Where no candidate reaches the target, the plan takes the one with the most steps,
@@ -60,22 +61,28 @@ import torch
 
 from visprior.engine.precision import autocast
 from visprior.nets.registry import canonical_name, get_model
+from visprior.seg.config import CPU_BUDGET_NETWORK, METHOD_NETWORK
 
 __all__ = [
     "BF16_MIN_SPEEDUP",
     "DEFAULT_CPU_BUDGET_MINUTES",
     "PATCH_EDGES",
     "STEPS_TARGET",
+    "STEPS_TARGETS",
     "WIDTH_LADDERS",
     "BudgetCandidate",
     "choose_candidate",
+    "default_network",
     "coarser_spacings",
     "plan_budget",
+    "steps_target",
     "time_training_step",
 ]
 
 DEFAULT_CPU_BUDGET_MINUTES = 60.0  # `seg plan` on a machine without a GPU
 STEPS_TARGET = 900  # the demo: 0.90 held-out Dice at 957 steps, 0.83 at 619
+# networks whose cheap steps keep paying well past that (see ``steps_target``)
+STEPS_TARGETS = {"unet": 5000}
 PLANNING_SHARE = 0.05  # of the budget, at most, spent timing candidates
 TRAINING_SHARE = 0.85  # of the budget: training; the rest validates and predicts
 BF16_MIN_SPEEDUP = 1.2  # bf16 autocast is taken only where it is at least this much faster
@@ -227,11 +234,39 @@ def time_training_step(
     return statistics.median(times)
 
 
+def default_network(budget_minutes: float | None, gpu: bool) -> str:
+    """The network a plan is made for when ``--model`` is not given.
+
+    RepUX-Net, the method, wherever a GPU trains it or no budget is asked for. A budget plan
+    on a machine without a GPU is made for MONAI's UNet instead: at CPU budgets the network
+    that makes the most steps and learns fastest per step wins, and that is UNet on both tasks
+    measured. On the brain at 5 CPU minutes (benchmark (d3)) a RepUX-Net step cost 4.5-5.1x a
+    UNet step and the held-out Dice was 0.534 against 0.891; on the chest CT halves at 600
+    iterations (benchmark (k)'s chest pilot) RepUX-Net scored 0.214 and UNet 0.286, learning
+    the deep back muscles that RepUX-Net had not learned after 2428 steps. ``--model
+    repuxnet`` plans the method's network within the budget all the same.
+    """
+    return CPU_BUDGET_NETWORK if budget_minutes is not None and not gpu else METHOD_NETWORK
+
+
+def steps_target(model: str) -> int:
+    """The steps a budget plan for ``model`` must expect before it buys a larger step.
+
+    :data:`STEPS_TARGET` (900) for the large-kernel networks: the RepUX-Net demo reached 0.90
+    held-out Dice in 957 steps. MONAI's UNet, whose step costs a fifth of theirs, kept gaining
+    from steps long after: on the brain 0.891 after 1067 steps and 0.912 after 4746 (benchmarks
+    (d3), (d)); on the chest CT halves a 30-minute plan at the 900-step target made 1028 steps
+    of 128 x 128 x 48 voxels and scored 0.490, while 7568 steps of 48^3 (about as many voxels
+    in all) scored 0.593 (benchmark (k)). So UNet's target is :data:`STEPS_TARGETS`' 5000.
+    """
+    return STEPS_TARGETS.get(canonical_name(model), STEPS_TARGET)
+
+
 def choose_candidate(
-    candidates: Sequence[BudgetCandidate], training_seconds: float
+    candidates: Sequence[BudgetCandidate], training_seconds: float, target: int = STEPS_TARGET
 ) -> tuple[BudgetCandidate, bool]:
     """The rule of the module's docstring on each candidate's step time (measured where it
-    was, else predicted); and whether it is expected to reach :data:`STEPS_TARGET`."""
+    was, else predicted); and whether it is expected to reach ``target`` steps."""
     if not candidates:
         raise ValueError("no candidate to choose from")
 
@@ -239,7 +274,7 @@ def choose_candidate(
         return training_seconds / candidate.step_seconds
 
     with_context = [c for c in candidates if c.width_rank >= 0]
-    feasible = [c for c in with_context if steps(c) >= STEPS_TARGET]
+    feasible = [c for c in with_context if steps(c) >= target]
     if not feasible:
         # the most steps: the least work a step, as with the ranking below, since equal work
         # differs in timing by noise alone; then the coarser spacing, whose patch covers more
@@ -290,6 +325,7 @@ def plan_budget(
         return time_training_step(step, give_up_seconds=give_up)
 
     timer = timer or timer_default
+    target = steps_target(model)
     ladder = WIDTH_LADDERS.get(canonical_name(model), [{}])
     spacings = [tuple(float(s) for s in spacing), *coarser_spacings(spacing)]
     per_voxel = [elements_per_voxel(kwargs) for kwargs in ladder]
@@ -343,7 +379,7 @@ def plan_budget(
 
     measured = [reference]
     while True:
-        chosen, reaches = choose_candidate(candidates, training_seconds())
+        chosen, reaches = choose_candidate(candidates, training_seconds(), target)
         if chosen.measured_seconds is not None:
             break
         left = planning_seconds - (time.perf_counter() - started)
@@ -362,7 +398,7 @@ def plan_budget(
     if not reaches:
         notes.append(
             f"the budget is short: no candidate with context is expected to make "
-            f"{STEPS_TARGET} steps; the one with the most steps was taken"
+            f"{target} steps; the one with the most steps was taken"
         )
     return {
         "minutes": float(minutes),
@@ -382,7 +418,7 @@ def plan_budget(
         "lr": BUDGET_LR,
         "val_every": max(1, iterations // VALIDATIONS),
         "flip_axes": list(FLIP_AXES),
-        "steps_target": STEPS_TARGET,
+        "steps_target": target,
         "reaches_steps_target": reaches,
         "timed": [c.describe() for c in measured],
         "data_seconds_per_step": round(data_seconds(chosen), 4) if data_cache else None,

@@ -16,6 +16,9 @@ from visprior.engine.config import RunConfig
 
 __all__ = ["Preprocessing", "SegTrainConfig"]
 
+METHOD_NETWORK = "repuxnet"  # what seg train trains and a plan is for unless told otherwise
+CPU_BUDGET_NETWORK = "unet"  # what a budget plan is for on a machine without a GPU
+
 
 @dataclass
 class Preprocessing:
@@ -55,7 +58,7 @@ class SegTrainConfig(RunConfig):
 
     # RunConfig's fields, with this task's defaults
     output: str = "runs/seg"
-    model: str = "repuxnet"
+    model: str = METHOD_NETWORK
     lr: float = 1e-4
     weight_decay: float = 1e-5
     num_workers: int = 2
