@@ -256,8 +256,9 @@ def steps_target(model: str) -> int:
     held-out Dice in 957 steps. MONAI's UNet, whose step costs a fifth of theirs, kept gaining
     from steps long after: on the brain 0.891 after 1067 steps and 0.912 after 4746 (benchmarks
     (d3), (d)); on the chest CT halves a 30-minute plan at the 900-step target made 1028 steps
-    of 128 x 128 x 48 voxels and scored 0.490, while 7568 steps of 48^3 (about as many voxels
-    in all) scored 0.593 (benchmark (k)). So UNet's target is :data:`STEPS_TARGETS`' 5000.
+    of 128 x 128 x 48 voxels and scored 0.490 mirrored, while 7568 steps of 48^3 (about as many
+    voxels in all) scored 0.593 mirrored (benchmark (k)). So UNet's target, in
+    :data:`STEPS_TARGETS`, is 5000.
     """
     return STEPS_TARGETS.get(canonical_name(model), STEPS_TARGET)
 
