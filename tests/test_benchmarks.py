@@ -67,7 +67,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     for arm in ("planned", "hand-tuned"):  # (k): both arms of seed 0, and their pair
         assert f"| brain | 0.5 min | {arm} | 0 | " in report
     assert "| brain: planned - hand-tuned | 0: " in report
-    assert "| 0 | 16/128, " in report and "Target met on " in report  # (l): the demo as shipped
+    assert "| 0 | 16/128, " in report and "target met on " in report  # (l): the demo as shipped
     # finished units leave no work behind, but for the two runs the (e2) figure is drawn from
     kept = sorted(path.parent.name for path in tmp_path.glob("*/.work/*/run"))
     assert kept == ["labelCAM_classifier_no_gaze_-rho1.0-train_fraction1.0-seed0"] + [
