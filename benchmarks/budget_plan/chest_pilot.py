@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from pathlib import Path
 
 import yaml
 
 from benchmarks.budget_plan.study import _machine, _visprior, hand_tuned_config, write_task
-from benchmarks.demo_holds.recipe_pilot import _lines
+from benchmarks.demo_holds.recipe_pilot import fold_rows, run_pending
 
 ITERATIONS = 600
 SEED = 0
@@ -137,28 +136,14 @@ def _training_figures(run_dir: Path) -> dict:
 
 
 def run(work: Path) -> None:
-    rows_file = work / "rows.jsonl"
-    done = {json.loads(line)["variant"] for line in _lines(rows_file)}
-    for name in VARIANTS:
-        if name in done:
-            continue
-        row = run_variant(name, work)
-        with open(rows_file, "a") as out:
-            out.write(json.dumps(row) + "\n")
+    for name, row in run_pending(work, VARIANTS, run_variant):
         print(name, row["held-out half"]["mean_dice"], flush=True)
 
 
 def fold(work: Path, results: Path = RESULTS) -> None:
     """The rows of ``work`` into the study's results file, beside its grids."""
-    rows = [json.loads(line) for line in _lines(work / "rows.jsonl")]
-    content = json.loads(results.read_text())
-    content["data"][KEY] = {
-        "settings": {"iterations": ITERATIONS, "seed": SEED, "spacing_mm": SPACING_MM},
-        "rows": rows,
-        "command": "python -m benchmarks.budget_plan.chest_pilot WORK_DIR",
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    results.write_text(json.dumps(content, indent=1) + "\n")
+    settings = {"iterations": ITERATIONS, "seed": SEED, "spacing_mm": SPACING_MM}
+    fold_rows(work, results, KEY, settings, "python -m benchmarks.budget_plan.chest_pilot WORK_DIR")
 
 
 def section(pilot: dict) -> list[str]:

@@ -75,25 +75,38 @@ def run_variant(name: str, work: Path) -> dict:
 
 
 def run(work: Path) -> None:
+    for name, row in run_pending(work, VARIANTS, run_variant):
+        print(name, row["one pass"]["mean_dice"], row["mirrored"]["mean_dice"], flush=True)
+
+
+def run_pending(work: Path, variants, run_variant):
+    """Run each variant not yet in ``work/rows.jsonl``, appending its row as it finishes (a
+    stopped pilot resumes by variant); yields (name, row)."""
     rows_file = work / "rows.jsonl"
     done = {json.loads(line)["variant"] for line in _lines(rows_file)}
-    for name in VARIANTS:
+    for name in variants:
         if name in done:
             continue
         row = run_variant(name, work)
         with open(rows_file, "a") as out:
             out.write(json.dumps(row) + "\n")
-        print(name, row["one pass"]["mean_dice"], row["mirrored"]["mean_dice"], flush=True)
+        yield name, row
 
 
 def fold(work: Path, results: Path = RESULTS) -> None:
     """The rows of ``work`` into the study's results file, beside its grids."""
+    settings = {"iterations": ITERATIONS, "seed": SEED, "spacing_mm": SPACING_MM}
+    fold_rows(work, results, KEY, settings, "python -m benchmarks.demo_holds.recipe_pilot WORK_DIR")
+
+
+def fold_rows(work: Path, results: Path, key: str, settings: dict, command: str) -> None:
+    """A pilot's rows (``work/rows.jsonl``) into ``results``' data under ``key``."""
     rows = [json.loads(line) for line in _lines(work / "rows.jsonl")]
     content = json.loads(results.read_text())
-    content["data"][KEY] = {
-        "settings": {"iterations": ITERATIONS, "seed": SEED, "spacing_mm": SPACING_MM},
+    content["data"][key] = {
+        "settings": settings,
         "rows": rows,
-        "command": "python -m benchmarks.demo_holds.recipe_pilot WORK_DIR",
+        "command": command,
         "date": time.strftime("%Y-%m-%d"),
     }
     results.write_text(json.dumps(content, indent=1) + "\n")
