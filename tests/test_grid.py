@@ -329,3 +329,34 @@ def test_the_cpu_default_network_rows_fold_beside_k_and_name_the_network_the_pla
     assert "Partial: 1 of 3 units done; the grid resumes." in lines
     grid = budget_plan.network_grid()
     assert [u.fields["arm"] for u in grid.units] == [budget_plan.NETWORK_ARM] * 3
+
+
+def test_the_spacing_pilot_pairs_each_arm_by_seed_and_a_demo_row_stands_for_its_own_arm():
+    from benchmarks.demo_holds import study as demo_holds
+
+    settings = {"minutes": 10.0, "prediction": demo_holds.PREDICTION}
+
+    def row(seed: int, mm: float, dice: float) -> dict:
+        made = {**_demo_row(seed), "cpu_kind": "AMD", "mean_dice": dice}
+        return {**made, "settings": {**made["settings"], "spacing": [mm + 0.001] * 3}}
+
+    demo = [row(0, 1.0, 0.88), row(1, 1.27, 0.89)]
+    grid = demo_holds.spacing_pilot_grid(10.0, (0, 1), kind="AMD", demo_rows=demo)
+    assert [(u.fields["spacing_mm"], u.fields["seed"]) for u in grid.units] == [
+        (1.6, 0), (1.6, 1), (1.0, 1), (1.27, 0)
+    ]  # fmt: skip
+    pilot_rows = [
+        {**row(0, 1.6, 0.91), "spacing_mm": 1.6},
+        {**row(1, 1.6, 0.92), "spacing_mm": 1.6},
+        {**row(1, 1.0, 0.87), "spacing_mm": 1.0},
+    ]
+    pilot = {"settings": settings, "rows": pilot_rows}
+    earlier = {"settings": settings, "seeds": [0, 1], "rows": demo, "spacing_pilot": pilot}
+    merged = demo_holds.merge(earlier, {"settings": settings, "rows": []})
+    assert merged["spacing_pilot"] == pilot and len(merged["rows"]) == 2
+    lines = demo_holds.section(merged)
+    # 1.6 mm against 1.0 mm: seed 0's 1.0 arm is its demo row, seed 1's is a pilot row
+    assert "AMD, 1.6 mm minus 1 mm:" in lines
+    assert any(line.startswith("| mean Dice | 0: +0.030, 1: +0.050 | +0.040 |") for line in lines)
+    # 1.27 mm against 1.0 mm: seed 1 alone (seed 0's 1.27 arm has not run)
+    assert any(line.startswith("| mean Dice | 1: +0.020 | +0.020 | - |") for line in lines)

@@ -33,6 +33,15 @@ PILOT_ROIS = (32, 48)
 PILOT_SPACING_MM = 1.27
 PILOT_KEY = ("roi", "seed")
 RECIPE_PILOT = "recipe_pilot"  # benchmarks/demo_holds/recipe_pilot.py writes it
+# The spacing pilot (``--only demo-holds-spacing``): the demo as planned on this CPU kind, but
+# trained at each of the plan's three finest spacings on the brain, on the same seeds: the
+# same patch, so the same work a step, with more context per patch at the coarser ones. The
+# plan breaks this tie by whether it reaches its step target (the finer spacing if it does,
+# the coarser if not), so the demo's own rows sit at 1.0 mm on one seed and 1.27 on another.
+# A seed's demo row stands for the arm of its own spacing (that unit is not run again).
+SPACING_PILOT = "spacing_pilot"
+SPACING_PILOT_MM = (1.6, 1.0, 1.27)  # run in this order: the untried one first
+SPACING_PILOT_KEY = ("cpu_kind", "spacing_mm", "seed")
 SET_ASIDE = "set_aside_rows"  # rows run again, each kept with the reason (``set_aside``)
 
 
@@ -134,16 +143,57 @@ def pilot_grid(minutes: float = MINUTES, rois=PILOT_ROIS) -> Grid:
     return Grid(units, {"minutes": minutes, "spacing_mm": PILOT_SPACING_MM}, PILOT_KEY)
 
 
+def spacing_mm(row: dict) -> float:
+    """A row's isotropic spacing, rounded as :data:`SPACING_PILOT_MM` names it."""
+    return round(row["settings"]["spacing"][0], 2)
+
+
+def spacing_pilot_grid(
+    minutes: float = MINUTES, seeds=SEEDS, kind: str | None = None, demo_rows=()
+) -> Grid:
+    """The demo's seeds on ``kind`` (default: this machine's), planned as usual but trained at
+    each of :data:`SPACING_PILOT_MM`, but for the arm a seed's demo row (in ``demo_rows``)
+    already trained."""
+    kind = kind or this_cpu_kind()
+    own = {
+        (r["seed"], spacing_mm(r))
+        for r in map(_with_kind, demo_rows)
+        if r["cpu_kind"] == kind and not r.get("error")
+    }
+    units = [
+        _unit(
+            seed,
+            minutes,
+            ("--spacing-mm", f"{mm:g}"),
+            {"cpu_kind": kind, "spacing_mm": mm, "seed": seed},
+        )
+        for mm in SPACING_PILOT_MM
+        for seed in seeds
+        if (seed, mm) not in own
+    ]
+    return Grid(units, {"minutes": minutes, "prediction": PREDICTION}, SPACING_PILOT_KEY)
+
+
 def grids(args) -> list:
     return [
         ("demo-holds", None, demo_grid(_minutes(args), _seeds(args))),
         ("demo-holds-patch", PILOT, pilot_grid()),
+        ("demo-holds-spacing", SPACING_PILOT, spacing_pilot_grid()),  # for status: every unit
     ]
 
 
 def run(part: str, context) -> dict:
     if part == "demo-holds-patch":
         run_grid(pilot_grid(), context.store, part, merge_pilot, context.log, within=PILOT)
+        return dict(context.store.data)
+    if part == "demo-holds-spacing":
+
+        def merge_spacing(earlier: dict | None, new: dict) -> dict:
+            return merge_keyed(earlier, new, SPACING_PILOT_KEY)
+
+        demo_rows = (context.store.data or {}).get("rows", [])
+        grid = spacing_pilot_grid(demo_rows=demo_rows)
+        run_grid(grid, context.store, part, merge_spacing, context.log, within=SPACING_PILOT)
         return dict(context.store.data)
     seeds = _seeds(context.args)
 
@@ -172,7 +222,7 @@ def merge(earlier: dict | None, new: dict, seeds=SEEDS) -> dict:
     merged = {"settings": new["settings"], "seeds": list(seeds), "rows": ordered}
     if kept:
         merged["earlier_rows"] = kept
-    for pilot in (PILOT, RECIPE_PILOT, SET_ASIDE):
+    for pilot in (PILOT, RECIPE_PILOT, SPACING_PILOT, SET_ASIDE):
         if earlier.get(pilot):
             merged[pilot] = earlier[pilot]
     return merged
@@ -220,6 +270,8 @@ def section(data: dict) -> list[str]:
         lines += ["", "Rows run again, kept with the reason:", ""]
         lines += demo_rows_table(data[SET_ASIDE])
         lines += [f"- seed {r['seed']}: {r['reason']}" for r in data[SET_ASIDE]]
+    if data.get(SPACING_PILOT):
+        lines += ["", *spacing_pilot_section(data[SPACING_PILOT], rows)]
     if data.get(PILOT):
         lines += ["", *pilot_section(data[PILOT])]
     if data.get(RECIPE_PILOT):
@@ -298,4 +350,47 @@ def pilot_section(pilot: dict) -> list[str]:
         "",
         *steps_and_dice_table(pilot["rows"], "patch", lambda r: f"{r['roi']}^3"),
     ]
+    return lines
+
+
+def spacing_pilot_section(pilot: dict, demo_rows: list[dict]) -> list[str]:
+    """The pilot's rows, then per CPU kind each coarser arm against the finest, paired by
+    seed; a seed's demo row stands for the arm of its own spacing."""
+    from benchmarks.paired import difference_table, paired_difference
+
+    lines = [
+        "Spacing pilot: `visprior demo --seed S --spacing-mm MM`, planned as the demo is but "
+        "trained at that spacing (the same patch, so the same work a step). A seed's demo row "
+        "above stands for the arm of the spacing its plan took.",
+        "",
+        *demo_rows_table(pilot["rows"]),
+    ]
+    rows = [r for r in [*pilot["rows"], *map(_with_kind, demo_rows)] if not r.get("error")]
+    finest, *coarser = sorted(SPACING_PILOT_MM)
+    for kind in sorted({r["cpu_kind"] for r in pilot["rows"]}):
+        arms: dict[float, dict[int, dict]] = {}
+        for r in rows:
+            if r["cpu_kind"] == kind:
+                arms.setdefault(spacing_mm(r), {})[r["seed"]] = r
+        for mm in coarser:
+            pair = arms.get(mm, {}), arms.get(finest, {})
+            if not set(pair[0]) & set(pair[1]):
+                continue
+            differences = {
+                what: paired_difference(
+                    {s: pick(r) for s, r in pair[0].items()},
+                    {s: pick(r) for s, r in pair[1].items()},
+                )
+                for what, pick in (
+                    ("mean Dice", lambda r: r["mean_dice"]),
+                    ("accumbens", lambda r: r["dice"]["accumbens"]),
+                    ("steps", lambda r: r["iterations"]),
+                )
+            }
+            lines += [
+                "",
+                f"{kind}, {mm:g} mm minus {finest:g} mm:",
+                "",
+                *difference_table(differences, "figure"),
+            ]
     return lines

@@ -53,6 +53,7 @@ def _count_fft_calls(monkeypatch) -> list:
 
 
 def test_auto_uses_the_gradient_state(monkeypatch):
+    monkeypatch.setenv("VISPRIOR_CONV_AUTOTUNE", "0")  # the size rule alone
     calls = _count_fft_calls(monkeypatch)
     conv = DepthwiseConv(2, 7, spatial_dims=3)
     x = torch.randn(1, 2, 16, 16, 16)

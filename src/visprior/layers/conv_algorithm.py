@@ -17,7 +17,10 @@ The rule below was measured on a 2-core AVX-512 CPU with PyTorch 2.14 (see
   direct kernels slow down sharply past about 15^2 (21^2 at 128^2: 86 ms direct vs 4.5 ms
   FFT), so kernels from 17 go to FFT.
 
-No GPU was measured; the same rule is used there, and ``conv_algorithm`` forces either path.
+The rule is a guess on any other machine, so ``auto`` measures the cases that the rule's cost
+model (:func:`estimated_cost_ratio`) places near its crossover, and keeps the faster path
+(:mod:`visprior.layers.conv_autotune`); the rule decides the rest, and everywhere measuring is
+off. ``conv_algorithm`` forces either path.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "ALGORITHMS",
     "choose_algorithm",
     "conv_algorithm",
+    "estimated_cost_ratio",
     "get_conv_algorithm",
     "set_conv_algorithm",
 ]
@@ -41,6 +45,12 @@ _INFERENCE_RATIO_3D = 240
 _INFERENCE_MIN_KERNEL_2D = 17
 _TRAINING_MIN_SIDE_3D = 4
 _TRAINING_MIN_WORK_2D = 25_000
+# The 3D training cost model's scale: the direct forward + backward over the FFT path's is
+# about ``work / (8 * circular)`` (``estimated_cost_ratio``). Measured on the AMD 2-core CPU,
+# batch 2: 3^3 at 48^3 x 16 ch 2.5x (model 3.0x), 21^3 at 6^3 x 128 ch 2.5x (1.4x), 21^3 at
+# 4^3 x 256 ch 0.36x (0.18x: direct is faster there, where the size rule says FFT), 5^3 at
+# 16^3 x 32 ch 4.6x (8.7x); 7^3 at 12^3 and 21^3 at 8^3 direct was given up at over 2x.
+_TRAINING_RATIO_3D = 8
 _default = "auto"
 
 
@@ -97,3 +107,22 @@ def choose_algorithm(spatial: Sequence[int], kernel_size: int, needs_grad: bool)
     if needs_grad:
         return "fft" if voxels * taps >= _TRAINING_MIN_WORK_2D else "direct"
     return "fft" if kernel_size >= _INFERENCE_MIN_KERNEL_2D else "direct"
+
+
+def estimated_cost_ratio(spatial: Sequence[int], kernel_size: int, needs_grad: bool) -> float:
+    """The direct path's cost over the FFT path's by the rule's cost model, scaled so that the
+    rule's crossover sits at 1: above 1 the model expects FFT to be faster. It tells the
+    measured ``auto`` which cases are close enough to time (the rule's own 3D training
+    threshold is a side length, not a cost, so near it the two can disagree: those cases
+    are close and get timed)."""
+    spatial = tuple(int(s) for s in spatial)
+    voxels = math.prod(spatial)
+    if len(spatial) == 3:
+        circular = math.prod(circular_sizes(spatial, kernel_size))
+        work = math.prod(_mean_taps_inside(s, kernel_size) for s in spatial) * voxels
+        scale = _TRAINING_RATIO_3D if needs_grad else _INFERENCE_RATIO_3D
+        return work / (scale * circular)
+    if needs_grad:
+        taps = math.prod(min(kernel_size, 2 * s - 1) for s in spatial)
+        return voxels * taps / _TRAINING_MIN_WORK_2D
+    return (kernel_size / _INFERENCE_MIN_KERNEL_2D) ** 2

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visprior.layers.conv_algorithm import ALGORITHMS, choose_algorithm, get_conv_algorithm
+from visprior.layers.conv_algorithm import ALGORITHMS, get_conv_algorithm
+from visprior.layers.conv_autotune import measured_algorithm
 from visprior.layers.fft_conv import fft_depthwise_conv
 
 __all__ = [
@@ -66,8 +67,9 @@ def depthwise_conv(
         x: input of shape ``(N, C, *spatial)``.
         weight: kernel of shape ``(C, 1, k, ..., k)`` with odd ``k``.
         bias: ``(C,)`` or ``None``.
-        algorithm: ``"direct"``, ``"fft"``, ``"auto"`` (by size, see
-            :mod:`visprior.layers.conv_algorithm`) or ``None`` for the global default.
+        algorithm: ``"direct"``, ``"fft"``, ``"auto"`` (the faster on this machine, measured
+            near the size rule's crossover: :mod:`visprior.layers.conv_autotune`) or ``None``
+            for the global default.
     """
     spatial_dims = weight.ndim - 2
     if x.ndim != spatial_dims + 2:
@@ -82,11 +84,18 @@ def depthwise_conv(
     algorithm = get_conv_algorithm() if algorithm is None else algorithm
     if algorithm == "auto":
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        algorithm = choose_algorithm(x.shape[2:], weight.shape[-1], needs_grad)
+        algorithm = measured_algorithm(x, weight, bias, needs_grad, _run_path)
+    if algorithm not in ("direct", "fft"):
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    return _run_path(algorithm, x, weight, bias)
+
+
+def _run_path(
+    algorithm: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     if algorithm == "fft":
         return fft_depthwise_conv(x, weight, bias)
-    if algorithm != "direct":
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    spatial_dims = weight.ndim - 2
     weight, padding = _taps_reaching_input(weight, x.shape[2:])
     return _CONV_FUNCTIONS[spatial_dims](x, weight, bias, padding=padding, groups=weight.shape[0])
 

@@ -24,7 +24,6 @@ import os
 from typing import NamedTuple
 
 import torch
-import torchvision
 from torch import nn
 
 from visprior.checkpoint_io import read_weights_only
@@ -126,6 +125,8 @@ def _resnet_backbone(depth: int, in_channels: int, output_stride: int) -> tuple[
     """torchvision's ResNet body. ``output_stride=16`` gives CAMs twice as fine from the same
     weights: the last stage is dilated (ResNet50) or keeps its input's stride (ResNet18, whose
     blocks cannot dilate), at more compute."""
+    import torchvision  # here, so that the 3D networks build where torchvision is absent
+
     if output_stride not in (16, 32):
         raise ValueError(f"output_stride must be 32 or 16, got {output_stride}")
     builder = getattr(torchvision.models, f"resnet{depth}")
@@ -146,6 +147,8 @@ def _resnet_backbone(depth: int, in_channels: int, output_stride: int) -> tuple[
 
 
 def _efficientnet_backbone(in_channels: int) -> tuple[nn.Module, int]:
+    import torchvision
+
     net = torchvision.models.efficientnet_v2_s(weights=None)
     stem = net.features[0]
     stem[0] = _first_conv_for(stem[0], in_channels)

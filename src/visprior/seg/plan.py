@@ -51,7 +51,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from torch import nn
 
 from visprior.data.checks import format_problems
 from visprior.data.dataset import (
@@ -67,6 +66,7 @@ from visprior.fileio import write_json
 from visprior.nets.registry import canonical_name, get_model
 from visprior.seg.budget import FLIP_AXES, LOWRES_SPACING_STEP, plan_budget
 from visprior.seg.config import Preprocessing, SegTrainConfig
+from visprior.seg.memory_model import activation_elements_per_voxel, training_memory_gb
 from visprior.seg.transforms import train_transforms
 
 __all__ = [
@@ -98,15 +98,6 @@ CONFIGURATIONS = ("auto", "3d_fullres", "3d_lowres", "budget")
 RARE_CLASS_SHARE = 0.01  # rarer foreground classes get class-balanced crops
 MAX_BATCH_SHARE = 0.05  # a batch covers at most this share of the dataset's voxels
 CPU_BUDGET_GB = 8.0
-# Backpropagation keeps each layer's output. On a 2-core CPU, a batch-1 training step at 64^3
-# (benchmark (b)) peaked 2092 MiB above the built RepUX-Net, about 750 of them gradients and
-# Adam's moments, against 1456 MiB of layer outputs counted; SwinUNETR 2520 MiB, about 710 of
-# them gradients and moments, against 2520 counted: the count is 1.1x and 1.4x what training
-# kept. The factor leaves room for the backward pass's temporaries and the CUDA caching
-# allocator's slack, which no GPU here could measure. Weights, gradients and Adam's two
-# moments are counted apart.
-_TRAINING_OVERHEAD = 1.3
-_FLOAT_BYTES = 4
 
 
 @dataclass
@@ -316,28 +307,6 @@ def normalization(
     return schemes
 
 
-def activation_elements_per_voxel(model: nn.Module, in_channels: int, stride: int) -> float:
-    """Elements of every leaf layer's output per input voxel, from one forward pass on a
-    ``2 * stride`` cube (the smallest input every network here takes)."""
-    side = 2 * stride
-    total = 0
-
-    def count(_module, _inputs, output) -> None:
-        nonlocal total
-        tensors = output if isinstance(output, (tuple, list)) else (output,)
-        total += sum(t.numel() for t in tensors if isinstance(t, torch.Tensor))
-
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model.train()(torch.zeros(1, in_channels, side, side, side))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total / side**3
-
-
 def make_plan(
     fingerprint: DatasetFingerprint,
     dataset: SegmentationDataset,
@@ -370,8 +339,7 @@ def make_plan(
     per_voxel = activation_elements_per_voxel(network, dataset.num_channels, stride)
 
     def memory(patch: Sequence[int], batch: int) -> float:
-        activations = batch * math.prod(patch) * per_voxel * _FLOAT_BYTES * _TRAINING_OVERHEAD
-        return (activations + 4 * parameters * _FLOAT_BYTES) / 2**30  # weights, grads, Adam
+        return training_memory_gb(parameters, per_voxel, patch, batch)
 
     dataset_voxels = sum(math.prod(c.cropped_shape) for c in fingerprint.cases)
 
