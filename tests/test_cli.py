@@ -179,9 +179,9 @@ def test_demo_settings_default_to_the_plan_and_a_fixed_count_to_the_hand_tuned_o
 @pytest.mark.slow
 def test_the_planned_demo_trains_what_the_budget_plan_says_unless_told_otherwise(tmp_path):
     """The values `seg train --budget` would take from `seg plan --budget`, on the demo's
-    dataset; a given spacing or precision wins over the plan's."""
+    dataset, but for the demo's own spacing; a given spacing or precision wins over both."""
     from visprior.data.brain_atlas import write_hemisphere_dataset
-    from visprior.seg.demo import DemoConfig, planned_train_config
+    from visprior.seg.demo import PLANNED_SPACING_MM, DemoConfig, planned_train_config
     from visprior.seg.plan import load_plan
 
     dataset = write_hemisphere_dataset(tmp_path / "data")
@@ -191,7 +191,7 @@ def test_the_planned_demo_trains_what_the_budget_plan_says_unless_told_otherwise
     assert train.plan_file == str(plan_file)
     assert load_plan(plan_file)["budget"] == budget
     assert train.model_kwargs == budget["model_kwargs"]
-    assert list(train.preprocessing.spacing) == budget["spacing"]
+    assert list(train.preprocessing.spacing) == [PLANNED_SPACING_MM] * 3
     assert list(train.roi_size) == budget["roi_size"] and train.precision == budget["precision"]
     assert (train.budget_minutes, train.fold, train.seed) == (0.2, -1, 3)
     assert train.val_every == budget["val_every"] and train.crop_sampling == "classes"

@@ -103,10 +103,53 @@ def test_time_limit_stops_and_saves(tmp_path):
 
 
 def test_diverging_loss_stops_with_a_clear_error(tmp_path):
+    # NaN from the 4th step on: steps 4 and 5 are skipped, the 3rd in a row stops the run
     trainer, _ = make_trainer(tmp_path, iterations=10, task=RegressionTask(fail_at=4))
-    with pytest.raises(TrainingDiverged, match="loss is nan at iteration 4"):
+    with pytest.raises(
+        TrainingDiverged, match="loss is nan at iteration 6, 3 steps in a row not finite"
+    ):
         trainer.fit()
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 4
+
+
+class OneBadStepTask(RegressionTask):
+    """A finite loss whose gradient is NaN (sqrt at 0), or a NaN loss, on one call."""
+
+    def __init__(self, bad_call: int, nan_loss: bool):
+        super().__init__()
+        self.bad_call, self.nan_loss = bad_call, nan_loss
+
+    def training_loss(self, model, batch):
+        loss = super().training_loss(model, batch)
+        if self.calls != self.bad_call:
+            return loss
+        if self.nan_loss:
+            return loss * math.nan
+        return loss + torch.sqrt(model.weight.sum() * 0)  # finite, with a NaN gradient
+
+
+@pytest.mark.parametrize("nan_loss", [True, False])
+def test_one_nonfinite_step_is_skipped_and_the_weights_keep_their_values(tmp_path, nan_loss):
+    seen = []
+    trainer, model = make_trainer(
+        tmp_path, iterations=6, task=OneBadStepTask(bad_call=3, nan_loss=nan_loss)
+    )
+    original_step = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        seen.append(model.weight.detach().clone())
+        return original_step(*args, **kwargs)
+
+    trainer.optimizer.step = step
+    result = trainer.fit()
+    assert result.iteration == 6 and trainer.skipped_steps == 1
+    assert len(seen) == 5  # the optimizer never took the third step
+    assert torch.isfinite(model.weight).all()
+    with open(tmp_path / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    logged = [int(r["iteration"]) for r in rows if r["train_loss"]]
+    assert 3 not in logged and {2, 4} <= set(logged)  # the skipped step logged no loss
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows if r["train_loss"])
 
 
 def test_bad_settings():

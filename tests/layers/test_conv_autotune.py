@@ -240,3 +240,17 @@ def test_the_paths_agree_in_float32_and_within_bf16_rounding_under_autocast():
     # in float32; their difference, relative to the output's scale, stays near bf16's epsilon
     error = (direct_bf16.float() - fft_bf16.float()).abs().max() / direct.abs().max()
     assert 1e-4 < error < 2**-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_case_names_it_and_the_measured_path_agrees_with_the_other():
+    device = torch.device("cuda")
+    x = torch.randn(2, 8, 6, 6, 6, device=device, requires_grad=True)
+    weight = torch.randn(8, 1, 21, 21, 21, device=device, requires_grad=True)
+    bias = torch.randn(8, device=device)
+    assert 1 / conv_autotune.MARGIN < estimated_cost_ratio((6, 6, 6), 21, True) < 4
+    y = depthwise_conv(x, weight, bias)  # near the crossover in training: measured
+    (key,) = conv_autotune.measurements()
+    assert key.startswith(f"cuda|{torch.cuda.get_device_name(device)}|")
+    for algorithm in ("direct", "fft"):
+        assert_close_to_scale(depthwise_conv(x, weight, bias, algorithm=algorithm), y)

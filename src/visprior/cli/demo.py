@@ -60,7 +60,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--spacing-mm",
         type=float,
-        help="voxel size the volumes are resampled to, in mm (default: the plan's, hand-tuned "
+        help="voxel size the volumes are resampled to, in mm (default "
+        f"{demo.PLANNED_SPACING_MM:g} with the plan's patch, hand-tuned "
         f"{demo.HAND_TUNED_SPACING_MM:g})",
     )
     add_cubic_roi(parser, f"the plan's, hand-tuned {demo.HAND_TUNED_ROI}")

@@ -72,7 +72,14 @@ class TrainingTask(Protocol):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the gradient stayed NaN or infinite for :data:`NONFINITE_STEPS_IN_A_ROW`
+    steps; the last good checkpoint is kept."""
+
+
+# A step whose loss or gradient is not finite is skipped, as float16's gradient scaler skips
+# one: the weights never take it. A rare one in bf16 (one in about ten 10-minute RepUX-Net runs
+# on the demo) then costs a step, not the run; this many in a row stop it.
+NONFINITE_STEPS_IN_A_ROW = 3
 
 
 @dataclass
@@ -196,6 +203,8 @@ class Trainer:
             )
         self.precision = resolve_precision(settings.precision, device, settings.amp)
         self.scaler = grad_scaler(self.precision, device)
+        self.nonfinite_in_a_row = 0
+        self.skipped_steps = 0
         self.model = wrap_distributed(
             model, device, settings.sync_batchnorm, settings.unused_parameters
         )
@@ -260,18 +269,20 @@ class Trainer:
                 self.iteration < s.iterations and not self._time_is_up() and not self.stopped_early
             ):
                 started = time.perf_counter()
-                loss = self._step(next(batches))
+                loss = self._step(next(batches))  # None: a skipped step
                 elapsed = time.perf_counter() - started
                 if self._timed():  # every process must agree on when the time is up
                     seconds = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
                     elapsed = float(all_reduce_mean(seconds))  # NCCL reduces device tensors
                 self.training_seconds += elapsed
                 self.iteration += 1
-                window.append(loss)
+                if loss is not None:
+                    window.append(loss)
                 self._tick()
                 self._advance(progress, time.perf_counter() - started)
-                progress.set_postfix(it=self.iteration, loss=f"{loss:.4f}", refresh=False)
-                if log is not None and self.iteration % s.log_every == 0:
+                shown = "skipped" if loss is None else f"{loss:.4f}"
+                progress.set_postfix(it=self.iteration, loss=shown, refresh=False)
+                if log is not None and self.iteration % s.log_every == 0 and window:
                     log.log(self.iteration, train_loss=sum(window) / len(window), lr=self._lr())
                     window.clear()
                 last = self.iteration >= s.iterations or self._time_is_up()
@@ -281,29 +292,47 @@ class Trainer:
                     self.validation_seconds = time.perf_counter() - validation_started
                     self._tick()
 
-    def _step(self, batch: Any) -> float:
+    def _step(self, batch: Any) -> float | None:
         self._set_lr()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.task.training_loss(self.model, batch)
-        # the mean over the processes: one NaN stops them all, before it reaches the weights
+        # the mean over the processes: one NaN skips the step on all of them
         reported = float(all_reduce_mean(loss.detach().float().reshape(1)))
         if not math.isfinite(reported):
-            raise TrainingDiverged(
-                f"loss is {reported} at iteration {self.iteration + 1}; the last good "
-                f"checkpoint is {self.checkpoint_dir / 'last.pt'}. Lower the learning rate."
-            )
+            return self._skip_step(f"loss is {reported}")
         if self.scaler is not None:  # float16: scaled so that small gradients do not vanish
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # skips the step itself where a gradient is inf
             self.scaler.update()
         else:
             loss.backward()
+            # gradients are all-reduced by now, so every process sees the same norm
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), math.inf))
+            if not math.isfinite(norm):
+                return self._skip_step(f"gradient norm is {norm}")
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        self.nonfinite_in_a_row = 0
         return reported
+
+    def _skip_step(self, what: str) -> None:
+        """Leave the weights as they are; stop the run once too many steps in a row did."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_in_a_row += 1
+        self.skipped_steps += 1
+        where = f"iteration {self.iteration + 1}"
+        if self.nonfinite_in_a_row >= NONFINITE_STEPS_IN_A_ROW:
+            raise TrainingDiverged(
+                f"{what} at {where}, {self.nonfinite_in_a_row} steps in a row not finite; the "
+                f"last good checkpoint is {self.checkpoint_dir / 'last.pt'}. Lower the learning "
+                "rate."
+            )
+        if is_main_process():
+            tqdm.write(f"{where}: {what}; the step is skipped (the weights keep their values)")
+        return None
 
     def _validate_and_save(self, log: MetricsLog | None, progress: tqdm) -> None:
         metrics = {}

@@ -69,7 +69,9 @@ class SegmentationTask:
     def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         image = batch["image"].to(self.device)
         label = batch["label"].to(self.device)
-        return self.loss(model(image), label)
+        # the loss in float32 under autocast, as the plan's timed step computes it: a bf16
+        # softmax and Dice sums over a crop lose the precision they need
+        return self.loss(model(image).float(), label)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         num_classes = self.dataset.num_classes
