@@ -23,7 +23,7 @@ RUN_PATH = depthwise._run_path  # the real paths, kept before any test patches t
 @pytest.fixture(autouse=True)
 def _fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(conv_autotune.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(conv_autotune.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setenv(conv_autotune.AUTOTUNE_ENV, "1")
     monkeypatch.delenv(conv_autotune.CACHE_ENV, raising=False)
     conv_autotune.clear_measurements()
     yield
@@ -50,6 +50,11 @@ def _case(spatial, k, channels=2, requires_grad=False):
     x = torch.randn(1, channels, *spatial, requires_grad=requires_grad)
     weight = torch.randn(channels, 1, *(k,) * len(spatial), requires_grad=requires_grad)
     return x, weight, torch.randn(channels)
+
+
+def test_measuring_is_asked_for(monkeypatch):
+    monkeypatch.delenv(conv_autotune.AUTOTUNE_ENV)
+    assert not conv_autotune.autotune_enabled()  # off unless VISPRIOR_CONV_AUTOTUNE=1
 
 
 def test_the_two_cases_sit_where_their_names_say():
