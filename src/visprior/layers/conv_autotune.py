@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from visprior.fileio import atomic_path
 from visprior.layers.conv_algorithm import choose_algorithm, estimated_cost_ratio
 
 __all__ = [
@@ -294,8 +295,6 @@ def _read_disk_cache(device: torch.device) -> None:
 
 
 def _write_disk_cache(device: torch.device) -> None:
-    from visprior.fileio import atomic_path
-
     path = cache_file(device)
     if path is None:
         return
