@@ -31,9 +31,11 @@ first time a depth-wise conv meets a new case, and keep the faster, as
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import platform
 import re
 import statistics
 import time
@@ -119,10 +121,11 @@ def measured_algorithm(
     answer elsewhere or where measuring is off."""
     spatial, kernel_size = tuple(x.shape[2:]), int(weight.shape[-1])
     rule = choose_algorithm(spatial, kernel_size, needs_grad)
+    if not autotune_enabled():  # first: every depth-wise forward comes through here
+        return rule
     ratio = estimated_cost_ratio(spatial, kernel_size, needs_grad)
     # far from the crossover, where the cost model agrees with the rule, the rule stands
-    clear = (ratio > MARGIN and rule == "fft") or (ratio < 1 / MARGIN and rule == "direct")
-    if clear or not autotune_enabled():
+    if (ratio > MARGIN and rule == "fft") or (ratio < 1 / MARGIN and rule == "direct"):
         return rule
     key = case_key(x, weight, needs_grad)
     if key not in _memory:
@@ -166,9 +169,8 @@ def device_name(device: torch.device) -> str:
     return _cpu_name()
 
 
+@functools.cache  # case_key runs on every forward of a case near the crossover
 def _cpu_name() -> str:
-    import platform
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

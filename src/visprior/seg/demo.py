@@ -59,10 +59,10 @@ HAND_TUNED_VAL_EVERY = 250
 # The planned demo trains at this spacing with the plan's patch, widths and precision. The
 # plan keeps 1.0 mm where it expects its 900 steps (the finer spacing wins when the work a
 # step is equal) and 1.27 mm where it does not; at 1.6 mm the hemisphere's foreground is 44
-# voxels wide, so the plan would clip its patch to 32 there. Study (l)'s spacing pilot (AMD, 48^3
-# crops, same work a step): 1.6 mm scored 0.909 and 0.907 against 0.885 and 0.890 at 1.0 mm
-# on the same seeds, the accumbens 0.842 and 0.841 against 0.799 and 0.801: a crop that spans
-# the hemisphere's width gives the large kernels the context they need.
+# voxels wide, so the plan would clip its patch to 32 there. Study (l)'s spacing pilot (AMD,
+# 48^3 crops, same work a step): 1.6 mm minus 1.0 mm, paired by seed, +0.022 [+0.012, +0.032]
+# held-out mean Dice (0.905-0.909 on 3 seeds); a crop that spans the hemisphere's width gives
+# the large kernels the context they need.
 PLANNED_SPACING_MM = 1.6
 
 # Widths that train in minutes on 2 CPU cores; the rest of each network is its default.
