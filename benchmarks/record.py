@@ -14,27 +14,17 @@ import tempfile
 import time
 from pathlib import Path
 
-# the /proc/cpuinfo flags that decide how fast bf16 runs on a CPU
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
 
 def machine_description() -> dict:
     """CPU model and its bf16-relevant flags, threads, torch and Python versions."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from visprior.engine.cpu_info import cpu_bf16_support, cpu_flags, cpu_model_name
+
     return {
-        "cpu": cpu,
-        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "cpu": cpu_model_name(),
+        "cpu_flags": cpu_flags(),
+        "cpu_bf16": cpu_bf16_support(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

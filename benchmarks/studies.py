@@ -142,7 +142,7 @@ STUDIES: tuple[Study, ...] = (
         "speed",
         "(a)-(c)",
         "the 21^3 depth-wise conv, a training step, sliding-window inference",
-        ("speed", "bfr-overhead", "kernel-cut", "malloc"),
+        ("speed", "bfr-overhead", "kernel-cut", "malloc", "step-ratio", "autotune-cost"),
         _speed,
         _lazy("speed", "section"),
         summary=_lazy("speed", "summary"),

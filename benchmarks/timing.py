@@ -9,6 +9,7 @@ fresh interpreter importing torch and MONAI costs several seconds a case.
 from __future__ import annotations
 
 import multiprocessing
+import queue as queue_module
 import resource
 import statistics
 import sys
@@ -109,7 +110,20 @@ def measure_in_subprocess(builder: Callable, *args, repeats: int = 3) -> Measure
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, builder, args, repeats))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5.0)
+            break
+        except queue_module.Empty:
+            if not process.is_alive() and queue.empty():
+                # a crash (a segfault in a kernel, the OOM killer) leaves no result to wait for
+                process.join()
+                return Measurement(
+                    float("nan"),
+                    0,
+                    float("nan"),
+                    error=f"the measuring process died (exit code {process.exitcode})",
+                )
     process.join()
     return result
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks import networks
 from benchmarks.report import log as _log
 from benchmarks.report import target as _target
-from benchmarks.speed import crossover, large_kernel
+from benchmarks.speed import autotune_cost, crossover, large_kernel, step_ratio
 from benchmarks.timing import measure_in_subprocess, measurement_row
 
 TIMING_NOTE = (
@@ -451,8 +451,13 @@ def _alternated_sections(results: dict) -> list[str]:
 
 
 def section(results: dict) -> list[str]:
+    ratio_section = [
+        *step_ratio.section(results.get("step_ratio") or {}),
+        "",
+        *autotune_cost.table(results.get("autotune_cost") or []),
+    ]
     if "large_kernel" not in results:
-        return [TIMING_NOTE, "", *_alternated_sections(results)]
+        return [TIMING_NOTE, "", *ratio_section, "", *_alternated_sections(results)]
     sizes = training_sizes(results)
     return [
         TIMING_NOTE,
@@ -464,19 +469,24 @@ def section(results: dict) -> list[str]:
         *targets(results, sizes),
         "",
         *_speed_sections(results, sizes),
+        "",
+        *ratio_section,
     ]
 
 
 def summary(results: dict) -> list[str]:
+    ratio_targets = step_ratio.targets(results.get("step_ratio") or {})
     if "large_kernel" not in results:
-        return []
-    return targets(results, training_sizes(results))
+        return ratio_targets
+    return [*targets(results, training_sizes(results)), *ratio_targets]
 
 
 def run_part(part: str, context) -> dict:
     """``speed``: every table; ``bfr-overhead``: the alternated BFR / plain steps alone;
     ``kernel-cut``: the alternated steps with cut and full depth-wise kernels alone;
-    ``malloc``: the demo's step with glibc's thresholds and with visprior's, alternated."""
+    ``malloc``: the demo's step with glibc's thresholds and with visprior's, alternated;
+    ``step-ratio``: RepUX-Net against 3D UX-Net, alternated, with a profiled step of each;
+    ``autotune-cost``: a RepUX-Net run's first steps with the conv path measured and not."""
     args = context.args
     data = dict(context.store.data or {})
     if part == "speed":
@@ -485,6 +495,11 @@ def run_part(part: str, context) -> dict:
         data["kernel_cut"] = run_kernel_cut(args.quick, args.repeats)
     elif part == "malloc":
         data["malloc"] = run_malloc(args.quick, args.repeats)
+    elif part == "step-ratio":
+        profiles = context.workdir / "profiles" if args.quick else step_ratio.PROFILES
+        data["step_ratio"] = step_ratio.run(args.quick, args.repeats, profiles, _log)
+    elif part == "autotune-cost":
+        data["autotune_cost"] = autotune_cost.run(args.quick, _log)
     else:
         data["bfr_overhead"] = run_bfr_overhead(args.quick, args.repeats)
     return data

@@ -10,6 +10,7 @@ import pytest
 
 from tests.seg.test_plan import TINY_TRAINING, write_dataset
 from visprior.cli import main
+from visprior.engine.cpu_info import cpu_bf16_support
 from visprior.seg.budget import (
     STEPS_TARGET,
     BudgetCandidate,
@@ -141,6 +142,9 @@ def _fake_plan(bf16_factor, minutes=10.0, per_element=1e-9, data_per_voxel=None)
 def test_a_plan_on_known_costs_uses_bf16_where_faster_and_fills_the_steps():
     budget, timings = _fake_plan(bf16_factor=0.5)
     assert budget["precision"] == "bf16" and budget["bf16_speedup"] == pytest.approx(2.0)
+    # the plan names the CPU's native bf16 beside the speed-up it measured
+    assert budget["cpu_bf16"] == cpu_bf16_support()
+    assert budget["notes"][0].startswith("bf16 autocast 2.00x float32 on this machine (")
     # the reference (narrowest width, smallest patch with 48^3 context) in both precisions
     assert timings[0][2] == "32" and timings[1][2] == "bf16" and timings[0][:2] == timings[1][:2]
     assert budget["iterations"] >= STEPS_TARGET and budget["reaches_steps_target"]

@@ -31,11 +31,9 @@ first time a depth-wise conv meets a new case, and keep the faster, as
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import time
@@ -45,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from visprior.engine.cpu_info import cpu_model_name
 from visprior.fileio import atomic_path
 from visprior.layers.conv_algorithm import choose_algorithm, estimated_cost_ratio
 
@@ -166,18 +165,7 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model name (``/proc/cpuinfo``; else the platform's)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return _cpu_name()
-
-
-@functools.cache  # case_key runs on every forward of a case near the crossover
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_model_name()
 
 
 def _synchronize(device: torch.device) -> None:

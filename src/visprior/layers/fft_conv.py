@@ -33,7 +33,11 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["fft_depthwise_conv", "fft_size"]
+__all__ = ["PROFILER_LABELS", "fft_depthwise_conv", "fft_size"]
+
+# torch.profiler ranges around the forward and the backward, so that a profile can tell this
+# path's FFTs and products from the rest of a network (benchmarks/speed's step split)
+PROFILER_LABELS = ("visprior::fft_depthwise_conv", "visprior::fft_depthwise_conv_backward")
 
 # Grid points (N * C * L^d) per channel chunk. On a CPU, chunks whose spectra stay within
 # a few MiB run about twice as fast as one large chunk (cache-resident temporaries, and
@@ -176,7 +180,7 @@ def _no_autocast(device: torch.device) -> torch.autocast:
 class _FFTDepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        with _no_autocast(x.device):
+        with _no_autocast(x.device), torch.profiler.record_function(PROFILER_LABELS[0]):
             return _FFTDepthwiseConv._forward(ctx, x, weight)
 
     @staticmethod
@@ -200,7 +204,7 @@ class _FFTDepthwiseConv(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        with _no_autocast(grad_out.device):
+        with _no_autocast(grad_out.device), torch.profiler.record_function(PROFILER_LABELS[1]):
             return _FFTDepthwiseConv._backward(ctx, grad_out.to(ctx.w_spectra[0].real.dtype))
 
     @staticmethod

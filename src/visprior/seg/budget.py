@@ -13,7 +13,8 @@ steps, the finer axes first, at 2x, 4x and 8x fewer image voxels), the patch (cu
 edges of :data:`PATCH_EDGES` voxels in the spacing's aspect, clipped to the median image, in
 multiples of the network's stride) at batch 1 of 2 crops, and the precision (bf16 autocast
 where this machine runs it at least :data:`BF16_MIN_SPEEDUP` x faster; the plan records it,
-so a run is reproducible on the same kind of machine).
+with the CPU's native bf16 instructions, so a run is reproducible on the same kind of
+machine).
 
 **Timing** is cheap. One reference step is timed in float32 and in bf16, after a warm-up step
 that absorbs one-off costs (allocation, a conv-path choice). A timed candidate's step also
@@ -59,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from visprior.engine.cpu_info import cpu_bf16_support
 from visprior.engine.precision import autocast
 from visprior.nets.registry import canonical_name, get_model
 from visprior.seg.config import CPU_BUDGET_NETWORK, METHOD_NETWORK
@@ -85,6 +87,12 @@ STEPS_TARGET = 900  # the demo: 0.90 held-out Dice at 957 steps, 0.83 at 619
 STEPS_TARGETS = {"unet": 5000}
 PLANNING_SHARE = 0.05  # of the budget, at most, spent timing candidates
 TRAINING_SHARE = 0.85  # of the budget: training; the rest validates and predicts
+_BF16_SUPPORT_TEXT = {
+    "amx_bf16": "AMX-BF16",
+    "avx512_bf16": "AVX512-BF16",
+    "none": "no native bf16",
+    "unknown": "bf16 support unknown",
+}
 BF16_MIN_SPEEDUP = 1.2  # bf16 autocast is taken only where it is at least this much faster
 PATCH_EDGES = (32, 48, 64, 80, 96, 128)  # cube-equivalent patch edges tried, in voxels
 MIN_CONTEXT = 48  # patch edge (geometric mean) a large kernel needs: 2k for k = 21, rounded
@@ -392,8 +400,10 @@ def plan_budget(
         measured.append(chosen)
     train_seconds = training_seconds()
     iterations = max(1, int(train_seconds / chosen.step_seconds))
+    bf16_support = cpu_bf16_support()
     notes = [
-        f"bf16 autocast {speedup:.2f}x float32 on this machine: "
+        f"bf16 autocast {speedup:.2f}x float32 on this machine "
+        f"({_BF16_SUPPORT_TEXT.get(bf16_support, bf16_support)}): "
         + ("bf16" if precision == "bf16" else "float32")
     ]
     if not reaches:
@@ -407,6 +417,7 @@ def plan_budget(
         "training_minutes": round(train_seconds / 60, 3),
         "precision": precision,
         "bf16_speedup": round(speedup, 3),
+        "cpu_bf16": bf16_support,
         "model_kwargs": dict(chosen.model_kwargs),
         "spacing": list(chosen.spacing),
         "roi_size": list(chosen.roi_size),
