@@ -19,7 +19,7 @@ def machine_description() -> dict:
     """CPU model and its bf16-relevant flags, threads, torch and Python versions."""
     import torch
 
-    from visprior.engine.cpu_info import cpu_bf16_support, cpu_flags, cpu_model_name
+    from visprior.cpu_info import cpu_bf16_support, cpu_flags, cpu_model_name
 
     return {
         "cpu": cpu_model_name(),

@@ -18,7 +18,7 @@ PACKAGE = SOURCE / "visprior"
 
 # Layers from the bottom up; a module may import its own layer and those below it.
 LAYERS = [
-    {"errors", "fileio", "checkpoint_io", "layers", "metrics", "viz", "data", "nets"},
+    {"errors", "fileio", "checkpoint_io", "cpu_info", "layers", "metrics", "viz", "data", "nets"},
     {"reparam", "engine"},
     {"seg", "cxr"},
     {"simplify", "deploy"},

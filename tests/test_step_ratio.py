@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from benchmarks.speed import step_ratio
+from benchmarks.speed import autotune_cost, step_ratio
 from torch.profiler import ProfilerActivity, profile
 
 from visprior.layers.depthwise import depthwise_conv
@@ -90,3 +90,42 @@ def test_a_steady_gap_is_called_and_a_missing_network_gives_no_ratio():
     assert one["ratio"] == pytest.approx(0.5) and math.isnan(one["low"])
     assert step_ratio.ratio({"parts": {"repuxnet": [1.0]}}) is None
     assert step_ratio.ratio({"error": "Traceback ..."}) is None
+
+
+def _die_of_a_signal():
+    """A builder whose process dies as a segfaulting kernel would kill it."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_measuring_process_that_dies_gives_an_error_row_instead_of_a_hang():
+    from benchmarks.timing import measure_in_subprocess
+
+    measured = measure_in_subprocess(_die_of_a_signal, repeats=1)
+    assert math.isnan(measured.seconds)
+    assert measured.error == "the measuring process died (exit code -9)"
+
+
+def test_the_one_off_cost_is_the_first_steps_difference():
+    def arm(first, later, cases):
+        parts = {
+            "first step": [first],
+            "later steps": [later],
+            "measured cases": [cases],
+            "picks unlike the rule": [1.0 if cases else 0.0],
+        }
+        return {"parts": parts, "error": None}
+
+    row = {
+        "case": "demo",
+        "precision": "bf16",
+        "rule": arm(1.5, 0.5, 0),
+        "measured": arm(4.0, 0.45, 3),
+    }
+    (line,) = [x for x in autotune_cost.table([row]) if x.startswith("| demo")]
+    assert line == "| demo | bf16 autocast | 1.50 | 4.00 | +2.50 | 0.500 | 0.450 | 3 | 1 |"
+    broken = {**row, "measured": {"parts": {}, "error": "Traceback ...\nValueError: tiny"}}
+    (line,) = [x for x in autotune_cost.table([broken]) if x.startswith("| demo")]
+    assert "ValueError: tiny" in line and "Traceback" not in line

@@ -10,7 +10,7 @@ import pytest
 
 from tests.seg.test_plan import TINY_TRAINING, write_dataset
 from visprior.cli import main
-from visprior.engine.cpu_info import cpu_bf16_support
+from visprior.cpu_info import cpu_bf16_support
 from visprior.seg.budget import (
     STEPS_TARGET,
     BudgetCandidate,

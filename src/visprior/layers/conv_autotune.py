@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from visprior.engine.cpu_info import cpu_model_name
+from visprior.cpu_info import cpu_model_name
 from visprior.fileio import atomic_path
 from visprior.layers.conv_algorithm import choose_algorithm, estimated_cost_ratio
 
@@ -59,10 +59,16 @@ __all__ = [
     "time_both_paths",
 ]
 
-# "1" turns measuring on. Off by default for now: the test suite's process crashed once in a
-# RepUX-Net training step that measured (a segfault inside the timed backward, under bf16
-# autocast), and a tiny-size device check under bf16 crashed in 1 of 5 runs; until that is
-# understood, the size rule decides unless a user asks for the measurement.
+# "1" turns measuring on. Off by default: a process that measures can die of heap corruption
+# inside oneDNN. RepUX-Net 8/64, two 32^3 crops, bf16 autocast, 2 threads, a fresh cache: the
+# process died (SIGSEGV, or glibc's "free(): invalid pointer") in 3 of 10 dry device checks and
+# 2 of 7 bare training runs, each time in the timed backward of the direct path at 2 x 32 ch @
+# 4^3 (the 21^3 kernel cut to 7^3), the first direct call after the FFT path's timed calls;
+# gdb put the fault in malloc under oneDNN's jit_uni_reorder_t, in an OpenMP worker. The same
+# run with 1 thread (0 of 12), or with the size rule alone (0 of 10), or with glibc's heap
+# checks on (0 of 10) did not crash, and the same conv alone, 300 times, did not either. So it
+# is a race in the library's threaded kernels that the measurement's call pattern exposes;
+# until a torch release without it, the size rule decides unless a user asks to measure.
 AUTOTUNE_ENV = "VISPRIOR_CONV_AUTOTUNE"
 CACHE_ENV = "VISPRIOR_CONV_CACHE"  # "0": winners in memory only
 CACHE_DIR_ENV = "VISPRIOR_CACHE_DIR"

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visprior.engine.cpu_info import cpu_bf16_support
+from visprior.cpu_info import cpu_bf16_support
 from visprior.engine.precision import autocast
 from visprior.nets.registry import canonical_name, get_model
 from visprior.seg.config import CPU_BUDGET_NETWORK, METHOD_NETWORK

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import visprior.engine.cpu_info as cpu_info
+import visprior.cpu_info as cpu_info
 
 # two processors as Linux lists them; only the first one counts
 AMX_XEON = """processor\t: 0
