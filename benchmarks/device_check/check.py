@@ -269,8 +269,6 @@ def conv_paths_part(device: torch.device, sizes: dict, deadline: float) -> dict:
     from visprior.layers import conv_autotune, depthwise
     from visprior.layers.conv_algorithm import choose_algorithm, estimated_cost_ratio
 
-    if device.type == "cuda":  # what the measured auto would pick on this GPU (opt-in)
-        os.environ[conv_autotune.AUTOTUNE_ENV] = "1"
     model = _network("repuxnet", sizes, device).eval()
     x = torch.randn(sizes["batch"], 1, *(sizes["patch"],) * 3, device=device)
     cases = depthwise_cases(model, x)

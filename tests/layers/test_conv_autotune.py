@@ -52,9 +52,15 @@ def _case(spatial, k, channels=2, requires_grad=False):
     return x, weight, torch.randn(channels)
 
 
-def test_measuring_is_asked_for(monkeypatch):
+def test_unset_a_gpu_measures_and_a_cpu_does_not_and_the_setting_wins(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
     monkeypatch.delenv(conv_autotune.AUTOTUNE_ENV)
-    assert not conv_autotune.autotune_enabled()  # off unless VISPRIOR_CONV_AUTOTUNE=1
+    assert not conv_autotune.autotune_enabled(cpu) and conv_autotune.autotune_enabled(gpu)
+    assert not conv_autotune.autotune_enabled()  # no device: as a CPU
+    monkeypatch.setenv(conv_autotune.AUTOTUNE_ENV, "0")
+    assert not conv_autotune.autotune_enabled(gpu)
+    monkeypatch.setenv(conv_autotune.AUTOTUNE_ENV, "1")
+    assert conv_autotune.autotune_enabled(cpu)
 
 
 def test_the_two_cases_sit_where_their_names_say():

@@ -21,8 +21,9 @@ first time a depth-wise conv meets a new case, and keep the faster, as
   winners in memory only.
 * **When it does not measure** (the rule decides): with deterministic algorithms on
   (``torch.use_deterministic_algorithms``, which the ``deterministic`` config key sets), while
-  tracing, scripting, compiling or exporting to ONNX, and unless ``VISPRIOR_CONV_AUTOTUNE=1``
-  (off by default, see :data:`AUTOTUNE_ENV`).
+  tracing, scripting, compiling or exporting to ONNX, and with ``VISPRIOR_CONV_AUTOTUNE=0``.
+  Unset, it measures on CUDA devices and not on a CPU (see :data:`AUTOTUNE_ENV`);
+  ``VISPRIOR_CONV_AUTOTUNE=1`` turns it on there too.
 * **Under DDP.** Each rank decides on its own, with no collective: rank 0 validates alone, and
   a collective inside its forward would wait for ranks that never come. The paths compute the
   same function, and DDP all-reduces the gradients, so the weights stay equal whichever path a
@@ -59,7 +60,9 @@ __all__ = [
     "time_both_paths",
 ]
 
-# "1" turns measuring on. Off by default: a process that measures can die of heap corruption
+# "1" turns measuring on, "0" off. Unset: on for CUDA devices (the size rule was never measured
+# on a GPU, and what follows is in a CPU library), off on a CPU, where a process that measures
+# can die of heap corruption
 # inside oneDNN. RepUX-Net 8/64, two 32^3 crops, bf16 autocast, 2 threads, a fresh cache: the
 # process died (SIGSEGV, or glibc's "free(): invalid pointer") in 3 of 10 dry device checks and
 # 2 of 7 bare training runs, each time in the timed backward of the direct path at 2 x 32 ch @
@@ -68,7 +71,7 @@ __all__ = [
 # run with 1 thread (0 of 12), or with the size rule alone (0 of 10), or with glibc's heap
 # checks on (0 of 10) did not crash, and the same conv alone, 300 times, did not either. So it
 # is a race in the library's threaded kernels that the measurement's call pattern exposes;
-# until a torch release without it, the size rule decides unless a user asks to measure.
+# until a torch release without it, the size rule decides on a CPU unless a user asks.
 AUTOTUNE_ENV = "VISPRIOR_CONV_AUTOTUNE"
 CACHE_ENV = "VISPRIOR_CONV_CACHE"  # "0": winners in memory only
 CACHE_DIR_ENV = "VISPRIOR_CACHE_DIR"
@@ -85,9 +88,12 @@ _memory: dict[str, dict] = {}
 _loaded_files: set[Path] = set()
 
 
-def autotune_enabled() -> bool:
-    """Whether ``auto`` may measure now (see the module's docstring)."""
-    if os.environ.get(AUTOTUNE_ENV, "0").strip() != "1":
+def autotune_enabled(device: torch.device | None = None) -> bool:
+    """Whether ``auto`` may measure now, for a conv on ``device`` (see the module's docstring):
+    ``VISPRIOR_CONV_AUTOTUNE=1`` or ``0`` decides; unset, a CUDA device measures and a CPU
+    does not."""
+    setting = os.environ.get(AUTOTUNE_ENV, "").strip()
+    if setting == "0" or (setting != "1" and (device is None or device.type != "cuda")):
         return False
     if torch.are_deterministic_algorithms_enabled():
         return False
@@ -126,7 +132,7 @@ def measured_algorithm(
     answer elsewhere or where measuring is off."""
     spatial, kernel_size = tuple(x.shape[2:]), int(weight.shape[-1])
     rule = choose_algorithm(spatial, kernel_size, needs_grad)
-    if not autotune_enabled():  # first: every depth-wise forward comes through here
+    if not autotune_enabled(x.device):  # first: every depth-wise forward comes here
         return rule
     ratio = estimated_cost_ratio(spatial, kernel_size, needs_grad)
     # far from the crossover, where the cost model agrees with the rule, the rule stands
