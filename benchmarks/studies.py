@@ -68,6 +68,10 @@ def _kernel_scaling(part: str, context: RunContext):
     return _module("kernel_scaling").run_part(part, context)
 
 
+def _kernel_plateau(part: str, context: RunContext):
+    return _module("kernel_plateau").run_part(part, context)
+
+
 def _peers(part: str, context: RunContext):
     peers = _module("peers")
     args = context.args
@@ -180,6 +184,17 @@ STUDIES: tuple[Study, ...] = (
         grids=_lazy("kernel_scaling", "grids"),
         options=("seeds", "kernels"),
         full_run=("kernel-scaling", "kernel-scaling-upkern"),
+    ),
+    Study(
+        "kernel_plateau",
+        "(d4)",
+        "plain against BFR kernels at k 7 / 21, 5 paired seeds, at a plateau",
+        ("kernel-plateau",),
+        _kernel_plateau,
+        _lazy("kernel_plateau", "section"),
+        summary=_lazy("kernel_plateau", "summary"),
+        grids=_lazy("kernel_plateau", "grids"),
+        options=("seeds", "kernels"),
     ),
     Study(
         "peers",

@@ -28,7 +28,8 @@ def test_quick_benchmarks_write_results(tmp_path):
     index = (tmp_path / "RESULTS.md").read_text()
     studies = sorted(path.parent.name for path in tmp_path.glob("*/results.json"))
     assert studies == sorted(
-        ("speed", "quality", "mednext_speed", "kernel_scaling", "peers", "ggcam", "mtunet")
+        ("speed", "quality", "mednext_speed", "kernel_scaling", "kernel_plateau", "peers")
+        + ("ggcam", "mtunet")
         + ("gaze_ct", "simplify", "simplify_criteria", "large_volume", "planning", "precision")
         + ("budget_plan", "demo_holds")
     )
@@ -40,7 +41,16 @@ def test_quick_benchmarks_write_results(tmp_path):
             assert record["date"] and record["command"].startswith("python -m benchmarks")
     report = "\n".join((tmp_path / s / "RESULTS.md").read_text() for s in studies)
     headings = ("## Targets", "## (a)", "## (b)", "## (c)", "## (b2)", "## Crossover", "## (d)")
-    headings += ("## (d2)", "## (d3)", "## (e)", "## (f)", "## (e2)", "## (f2)", "## (g)")
+    headings += (
+        "## (d2)",
+        "## (d4)",
+        "## (d3)",
+        "## (e)",
+        "## (f)",
+        "## (e2)",
+        "## (f2)",
+        "## (g)",
+    )
     for heading in (*headings, "## (g2)", "## (h)", "## (i)", "## (j)", "## (k)", "## (l)"):
         assert heading in report
     assert "## Failed cases" not in report
@@ -49,6 +59,8 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| MONAI UNet | 1.21M | 48^3 |" in report  # the quality row: a trained network
     assert "| 3 | BFR | 1 | " in report and "| k = 3, mean Dice | 0: " in report  # (d2), paired
     assert "| 5 | BFR, UpKern | 1 | " in report  # quick: a k3 warm-up, then k5
+    assert "| k = 3, BFR - plain, mean Dice | 0: " in report  # (d4), paired
+    assert (tmp_path / "kernel_plateau" / ".kept" / "BFR-k3-seed0" / "best.pt").is_file()
     assert (tmp_path / "kernel_scaling" / "figure.png").stat().st_size > 10_000
     assert "| MedNeXt-S k5, UpKern from k3 | 0.05 | 1 | " in report  # (d3)
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report

@@ -344,6 +344,10 @@ class Trainer:
                 metrics = self.task.validate(unwrap(self.model))
             value = metrics[self.settings.metric]
             improved = self._is_better(value)
+            # the checkpoints count this validation's time too (a resumed run's wall limit
+            # starts from it); the next _tick brings every rank to the same figure again
+            started, before = self._session
+            self.wall_seconds = max(self.wall_seconds, before + time.perf_counter() - started)
             if improved:
                 self.best_metric, self.best_iteration = value, self.iteration
                 self._save("best.pt", rng)
