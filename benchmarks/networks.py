@@ -62,19 +62,25 @@ def build_training_step(name: str, algorithm: str, size: int, quick: bool, preci
     return step, None
 
 
-def build_alternating_steps(names: tuple[str, ...], size: int, quick: bool):
-    """One training step of each network in turn, timed per network: slow drifts of the
-    machine hit both alike, so their ratio is fairer than two separate runs'."""
-    steps = {name: build_training_step(name, "auto", size, quick)[0] for name in names}
+def alternating(calls: dict):
+    """One call of each of ``calls`` (name -> callable) in turn, timed per name into
+    ``step.parts``: slow drifts of the machine hit all alike, so their ratio is fairer than
+    separate runs'."""
 
     def step():
-        for name, one in steps.items():
+        for name, one in calls.items():
             start = time.perf_counter()
             one()
             step.parts.setdefault(name, []).append(time.perf_counter() - start)
 
     step.parts = {}
-    return step, None
+    return step
+
+
+def build_alternating_steps(names: tuple[str, ...], size: int, quick: bool, precision: str = "32"):
+    """One training step of each network in turn, timed per network (see alternating)."""
+    steps = {name: build_training_step(name, "auto", size, quick, precision)[0] for name in names}
+    return alternating(steps), None
 
 
 def _demo_step(size: int):

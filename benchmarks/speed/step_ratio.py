@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.networks import build_training_step
+from benchmarks.networks import (
+    alternating,
+    build_alternating_steps,
+    build_inference,
+    build_training_step,
+)
 from benchmarks.paired import paired_difference
 
 NETWORKS = ("repuxnet", "uxnet")
@@ -58,41 +62,16 @@ _CONV_OPS = {
 }
 
 
-def build_alternating_training(precision: str, size: int, quick: bool):
-    """One training step of each network in turn (batch 1, AdamW, cross entropy)."""
-    steps = {
-        name: build_training_step(name, "auto", size, quick, precision)[0] for name in NETWORKS
-    }
-
-    def step():
-        for name, one in steps.items():
-            start = time.perf_counter()
-            one()
-            step.parts.setdefault(name, []).append(time.perf_counter() - start)
-
-    step.parts = {}
-    return step, None
-
-
 def build_alternating_inference(precision: str, volume: int, window: int, quick: bool):
     """Sliding-window inference of one volume by each network in turn (RepUX-Net fused);
     the warm-up runs one window through each."""
-    from benchmarks.networks import build_inference
-
     runs = {name: build_inference(name, volume, window, quick, precision) for name in NETWORKS}
-
-    def step():
-        for name, (infer, _) in runs.items():
-            start = time.perf_counter()
-            infer()
-            step.parts.setdefault(name, []).append(time.perf_counter() - start)
 
     def warmup():
         for _, warm in runs.values():
             warm()
 
-    step.parts = {}
-    return step, warmup
+    return alternating({name: infer for name, (infer, _) in runs.items()}), warmup
 
 
 def _shape(shapes: list, index: int) -> list[int] | None:
@@ -183,7 +162,7 @@ def run(quick: bool, repeats: int, profile_dir: Path, log) -> dict:
     for precision in PRECISIONS:
         row: dict = {"precision": precision, "size": size, "volume": volume, "window": window}
         m = measure_in_subprocess(
-            build_alternating_training, precision, size, quick, repeats=repeats
+            build_alternating_steps, NETWORKS, size, quick, precision, repeats=repeats
         )
         row["training"] = measurement_row(m)
         log(f"step ratio {precision}: training {m.error or 'done'}")
