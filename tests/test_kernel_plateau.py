@@ -31,11 +31,13 @@ def _data():
     return {"settings": settings, "rows": rows}
 
 
-def test_the_grid_runs_every_arm_at_full_length_then_the_plateau_seeds_at_half():
+def test_the_grid_runs_the_plateau_seed_at_half_right_after_its_full_length_arms():
     grid = study.plateau_grid(quick=False)
     keys = [grid.key(unit.fields) for unit in grid.units]
     assert len(keys) == 2 * 2 * 5 + 2 * 2 * 1 and len(set(keys)) == len(keys)
-    assert keys[0] == ("plain", 7, 0, 2000) and keys[-1] == ("BFR", 21, 0, 1000)
+    assert keys[0] == ("plain", 7, 0, 2000) and keys[3] == ("BFR", 21, 0, 2000)
+    assert keys[4] == ("plain", 7, 0, 1000) and keys[7] == ("BFR", 21, 0, 1000)
+    assert keys[8] == ("plain", 7, 1, 2000) and keys[-1] == ("BFR", 21, 4, 2000)
     options = study.demo_options(21, 3, 2000, study.SETTINGS_FULL)
     joined = " ".join(options)
     assert "--kernel-size 21" in joined and "--precision bf16" in joined

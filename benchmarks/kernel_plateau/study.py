@@ -100,19 +100,19 @@ def demo_options(k: int, seed: int, iterations: int, settings: dict) -> list[str
 
 
 def plateau_grid(quick: bool, seeds=None, kernels=None) -> Grid:
-    """Every (kind, k, seed) at the full iterations, then the plateau seeds at half."""
+    """Every (kind, k, seed) at the full iterations; a plateau seed's runs at half follow its
+    full-length ones, so that the doubling check is answered early (before the grid is run
+    out at iterations that may prove too few)."""
     settings = settings_for(quick, seeds, kernels)
     units = []
     for seed in settings["seeds"]:
-        for k in settings["kernels"]:
-            for kind, name in KINDS:
-                units.append(_unit(kind, name, k, seed, settings["iterations"], settings, quick))
-    for seed in settings["plateau_seeds"]:
-        for k in settings["kernels"]:
-            for kind, name in KINDS:
-                units.append(
-                    _unit(kind, name, k, seed, settings["plateau_iterations"], settings, quick)
-                )
+        lengths = [settings["iterations"]]
+        if seed in settings["plateau_seeds"]:
+            lengths.append(settings["plateau_iterations"])
+        for iterations in lengths:
+            for k in settings["kernels"]:
+                for kind, name in KINDS:
+                    units.append(_unit(kind, name, k, seed, iterations, settings, quick))
     return Grid(units, _fixed(settings), KEY_FIELDS)
 
 
