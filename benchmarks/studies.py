@@ -72,6 +72,10 @@ def _kernel_plateau(part: str, context: RunContext):
     return _module("kernel_plateau").run_part(part, context)
 
 
+def _peers_plateau(part: str, context: RunContext):
+    return _module("peers_plateau").run_part(part, context)
+
+
 def _peers(part: str, context: RunContext):
     peers = _module("peers")
     args = context.args
@@ -195,6 +199,18 @@ STUDIES: tuple[Study, ...] = (
         summary=_lazy("kernel_plateau", "summary"),
         grids=_lazy("kernel_plateau", "grids"),
         options=("seeds", "kernels"),
+    ),
+    Study(
+        "peers_plateau",
+        "(d5)",
+        "peers at a plateau: held-out Dice and the CPU time to reach it, 3 paired seeds",
+        ("peers-plateau", "peers-plateau-steps"),
+        _peers_plateau,
+        _lazy("peers_plateau", "section"),
+        summary=_lazy("peers_plateau", "summary"),
+        grids=_lazy("peers_plateau", "grids"),
+        options=("seeds",),
+        full_run=("peers-plateau", "peers-plateau-steps"),
     ),
     Study(
         "peers",

@@ -29,6 +29,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     studies = sorted(path.parent.name for path in tmp_path.glob("*/results.json"))
     assert studies == sorted(
         ("speed", "quality", "mednext_speed", "kernel_scaling", "kernel_plateau", "peers")
+        + ("peers_plateau",)
         + ("ggcam", "mtunet")
         + ("gaze_ct", "simplify", "simplify_criteria", "large_volume", "planning", "precision")
         + ("budget_plan", "demo_holds")
@@ -44,6 +45,7 @@ def test_quick_benchmarks_write_results(tmp_path):
     headings += (
         "## (d2)",
         "## (d4)",
+        "## (d5)",
         "## (d3)",
         "## (e)",
         "## (f)",
@@ -61,6 +63,8 @@ def test_quick_benchmarks_write_results(tmp_path):
     assert "| 5 | BFR, UpKern | 1 | " in report  # quick: a k3 warm-up, then k5
     assert "| k = 3, BFR - plain, mean Dice | 0: " in report  # (d4), paired
     assert (tmp_path / "kernel_plateau" / ".kept" / "BFR-k3-seed0" / "best.pt").is_file()
+    assert "| MONAI UNet | 0 of 1 | **" in report or "| MONAI UNet | 1 of 1 | **" in report  # (d5)
+    assert (tmp_path / "peers_plateau" / ".kept" / "unet-seed0-it2" / "best.pt").is_file()
     assert (tmp_path / "kernel_scaling" / "figure.png").stat().st_size > 10_000
     assert "| MedNeXt-S k5, UpKern from k3 | 0.05 | 1 | " in report  # (d3)
     assert "| GG-CAM | **" in report and "| CAM classifier (no gaze) | **" in report

@@ -76,21 +76,23 @@ def _fixed(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in ("seeds", "kernels")}
 
 
-def kept_runs_root(quick: bool, work: Path) -> Path:
-    """Where kept checkpoints go: ``$VISPRIOR_STUDY_RUNS`` or ``~/visprior-study-runs``; a
-    quick run keeps them beside its results file instead."""
+def kept_runs_root(quick: bool, work: Path, study: str = "kernel_plateau") -> Path:
+    """Where ``study``'s kept checkpoints go: ``$VISPRIOR_STUDY_RUNS`` or
+    ``~/visprior-study-runs``, then the study's name; a quick run keeps them beside its
+    results file instead (``work`` is a unit's folder under the study's ``.work``)."""
     if os.environ.get(RUNS_ENV):
-        return Path(os.environ[RUNS_ENV]) / "kernel_plateau"
+        return Path(os.environ[RUNS_ENV]) / study
     if quick:
         return work.parent.parent / ".kept"
-    return Path.home() / "visprior-study-runs" / "kernel_plateau"
+    return Path.home() / "visprior-study-runs" / study
 
 
-def demo_options(k: int, seed: int, iterations: int, settings: dict) -> list[str]:
-    """The ``visprior demo`` options of one unit (besides ``--model``)."""
+def demo_options(k: int | None, seed: int, iterations: int, settings: dict) -> list[str]:
+    """The ``visprior demo`` options of one unit (besides ``--model``); ``k`` None keeps the
+    network's own kernel size."""
     return [
         "--iterations", str(iterations),
-        "--kernel-size", str(k),
+        *(["--kernel-size", str(k)] if k is not None else []),
         "--seed", str(seed),
         "--val-every", str(settings["val_every"]),
         "--spacing-mm", str(settings["spacing_mm"]),

@@ -150,6 +150,8 @@ def test_one_nonfinite_step_is_skipped_and_the_weights_keep_their_values(tmp_pat
     logged = [int(r["iteration"]) for r in rows if r["train_loss"]]
     assert 3 not in logged and {2, 4} <= set(logged)  # the skipped step logged no loss
     assert all(math.isfinite(float(r["train_loss"])) for r in rows if r["train_loss"])
+    # each logged window carries its steps' mean time, the skipped step's included
+    assert all(float(r["step_seconds"]) > 0 for r in rows if r["train_loss"])
 
 
 def test_bad_settings():

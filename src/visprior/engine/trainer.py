@@ -263,6 +263,7 @@ class Trainer:
         batches = self._endless_batches()
         progress = self._progress_bar()
         window: list[float] = []
+        window_seconds: list[float] = []  # the steps' own time, without validation
         self._session = (time.perf_counter(), self.wall_seconds)
         with progress:
             while (
@@ -275,6 +276,7 @@ class Trainer:
                     seconds = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
                     elapsed = float(all_reduce_mean(seconds))  # NCCL reduces device tensors
                 self.training_seconds += elapsed
+                window_seconds.append(elapsed)
                 self.iteration += 1
                 if loss is not None:
                     window.append(loss)
@@ -283,8 +285,14 @@ class Trainer:
                 shown = "skipped" if loss is None else f"{loss:.4f}"
                 progress.set_postfix(it=self.iteration, loss=shown, refresh=False)
                 if log is not None and self.iteration % s.log_every == 0 and window:
-                    log.log(self.iteration, train_loss=sum(window) / len(window), lr=self._lr())
+                    log.log(
+                        self.iteration,
+                        train_loss=sum(window) / len(window),
+                        lr=self._lr(),
+                        step_seconds=sum(window_seconds) / len(window_seconds),
+                    )
                     window.clear()
+                    window_seconds.clear()
                 last = self.iteration >= s.iterations or self._time_is_up()
                 if self.iteration % s.val_every == 0 or last:
                     validation_started = time.perf_counter()
