@@ -101,6 +101,11 @@ def demo_options(k: int | None, seed: int, iterations: int, settings: dict) -> l
     ]  # fmt: skip
 
 
+def demo_command(name: str, options: list[str]) -> str:
+    """The command a reader runs to remake one unit's run (OUT: a folder of their choice)."""
+    return " ".join(["visprior demo --settings hand-tuned --model", name, "--output OUT", *options])
+
+
 def plateau_grid(quick: bool, seeds=None, kernels=None) -> Grid:
     """Every (kind, k, seed) at the full iterations; a plateau seed's runs at half follow its
     full-length ones, so that the doubling check is answered early (before the grid is run
@@ -132,9 +137,7 @@ def _unit(
         run_dir = Path(row["run_dir"])
         row["kernel_profile"] = trained_profile(run_dir)
         row["initial_profile"] = initial_profile(name, k)
-        row["command"] = " ".join(
-            ["visprior demo --settings hand-tuned --model", name, "--output OUT", *options]
-        )
+        row["command"] = demo_command(name, options)
         if keep:
             target = kept_runs_root(quick, work) / f"{kind}-k{k}-seed{seed}" / "best.pt"
             row["kept_checkpoint"] = str(keep_checkpoint(run_dir, target))

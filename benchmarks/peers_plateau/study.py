@@ -106,14 +106,11 @@ def reusable_row(results: Path | None, k: int | None, seed: int, iterations: int
     stored = data.get("settings", {})
     if any(stored.get(key) != settings[key] for key in SHARED):
         return None
+    wanted = ("BFR", k, seed, iterations)
     for row in data.get("rows", []):
-        same = (row["kind"], row["k"], row["seed"], row["iterations"]) == (
-            "BFR",
-            k,
-            seed,
-            iterations,
-        )
-        if same and not row.get("error"):
+        if (row["kind"], row["k"], row["seed"], row["iterations"]) == wanted and not row.get(
+            "error"
+        ):
             return row
     return None
 
@@ -132,9 +129,7 @@ def _unit(label, name, k, seed, iterations, settings, quick, results) -> Unit:
         if row.get("error"):
             return {**row, "label": label}
         row["label"] = label
-        row["command"] = " ".join(
-            ["visprior demo --settings hand-tuned --model", name, "--output OUT", *options]
-        )
+        row["command"] = kernel_plateau.demo_command(name, options)
         if keep:
             root = kernel_plateau.kept_runs_root(quick, work, STUDY)
             target = root / f"{name}-seed{seed}-it{iterations}" / "best.pt"
@@ -263,6 +258,16 @@ def plateaus(data: dict) -> dict[tuple[str, int], dict]:
     return out
 
 
+def cpu_minutes(plateau: dict, step_seconds: float) -> float:
+    """One seed's cost: the iterations to come within WITHIN of its plateau, at the idle step
+    time."""
+    return plateau["reached_at"] * step_seconds / 60
+
+
+def _by_seed(found: dict, name: str, score) -> dict[int, float]:
+    return {seed: score(value) for (n, seed), value in found.items() if n == name}
+
+
 def _label(name: str) -> str:
     return next(label for label, n, _ in ARMS if n == name)
 
@@ -312,7 +317,7 @@ def plateau_table(data: dict) -> list[str]:
         mine = [found[(name, seed)] for seed in seeds]
         reached = [v["reached_at"] for v in mine]
         step = steps.get(name)
-        cost = mean_sd([n * step / 60 for n in reached], 1) if step else "-"
+        cost = mean_sd([cpu_minutes(v, step) for v in mine], 1) if step else "-"
         lines.append(
             f"| {_label(name)} | {sum(v['plateau'] for v in mine)} of {len(mine)} | "
             f"**{mean_sd([v['plateau_dice'] for v in mine])}** | "
@@ -356,19 +361,12 @@ def differences(data: dict) -> dict:
         if name == REFERENCE:
             continue
         for what, score in scores.items():
-            arm = {s: score(v) for (n, s), v in found.items() if n == REFERENCE}
-            base = {s: score(v) for (n, s), v in found.items() if n == name}
+            arm, base = _by_seed(found, REFERENCE, score), _by_seed(found, name, score)
             if set(arm) & set(base):
                 out[f"{reference} - {_label(name)}, {what}"] = paired_difference(arm, base)
         if REFERENCE in steps and name in steps:
-            arm = {
-                s: v["reached_at"] * steps[REFERENCE] / 60
-                for (n, s), v in found.items()
-                if n == REFERENCE
-            }
-            base = {
-                s: v["reached_at"] * steps[name] / 60 for (n, s), v in found.items() if n == name
-            }
+            arm = _by_seed(found, REFERENCE, lambda v, step=steps[REFERENCE]: cpu_minutes(v, step))
+            base = _by_seed(found, name, lambda v, step=steps[name]: cpu_minutes(v, step))
             if set(arm) & set(base):
                 key = f"{reference} - {_label(name)}, CPU minutes to the plateau"
                 out[key] = paired_difference(arm, base, higher_is_better=False)
